@@ -1,0 +1,197 @@
+//! The composition root of a server agent: opens the stores, starts Raft,
+//! the proposer and the three listeners (server RPC, gRPC API, HTTP),
+//! bootstraps the cluster, and stops it all gracefully on a signal.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tribune_proto::raft::raft_server::RaftServer;
+
+use crate::catalog::command::{Command, Registration};
+use crate::catalog::model::Node;
+use crate::config::Settings;
+use crate::context::ServerContext;
+use crate::metrics::Metrics;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{MAX_RAFT_MESSAGE, Network};
+use crate::raft::proposer::{Proposer, wait_for_leader};
+use crate::raft::service::RaftService;
+use crate::raft::state_machine::StateMachineStore;
+use crate::raft::{Raft, ServerNode, node_id_for};
+
+async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr}"))
+}
+
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting data dir {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs a server agent until `shutdown` resolves.
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let (data_dir, _tmp): (PathBuf, Option<tempfile::TempDir>) = match &settings.data_dir {
+        Some(d) => (d.clone(), None),
+        None => {
+            let t = tempfile::Builder::new().prefix("tribune-dev-").tempdir()?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    prepare_data_dir(&data_dir)?;
+
+    let raft_listener = bind("server RPC", settings.server_addr).await?;
+    let grpc_listener = bind("gRPC", settings.grpc_addr).await?;
+    let http_listener = bind("HTTP", settings.http_addr).await?;
+    let raft_addr = raft_listener.local_addr()?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+
+    let log_store = LogStore::open(&data_dir).context("opening the Raft log")?;
+    let sm = StateMachineStore::open(&data_dir.join("snapshots"), settings.watch_history)
+        .context("opening the state machine")?;
+    let state = sm.shared();
+
+    let node_id = node_id_for(&settings.node);
+    let config = openraft::Config {
+        cluster_name: format!("tribune-{}", settings.datacenter),
+        heartbeat_interval: 100,
+        election_timeout_min: 300,
+        election_timeout_max: 600,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_threshold),
+        max_in_snapshot_log_to_keep: settings.snapshot_keep_logs,
+        ..Default::default()
+    }
+    .validate()
+    .context("raft settings")?;
+    let raft = Raft::new(node_id, Arc::new(config), Network, log_store, sm)
+        .await
+        .context("starting raft")?;
+    let metrics = Arc::new(Metrics::default());
+    let proposer = Proposer::start(raft.clone(), metrics.clone());
+
+    let ctx = Arc::new(ServerContext {
+        node_name: settings.node.clone(),
+        node_id,
+        datacenter: settings.datacenter.clone(),
+        advertise_ip: settings.bind.to_string(),
+        grpc_addr: grpc_addr.to_string(),
+        http_addr: http_addr.to_string(),
+        raft_addr: raft_addr.to_string(),
+        data_dir: data_dir.display().to_string(),
+        raft: raft.clone(),
+        proposer,
+        state,
+        metrics,
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let raft_server = tonic::transport::Server::builder()
+        .add_service(
+            RaftServer::new(RaftService::new(raft.clone()))
+                .max_decoding_message_size(MAX_RAFT_MESSAGE)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(raft_listener), stopped());
+    let api_server = tonic::transport::Server::builder()
+        .trace_fn(|req| tracing::info_span!("grpc_request", path = %req.uri().path()))
+        .add_routes(crate::api::routes(ctx.clone())?)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stopped());
+    let http_server = axum::serve(http_listener, crate::http::router(ctx.clone())).with_graceful_shutdown(stopped());
+    let servers = tokio::spawn(async move {
+        let (a, b, c) = tokio::join!(raft_server, api_server, http_server);
+        a.context("server RPC listener")?;
+        b.context("gRPC listener")?;
+        c.context("HTTP listener")?;
+        anyhow::Ok(())
+    });
+
+    let me = ServerNode {
+        name: settings.node.clone(),
+        raft_addr: raft_addr.to_string(),
+        grpc_addr: grpc_addr.to_string(),
+    };
+    if settings.bootstrap_expect == 1 && !raft.is_initialized().await? {
+        tracing::info!(node = %me, "bootstrapping a new single-server cluster");
+        raft.initialize(BTreeMap::from([(node_id, me.clone())]))
+            .await
+            .context("bootstrapping raft")?;
+    }
+
+    let leader = wait_for_leader(&raft, Duration::from_secs(15)).await;
+    if leader == Some(node_id) {
+        register_self(&ctx).await;
+    }
+    print_banner(&settings, &ctx, &data_dir, leader);
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft did not stop cleanly");
+    }
+    match tokio::time::timeout(Duration::from_secs(5), servers).await {
+        Ok(Ok(res)) => res?,
+        Ok(Err(e)) => tracing::warn!(error = %e, "listener task failed"),
+        Err(_) => tracing::warn!("listeners did not drain within 5s"),
+    }
+    Ok(())
+}
+
+/// The agent's own node appears in the catalog, as in Consul.
+async fn register_self(ctx: &ServerContext) {
+    let cmd = Command::Register(Registration {
+        node: Node {
+            name: ctx.node_name.clone(),
+            address: ctx.advertise_ip.clone(),
+            datacenter: ctx.datacenter.clone(),
+            meta: BTreeMap::new(),
+            create_index: 0,
+            modify_index: 0,
+        },
+        services: Vec::new(),
+        checks: Vec::new(),
+        remove: Vec::new(),
+    });
+    if let Err(e) = ctx.propose(cmd).await {
+        tracing::warn!(error = %e, "could not register this agent's node");
+    }
+}
+
+fn print_banner(s: &Settings, ctx: &ServerContext, data_dir: &Path, leader: Option<u64>) {
+    println!("==> Tribune agent running!");
+    println!("         Version: {}", env!("CARGO_PKG_VERSION"));
+    println!("            Node: {} (raft id {})", ctx.node_name, ctx.node_id);
+    println!("      Datacenter: {}", ctx.datacenter);
+    println!("          Server: true (bootstrap-expect {}){}", s.bootstrap_expect, if s.dev { ", dev mode" } else { "" });
+    println!("        Data dir: {}{}", data_dir.display(), if s.dev { " (temporary)" } else { "" });
+    println!("      gRPC / xDS: {}", ctx.grpc_addr);
+    println!("            HTTP: {}", ctx.http_addr);
+    println!("      Server RPC: {}", ctx.raft_addr);
+    match leader {
+        Some(_) => println!("==> Ready: leader {}", ctx.leader().map(|l| l.name).unwrap_or_default()),
+        None => println!("==> Waiting for a leader"),
+    }
+}

@@ -1,0 +1,207 @@
+//! `tribune.v1.Catalog`: register, deregister, list, get and watch.
+
+use std::sync::Arc;
+
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tribune_proto::v1 as pb;
+use tribune_proto::v1::catalog_server::Catalog;
+
+use super::convert::{self, RegisterDefaults};
+use super::watch::{Filter, spawn_watch};
+use super::{invalid, outcome_error, propose_error};
+use crate::catalog::command::{Command, Outcome};
+use crate::catalog::model::Status as Health;
+use crate::catalog::validate;
+use crate::context::ServerContext;
+
+pub struct CatalogApi {
+    ctx: Arc<ServerContext>,
+}
+
+impl CatalogApi {
+    pub fn new(ctx: Arc<ServerContext>) -> Self {
+        CatalogApi { ctx }
+    }
+}
+
+type WatchStream = ReceiverStream<Result<pb::WatchEvent, Status>>;
+
+#[tonic::async_trait]
+impl Catalog for CatalogApi {
+    async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+        let ctx = &self.ctx;
+        ctx.metrics
+            .observe("Register", async {
+                let defaults = RegisterDefaults {
+                    node: &ctx.node_name,
+                    node_address: &ctx.advertise_ip,
+                    datacenter: &ctx.datacenter,
+                };
+                let reg = convert::registration(req.into_inner(), &defaults).map_err(invalid)?;
+                let service_id = reg.services[0].id.clone();
+                let sidecar_id = reg.services.get(1).map(|s| s.id.clone()).unwrap_or_default();
+                tracing::debug!(%service_id, "register");
+                match ctx.propose(Command::Register(reg)).await.map_err(propose_error)? {
+                    (index, Outcome::Registered { check_ids }) => Ok(Response::new(pb::RegisterResponse {
+                        index,
+                        service_id,
+                        sidecar_id,
+                        check_ids,
+                    })),
+                    (_, other) => Err(outcome_error(other)),
+                }
+            })
+            .await
+    }
+
+    async fn deregister(
+        &self,
+        req: Request<pb::DeregisterRequest>,
+    ) -> Result<Response<pb::DeregisterResponse>, Status> {
+        let ctx = &self.ctx;
+        ctx.metrics
+            .observe("Deregister", async {
+                let service_id = req.into_inner().service_id;
+                validate::id("service_id", &service_id).map_err(invalid)?;
+                match ctx
+                    .propose(Command::Deregister { service_id })
+                    .await
+                    .map_err(propose_error)?
+                {
+                    (index, Outcome::Deregistered { removed_ids }) => {
+                        Ok(Response::new(pb::DeregisterResponse { index, removed_ids }))
+                    }
+                    (_, other) => Err(outcome_error(other)),
+                }
+            })
+            .await
+    }
+
+    async fn list_services(
+        &self,
+        _req: Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        self.ctx
+            .metrics
+            .observe("ListServices", async {
+                let d = self.ctx.state.read();
+                let services = d
+                    .catalog
+                    .service_names()
+                    .map(|(name, _)| {
+                        let mut tags = std::collections::BTreeSet::new();
+                        let mut s = pb::ServiceSummary {
+                            name: name.clone(),
+                            ..Default::default()
+                        };
+                        for inst in d.catalog.instances_of(name) {
+                            s.instances += 1;
+                            if d.catalog.health_of(inst).status == Health::Passing {
+                                s.passing += 1;
+                            }
+                            s.kind = convert::service_to_pb(inst).kind;
+                            tags.extend(inst.tags.iter().cloned());
+                        }
+                        s.tags = tags.into_iter().collect();
+                        s
+                    })
+                    .collect();
+                Ok(Response::new(pb::ListServicesResponse {
+                    index: d.applied_index(),
+                    services,
+                }))
+            })
+            .await
+    }
+
+    async fn list_nodes(&self, _req: Request<pb::ListNodesRequest>) -> Result<Response<pb::ListNodesResponse>, Status> {
+        self.ctx
+            .metrics
+            .observe("ListNodes", async {
+                let d = self.ctx.state.read();
+                Ok(Response::new(pb::ListNodesResponse {
+                    index: d.applied_index(),
+                    nodes: d.catalog.nodes().map(convert::node_to_pb).collect(),
+                }))
+            })
+            .await
+    }
+
+    async fn get_service(
+        &self,
+        req: Request<pb::GetServiceRequest>,
+    ) -> Result<Response<pb::GetServiceResponse>, Status> {
+        self.ctx
+            .metrics
+            .observe("GetService", async {
+                let req = req.into_inner();
+                validate::service_name("name", &req.name)
+                    .or_else(|e| {
+                        // Sidecar names are derived and may run past 63 characters.
+                        if req.name.ends_with(convert::SIDECAR_SUFFIX) {
+                            validate::id("name", &req.name)
+                        } else {
+                            Err(e)
+                        }
+                    })
+                    .map_err(invalid)?;
+                let d = self.ctx.state.read();
+                let instances = d
+                    .catalog
+                    .instances_of(&req.name)
+                    .map(|s| d.catalog.health_of(s))
+                    .filter(|h| !req.passing_only || h.status == Health::Passing)
+                    .map(|h| convert::health_to_pb(&h))
+                    .collect();
+                Ok(Response::new(pb::GetServiceResponse {
+                    index: d.applied_index(),
+                    instances,
+                }))
+            })
+            .await
+    }
+
+    type WatchServiceStream = WatchStream;
+
+    async fn watch_service(
+        &self,
+        req: Request<pb::WatchServiceRequest>,
+    ) -> Result<Response<Self::WatchServiceStream>, Status> {
+        self.ctx
+            .metrics
+            .observe("WatchService", async {
+                let req = req.into_inner();
+                validate::service_name("name", &req.name)
+                    .or_else(|e| {
+                        if req.name.ends_with(convert::SIDECAR_SUFFIX) {
+                            validate::id("name", &req.name)
+                        } else {
+                            Err(e)
+                        }
+                    })
+                    .map_err(invalid)?;
+                Ok(Response::new(spawn_watch(
+                    self.ctx.clone(),
+                    Filter::Service(req.name),
+                    req.from_index,
+                )))
+            })
+            .await
+    }
+
+    type WatchCatalogStream = WatchStream;
+
+    async fn watch_catalog(
+        &self,
+        req: Request<pb::WatchCatalogRequest>,
+    ) -> Result<Response<Self::WatchCatalogStream>, Status> {
+        self.ctx
+            .metrics
+            .observe("WatchCatalog", async {
+                let req = req.into_inner();
+                Ok(Response::new(spawn_watch(self.ctx.clone(), Filter::Catalog, req.from_index)))
+            })
+            .await
+    }
+}

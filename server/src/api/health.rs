@@ -1,0 +1,65 @@
+//! `tribune.v1.Health`: TTL check updates and check listings.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use tribune_proto::v1 as pb;
+use tribune_proto::v1::health_server::Health;
+
+use super::convert::{check_to_pb, status_from_pb};
+use super::{invalid, outcome_error, propose_error};
+use crate::catalog::command::{Command, Outcome};
+use crate::catalog::validate;
+use crate::context::ServerContext;
+
+pub struct HealthApi {
+    ctx: Arc<ServerContext>,
+}
+
+impl HealthApi {
+    pub fn new(ctx: Arc<ServerContext>) -> Self {
+        HealthApi { ctx }
+    }
+}
+
+#[tonic::async_trait]
+impl Health for HealthApi {
+    async fn update_ttl(&self, req: Request<pb::UpdateTtlRequest>) -> Result<Response<pb::UpdateTtlResponse>, Status> {
+        let ctx = &self.ctx;
+        ctx.metrics
+            .observe("UpdateTtl", async {
+                let req = req.into_inner();
+                validate::id("check_id", &req.check_id).map_err(invalid)?;
+                let status = status_from_pb("status", req.status).map_err(invalid)?;
+                let cmd = Command::UpdateTtl {
+                    check_id: req.check_id,
+                    status,
+                    output: validate::cap_output(&req.note),
+                };
+                match ctx.propose(cmd).await.map_err(propose_error)? {
+                    (index, Outcome::TtlUpdated) => Ok(Response::new(pb::UpdateTtlResponse { index })),
+                    (_, other) => Err(outcome_error(other)),
+                }
+            })
+            .await
+    }
+
+    async fn list_checks(&self, req: Request<pb::ListChecksRequest>) -> Result<Response<pb::ListChecksResponse>, Status> {
+        self.ctx
+            .metrics
+            .observe("ListChecks", async {
+                let req = req.into_inner();
+                let status = match req.status {
+                    0 => None,
+                    s => Some(status_from_pb("status", s).map_err(invalid)?),
+                };
+                let service = (!req.service.is_empty()).then_some(req.service.as_str());
+                let d = self.ctx.state.read();
+                Ok(Response::new(pb::ListChecksResponse {
+                    index: d.applied_index(),
+                    checks: d.catalog.checks_in(status, service).iter().map(check_to_pb).collect(),
+                }))
+            })
+            .await
+    }
+}

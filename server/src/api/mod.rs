@@ -1,0 +1,83 @@
+//! The public gRPC API on the agent's gRPC port: `tribune.v1` (Catalog,
+//! Health, Operator), `grpc.health.v1` and server reflection (v1 and v1alpha).
+
+pub mod catalog;
+pub mod convert;
+pub mod health;
+pub mod operator;
+pub mod watch;
+
+use std::sync::Arc;
+
+use tonic::Status;
+use tonic::service::Routes;
+use tribune_proto::v1::{catalog_server::CatalogServer, health_server::HealthServer, operator_server::OperatorServer};
+
+use crate::catalog::command::Outcome;
+use crate::catalog::validate::FieldError;
+use crate::context::ServerContext;
+use crate::raft::proposer::ProposeError;
+
+/// Largest request the API accepts (a snapshot restore is streamed in
+/// chunks of at most this size).
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
+/// gRPC metadata naming the leader's gRPC address when a write is refused.
+pub const LEADER_HEADER: &str = "x-tribune-leader";
+
+pub fn invalid(e: FieldError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+pub fn propose_error(e: ProposeError) -> Status {
+    match &e {
+        ProposeError::NotLeader { leader: Some(l) } => {
+            let mut s = Status::unavailable(e.to_string());
+            if let Ok(v) = l.grpc_addr.parse() {
+                s.metadata_mut().insert(LEADER_HEADER, v);
+            }
+            s
+        }
+        ProposeError::NotLeader { leader: None } | ProposeError::ShuttingDown => Status::unavailable(e.to_string()),
+        ProposeError::Raft(_) => Status::internal(e.to_string()),
+    }
+}
+
+/// Maps a command's apply-time refusal to its gRPC status.
+pub fn outcome_error(o: Outcome) -> Status {
+    match o {
+        Outcome::NotFound { what } => Status::not_found(format!("{what} is not registered")),
+        Outcome::Invalid { field, message } => Status::invalid_argument(format!("{field}: {message}")),
+        other => Status::internal(format!("unexpected outcome {other:?}")),
+    }
+}
+
+/// Every gRPC service of a server agent's API port.
+pub fn routes(ctx: Arc<ServerContext>) -> anyhow::Result<Routes> {
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tribune_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tribune_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    tokio::spawn(async move {
+        health_reporter.set_serving::<CatalogServer<catalog::CatalogApi>>().await;
+        health_reporter.set_serving::<HealthServer<health::HealthApi>>().await;
+        health_reporter.set_serving::<OperatorServer<operator::OperatorApi>>().await;
+    });
+
+    let mut routes = Routes::default();
+    routes = routes
+        .add_service(
+            CatalogServer::new(catalog::CatalogApi::new(ctx.clone())).max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(HealthServer::new(health::HealthApi::new(ctx.clone())).max_decoding_message_size(MAX_REQUEST_BYTES))
+        .add_service(OperatorServer::new(operator::OperatorApi::new(ctx)).max_decoding_message_size(MAX_REQUEST_BYTES))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    Ok(routes)
+}

@@ -1,0 +1,128 @@
+//! `tribune.v1.Operator`: Raft peers, and whole-state snapshot save/restore.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tribune_proto::v1 as pb;
+use tribune_proto::v1::operator_server::Operator;
+
+use super::{outcome_error, propose_error};
+use crate::catalog::command::{Command, Outcome};
+use crate::context::ServerContext;
+use crate::raft::snapshot_file;
+
+/// Chunk size of a streamed snapshot.
+const CHUNK: usize = 64 * 1024;
+/// Largest snapshot a restore accepts.
+pub const MAX_RESTORE_BYTES: usize = 512 * 1024 * 1024;
+
+pub struct OperatorApi {
+    ctx: Arc<ServerContext>,
+}
+
+impl OperatorApi {
+    pub fn new(ctx: Arc<ServerContext>) -> Self {
+        OperatorApi { ctx }
+    }
+}
+
+#[tonic::async_trait]
+impl Operator for OperatorApi {
+    async fn raft_list_peers(
+        &self,
+        _req: Request<pb::RaftListPeersRequest>,
+    ) -> Result<Response<pb::RaftListPeersResponse>, Status> {
+        self.ctx
+            .metrics
+            .observe("RaftListPeers", async {
+                let m = self.ctx.raft.metrics().borrow().clone();
+                let membership = m.membership_config.membership();
+                let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+                let peers = membership
+                    .nodes()
+                    .map(|(id, n)| pb::RaftPeer {
+                        id: *id,
+                        node: n.name.clone(),
+                        address: n.raft_addr.clone(),
+                        leader: m.current_leader == Some(*id),
+                        voter: voters.contains(id),
+                    })
+                    .collect();
+                Ok(Response::new(pb::RaftListPeersResponse {
+                    peers,
+                    term: m.current_term,
+                    last_log_index: m.last_log_index.unwrap_or(0),
+                    applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+                }))
+            })
+            .await
+    }
+
+    type SnapshotSaveStream = ReceiverStream<Result<pb::SnapshotChunk, Status>>;
+
+    async fn snapshot_save(
+        &self,
+        _req: Request<pb::SnapshotSaveRequest>,
+    ) -> Result<Response<Self::SnapshotSaveStream>, Status> {
+        self.ctx
+            .metrics
+            .observe("SnapshotSave", async {
+                let body = {
+                    let d = self.ctx.state.read();
+                    d.snapshot_body(format!("save-{}", d.applied_index()))
+                };
+                let bytes = snapshot_file::encode(&body)
+                    .map_err(|e| Status::internal(format!("encoding snapshot: {e}")))?;
+                tracing::info!(bytes = bytes.len(), "snapshot save");
+                let (tx, rx) = tokio::sync::mpsc::channel(4);
+                tokio::spawn(async move {
+                    for c in bytes.chunks(CHUNK) {
+                        if tx.send(Ok(pb::SnapshotChunk { data: c.to_vec() })).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                Ok(Response::new(ReceiverStream::new(rx)))
+            })
+            .await
+    }
+
+    async fn snapshot_restore(
+        &self,
+        req: Request<Streaming<pb::SnapshotChunk>>,
+    ) -> Result<Response<pb::SnapshotRestoreResponse>, Status> {
+        self.ctx
+            .metrics
+            .observe("SnapshotRestore", async {
+                let mut stream = req.into_inner();
+                let mut bytes = Vec::new();
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk?;
+                    if bytes.len() + chunk.data.len() > MAX_RESTORE_BYTES {
+                        return Err(Status::resource_exhausted(format!(
+                            "snapshot is larger than the {MAX_RESTORE_BYTES} bytes a restore accepts"
+                        )));
+                    }
+                    bytes.extend_from_slice(&chunk.data);
+                }
+                let body = snapshot_file::decode(&bytes)
+                    .map_err(|e| Status::invalid_argument(format!("snapshot: {e}")))?;
+                let snapshot_index = body.last_log_id.map(|l| l.index).unwrap_or(0);
+                tracing::info!(bytes = bytes.len(), snapshot_index, "snapshot restore");
+                let cmd = Command::Restore {
+                    data: Box::new(body.catalog),
+                    snapshot_index,
+                };
+                match self.ctx.propose(cmd).await.map_err(propose_error)? {
+                    (index, Outcome::Restored) => Ok(Response::new(pb::SnapshotRestoreResponse {
+                        index,
+                        snapshot_index,
+                    })),
+                    (_, other) => Err(outcome_error(other)),
+                }
+            })
+            .await
+    }
+}

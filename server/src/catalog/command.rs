@@ -1,0 +1,64 @@
+//! What the Raft log carries: batches of catalog commands, and what applying
+//! each one produced. Validation of user input happens before a command is
+//! proposed (`validate`); what depends on the state (an unknown ID) is decided
+//! at apply time, the same way on every replica.
+
+use serde::{Deserialize, Serialize};
+
+use super::model::{CatalogData, Check, Node, Service, Status};
+
+/// One Raft log entry's payload. Several client writes share one entry, and
+/// so one fsync (group commit, see `raft::proposer`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub commands: Vec<Command>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Upserts a node, service instances on it and their checks. The
+    /// instances' checks are replaced by `checks`.
+    Register(Registration),
+    /// Removes an instance, its checks and its sidecar.
+    Deregister { service_id: String },
+    /// Sets a TTL check's status.
+    UpdateTtl {
+        check_id: String,
+        status: Status,
+        output: String,
+    },
+    /// Replaces the whole catalog (snapshot restore). Entities keep the
+    /// indexes they had in the snapshot.
+    Restore {
+        data: Box<CatalogData>,
+        snapshot_index: u64,
+    },
+}
+
+/// Entities carry index 0 here; apply stamps them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub node: Node,
+    /// The main instance first, then its sidecar when there is one.
+    pub services: Vec<Service>,
+    pub checks: Vec<Check>,
+    /// IDs of instances this registration replaces entirely (a sidecar that
+    /// is no longer asked for).
+    pub remove: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// One per command, in order.
+    pub outcomes: Vec<Outcome>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Registered { check_ids: Vec<String> },
+    Deregistered { removed_ids: Vec<String> },
+    TtlUpdated,
+    Restored,
+    NotFound { what: String },
+    Invalid { field: String, message: String },
+}

@@ -1,0 +1,417 @@
+//! The catalog: nodes, service instances and checks, held in memory with the
+//! lookup indexes readers need (by service name, by node, by check status).
+//! It is the state machine's data: changed only by [`Catalog::apply`], in
+//! log order, and rebuilt from a snapshot plus the log tail after a restart.
+
+pub mod command;
+pub mod feed;
+pub mod model;
+pub mod validate;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use command::{Command, Outcome, Registration};
+use model::{CatalogData, Check, InstanceHealth, Node, Service, Status};
+
+/// What one log entry changed, gathered while applying it, so that watchers
+/// get one event per index.
+#[derive(Debug, Default)]
+pub struct Touched {
+    pub instances: BTreeSet<String>,
+    /// Removed instances with their service names (for per-service watches).
+    pub removed: BTreeMap<String, String>,
+    pub nodes: BTreeSet<String>,
+    pub removed_nodes: BTreeSet<String>,
+    /// The whole catalog was replaced: watchers need a fresh snapshot.
+    pub reset: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    nodes: BTreeMap<String, Node>,
+    services: BTreeMap<String, Service>,
+    checks: BTreeMap<String, Check>,
+    by_name: BTreeMap<String, BTreeSet<String>>,
+    by_node: BTreeMap<String, BTreeSet<String>>,
+    checks_by_service: BTreeMap<String, BTreeSet<String>>,
+    node_checks: BTreeMap<String, BTreeSet<String>>,
+    checks_by_status: BTreeMap<Status, BTreeSet<String>>,
+}
+
+impl Catalog {
+    pub fn from_data(data: CatalogData) -> Self {
+        let mut c = Catalog::default();
+        for n in data.nodes {
+            c.nodes.insert(n.name.clone(), n);
+        }
+        for s in data.services {
+            c.insert_service(s);
+        }
+        for ch in data.checks {
+            c.insert_check(ch);
+        }
+        c
+    }
+
+    pub fn to_data(&self) -> CatalogData {
+        CatalogData {
+            nodes: self.nodes.values().cloned().collect(),
+            services: self.services.values().cloned().collect(),
+            checks: self.checks.values().cloned().collect(),
+        }
+    }
+
+    pub fn service_count(&self) -> usize {
+        self.services.len()
+    }
+
+    // === queries ===
+
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values()
+    }
+
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.get(name)
+    }
+
+    pub fn service(&self, id: &str) -> Option<&Service> {
+        self.services.get(id)
+    }
+
+    pub fn check(&self, id: &str) -> Option<&Check> {
+        self.checks.get(id)
+    }
+
+    /// Service names with their instance IDs, sorted by name.
+    pub fn service_names(&self) -> impl Iterator<Item = (&String, &BTreeSet<String>)> {
+        self.by_name.iter()
+    }
+
+    pub fn instances_of<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a Service> + 'a {
+        self.by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.services.get(id))
+    }
+
+    /// The instance's own checks and its node's checks, with their aggregate.
+    pub fn health_of(&self, service: &Service) -> InstanceHealth {
+        let own = self.checks_by_service.get(&service.id).into_iter().flatten();
+        let node = self.node_checks.get(&service.node).into_iter().flatten();
+        let checks: Vec<Check> = node
+            .chain(own)
+            .filter_map(|id| self.checks.get(id))
+            .cloned()
+            .collect();
+        let status = checks
+            .iter()
+            .map(|c| c.status)
+            .max()
+            .unwrap_or(Status::Passing);
+        InstanceHealth {
+            service: service.clone(),
+            node: self.nodes.get(&service.node).cloned(),
+            checks,
+            status,
+        }
+    }
+
+    pub fn instance_health(&self, id: &str) -> Option<InstanceHealth> {
+        self.services.get(id).map(|s| self.health_of(s))
+    }
+
+    /// Checks by status (from the health index), optionally of one service name.
+    pub fn checks_in(&self, status: Option<Status>, service: Option<&str>) -> Vec<Check> {
+        let matches = |c: &&Check| service.is_none_or(|s| c.service_name == s);
+        match status {
+            Some(st) => self
+                .checks_by_status
+                .get(&st)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| self.checks.get(id))
+                .filter(matches)
+                .cloned()
+                .collect(),
+            None => self.checks.values().filter(matches).cloned().collect(),
+        }
+    }
+
+    // === apply ===
+
+    /// Applies one command at `index`. Deterministic: every replica that
+    /// applies the same log gets the same catalog and the same outcomes.
+    pub fn apply(&mut self, index: u64, cmd: &Command, touched: &mut Touched) -> Outcome {
+        match cmd {
+            Command::Register(reg) => self.register(index, reg, touched),
+            Command::Deregister { service_id } => self.deregister(service_id, touched),
+            Command::UpdateTtl {
+                check_id,
+                status,
+                output,
+            } => self.update_ttl(index, check_id, *status, output, touched),
+            Command::Restore { data, .. } => {
+                *self = Catalog::from_data((**data).clone());
+                touched.reset = true;
+                Outcome::Restored
+            }
+        }
+    }
+
+    fn register(&mut self, index: u64, reg: &Registration, touched: &mut Touched) -> Outcome {
+        // Node: created on first use; updated when its definition changes.
+        let mut node = reg.node.clone();
+        match self.nodes.get(&node.name) {
+            Some(old) if old.address == node.address && old.datacenter == node.datacenter => {}
+            Some(old) => {
+                node.meta = old.meta.clone();
+                node.create_index = old.create_index;
+                node.modify_index = index;
+                self.nodes.insert(node.name.clone(), node.clone());
+                touched.nodes.insert(node.name.clone());
+                self.touch_node_instances(&node.name, touched);
+            }
+            None => {
+                node.create_index = index;
+                node.modify_index = index;
+                self.nodes.insert(node.name.clone(), node.clone());
+                touched.nodes.insert(node.name.clone());
+            }
+        }
+
+        for id in &reg.remove {
+            if self.services.contains_key(id) {
+                self.remove_service(id, touched);
+            }
+        }
+
+        let mut registered_ids = BTreeSet::new();
+        for svc in &reg.services {
+            let mut svc = svc.clone();
+            registered_ids.insert(svc.id.clone());
+            match self.services.get(&svc.id) {
+                Some(old) if old.same_definition(&svc) => {
+                    svc.create_index = old.create_index;
+                    svc.modify_index = old.modify_index;
+                }
+                Some(old) => {
+                    svc.create_index = old.create_index;
+                    svc.modify_index = index;
+                }
+                None => {
+                    svc.create_index = index;
+                    svc.modify_index = index;
+                }
+            }
+            if let Some(old) = self.services.get(&svc.id).cloned() {
+                self.unindex_service(&old);
+            }
+            touched.instances.insert(svc.id.clone());
+            touched.removed.remove(&svc.id);
+            self.insert_service(svc);
+        }
+
+        // The registration's checks replace the registered instances' checks;
+        // a check that keeps its ID and definition keeps its status.
+        let mut check_ids = Vec::new();
+        let keep: BTreeSet<&str> = reg.checks.iter().map(|c| c.id.as_str()).collect();
+        for sid in &registered_ids {
+            let stale: Vec<String> = self
+                .checks_by_service
+                .get(sid)
+                .into_iter()
+                .flatten()
+                .filter(|id| !keep.contains(id.as_str()))
+                .cloned()
+                .collect();
+            for id in stale {
+                self.remove_check(&id);
+            }
+        }
+        for chk in &reg.checks {
+            let mut chk = chk.clone();
+            match self.checks.get(&chk.id) {
+                Some(old) if old.definition == chk.definition && old.node == chk.node => {
+                    chk.status = old.status;
+                    chk.output = old.output.clone();
+                    chk.create_index = old.create_index;
+                    chk.modify_index = if old.name == chk.name && old.service_id == chk.service_id
+                    {
+                        old.modify_index
+                    } else {
+                        index
+                    };
+                }
+                Some(old) => {
+                    chk.create_index = old.create_index;
+                    chk.modify_index = index;
+                }
+                None => {
+                    chk.create_index = index;
+                    chk.modify_index = index;
+                }
+            }
+            if self.checks.contains_key(&chk.id) {
+                self.remove_check(&chk.id.clone());
+            }
+            check_ids.push(chk.id.clone());
+            if let Some(sid) = &chk.service_id {
+                touched.instances.insert(sid.clone());
+            } else {
+                self.touch_node_instances(&chk.node, touched);
+            }
+            self.insert_check(chk);
+        }
+        Outcome::Registered { check_ids }
+    }
+
+    fn deregister(&mut self, id: &str, touched: &mut Touched) -> Outcome {
+        if !self.services.contains_key(id) {
+            return Outcome::NotFound {
+                what: format!("service instance {id:?}"),
+            };
+        }
+        let mut removed_ids = vec![id.to_string()];
+        let sidecar = format!("{id}-sidecar-proxy");
+        if self
+            .services
+            .get(&sidecar)
+            .and_then(|s| s.proxy.as_ref())
+            .is_some_and(|p| p.destination_service_id == id)
+        {
+            self.remove_service(&sidecar, touched);
+            removed_ids.push(sidecar);
+        }
+        self.remove_service(id, touched);
+        Outcome::Deregistered { removed_ids }
+    }
+
+    fn update_ttl(
+        &mut self,
+        index: u64,
+        check_id: &str,
+        status: Status,
+        output: &str,
+        touched: &mut Touched,
+    ) -> Outcome {
+        let Some(chk) = self.checks.get(check_id) else {
+            return Outcome::NotFound {
+                what: format!("check {check_id:?}"),
+            };
+        };
+        if !matches!(chk.definition.kind, model::CheckKind::Ttl { .. }) {
+            return Outcome::Invalid {
+                field: "check_id".into(),
+                message: format!(
+                    "check {check_id:?} is a {} check; only TTL checks are updated by hand",
+                    chk.definition.kind.type_name()
+                ),
+            };
+        }
+        if chk.status == status && chk.output == output {
+            return Outcome::TtlUpdated;
+        }
+        let mut chk = chk.clone();
+        self.remove_check(check_id);
+        chk.status = status;
+        chk.output = output.to_string();
+        chk.modify_index = index;
+        match &chk.service_id {
+            Some(sid) => {
+                touched.instances.insert(sid.clone());
+            }
+            None => self.touch_node_instances(&chk.node.clone(), touched),
+        }
+        self.insert_check(chk);
+        Outcome::TtlUpdated
+    }
+
+    // === index maintenance ===
+
+    fn touch_node_instances(&self, node: &str, touched: &mut Touched) {
+        touched
+            .instances
+            .extend(self.by_node.get(node).into_iter().flatten().cloned());
+    }
+
+    fn insert_service(&mut self, s: Service) {
+        self.by_name
+            .entry(s.name.clone())
+            .or_default()
+            .insert(s.id.clone());
+        self.by_node
+            .entry(s.node.clone())
+            .or_default()
+            .insert(s.id.clone());
+        self.services.insert(s.id.clone(), s);
+    }
+
+    fn unindex_service(&mut self, s: &Service) {
+        remove_from(&mut self.by_name, &s.name, &s.id);
+        remove_from(&mut self.by_node, &s.node, &s.id);
+    }
+
+    fn remove_service(&mut self, id: &str, touched: &mut Touched) {
+        let Some(s) = self.services.remove(id) else {
+            return;
+        };
+        self.unindex_service(&s);
+        let checks: Vec<String> = self
+            .checks_by_service
+            .get(id)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        for c in checks {
+            self.remove_check(&c);
+        }
+        touched.instances.remove(id);
+        touched.removed.insert(s.id, s.name);
+    }
+
+    fn insert_check(&mut self, c: Check) {
+        match &c.service_id {
+            Some(sid) => self
+                .checks_by_service
+                .entry(sid.clone())
+                .or_default()
+                .insert(c.id.clone()),
+            None => self
+                .node_checks
+                .entry(c.node.clone())
+                .or_default()
+                .insert(c.id.clone()),
+        };
+        self.checks_by_status
+            .entry(c.status)
+            .or_default()
+            .insert(c.id.clone());
+        self.checks.insert(c.id.clone(), c);
+    }
+
+    fn remove_check(&mut self, id: &str) {
+        let Some(c) = self.checks.remove(id) else {
+            return;
+        };
+        match &c.service_id {
+            Some(sid) => remove_from(&mut self.checks_by_service, sid, id),
+            None => remove_from(&mut self.node_checks, &c.node, id),
+        }
+        remove_from(&mut self.checks_by_status, &c.status, id);
+    }
+}
+
+fn remove_from<K: Ord + Clone>(map: &mut BTreeMap<K, BTreeSet<String>>, key: &K, id: &str) {
+    if let Some(set) = map.get_mut(key) {
+        set.remove(id);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

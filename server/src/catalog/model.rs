@@ -1,0 +1,157 @@
+//! The catalog's entities as the state machine stores them. Every entity
+//! carries the Raft index that created it and the one that last changed it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Health of a check, ordered from best to worst so that `max` aggregates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Status {
+    Passing,
+    Warning,
+    Critical,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Passing => "passing",
+            Status::Warning => "warning",
+            Status::Critical => "critical",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceKind {
+    #[default]
+    Typical,
+    SidecarProxy,
+    MeshGateway,
+}
+
+impl ServiceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceKind::Typical => "typical",
+            ServiceKind::SidecarProxy => "sidecar-proxy",
+            ServiceKind::MeshGateway => "mesh-gateway",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upstream {
+    pub destination_name: String,
+    pub local_bind_address: String,
+    pub local_bind_port: u16,
+    pub datacenter: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyConfig {
+    pub destination_service_name: String,
+    pub destination_service_id: String,
+    pub local_service_address: String,
+    pub local_service_port: u16,
+    pub upstreams: Vec<Upstream>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    pub address: String,
+    pub datacenter: String,
+    pub meta: BTreeMap<String, String>,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub id: String,
+    pub name: String,
+    pub node: String,
+    pub address: String,
+    pub port: u16,
+    pub tags: Vec<String>,
+    pub meta: BTreeMap<String, String>,
+    pub kind: ServiceKind,
+    pub proxy: Option<ProxyConfig>,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+impl Service {
+    /// Equal in everything a user registered, indexes aside.
+    pub fn same_definition(&self, other: &Service) -> bool {
+        self.name == other.name
+            && self.node == other.node
+            && self.address == other.address
+            && self.port == other.port
+            && self.tags == other.tags
+            && self.meta == other.meta
+            && self.kind == other.kind
+            && self.proxy == other.proxy
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CheckKind {
+    Http { url: String },
+    Tcp { address: String },
+    Grpc { target: String },
+    Ttl { ttl_ms: u64 },
+}
+
+impl CheckKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            CheckKind::Http { .. } => "http",
+            CheckKind::Tcp { .. } => "tcp",
+            CheckKind::Grpc { .. } => "grpc",
+            CheckKind::Ttl { .. } => "ttl",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckDefinition {
+    pub kind: CheckKind,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    pub id: String,
+    pub name: String,
+    pub node: String,
+    /// `None` for a node-level check, which affects every instance on the node.
+    pub service_id: Option<String>,
+    pub service_name: String,
+    pub definition: CheckDefinition,
+    pub status: Status,
+    pub output: String,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+/// An instance as readers see it: with its node, its checks and their aggregate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceHealth {
+    pub service: Service,
+    pub node: Option<Node>,
+    pub checks: Vec<Check>,
+    pub status: Status,
+}
+
+/// The whole catalog in a plain, serializable form: what snapshots hold.
+/// The lookup indexes are derived from it on load.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogData {
+    pub nodes: Vec<Node>,
+    pub services: Vec<Service>,
+    pub checks: Vec<Check>,
+}

@@ -1,0 +1,220 @@
+//! One function per command; each prints its result and returns errors for
+//! `main` to report on stderr.
+
+use std::path::Path;
+
+use anyhow::Context;
+use tribune_client::{Client, WatchState, api};
+
+use super::output::{emit, json_line, table};
+use super::register::RegisterArgs;
+use super::{ClientArgs, Format};
+use crate::config::{AgentConfig, Settings};
+
+pub async fn agent(flags: AgentConfig) -> anyhow::Result<()> {
+    let cfg = AgentConfig::load(flags)?;
+    crate::logging::init(cfg.log_level.as_deref(), cfg.log_json)?;
+    let settings = Settings::resolve(&cfg)?;
+    crate::agent::run(settings, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn connect(c: &ClientArgs) -> anyhow::Result<Client> {
+    let client = Client::connect(&c.grpc_addr).await?;
+    Ok(match &c.token {
+        Some(t) => client.with_token(t)?,
+        None => client,
+    })
+}
+
+pub async fn register(c: &ClientArgs, args: RegisterArgs) -> anyhow::Result<()> {
+    let req = args.definition()?.to_request()?;
+    let client = connect(c).await?;
+    let resp = client.register(req).await?;
+    emit(c.format, &resp, || {
+        let sidecar = if resp.sidecar_id.is_empty() {
+            String::new()
+        } else {
+            format!(" with sidecar {}", resp.sidecar_id)
+        };
+        println!("Registered {}{sidecar} at index {}", resp.service_id, resp.index);
+    })
+}
+
+pub async fn deregister(c: &ClientArgs, id: &str) -> anyhow::Result<()> {
+    let resp = connect(c).await?.deregister(id).await?;
+    emit(c.format, &resp, || {
+        println!("Deregistered {} at index {}", resp.removed_ids.join(", "), resp.index)
+    })
+}
+
+fn status_name(s: i32) -> &'static str {
+    match api::HealthStatus::try_from(s) {
+        Ok(api::HealthStatus::Passing) => "passing",
+        Ok(api::HealthStatus::Warning) => "warning",
+        Ok(api::HealthStatus::Critical) => "critical",
+        _ => "unknown",
+    }
+}
+
+fn kind_name(k: i32) -> &'static str {
+    match api::ServiceKind::try_from(k) {
+        Ok(api::ServiceKind::SidecarProxy) => "sidecar-proxy",
+        Ok(api::ServiceKind::MeshGateway) => "mesh-gateway",
+        _ => "typical",
+    }
+}
+
+pub async fn catalog_services(c: &ClientArgs) -> anyhow::Result<()> {
+    let resp = connect(c).await?.list_services().await?;
+    emit(c.format, &resp, || {
+        let rows: Vec<Vec<String>> = resp
+            .services
+            .iter()
+            .map(|s| {
+                vec![
+                    s.name.clone(),
+                    kind_name(s.kind).into(),
+                    s.instances.to_string(),
+                    s.passing.to_string(),
+                    s.tags.join(","),
+                ]
+            })
+            .collect();
+        table(&["NAME", "KIND", "INSTANCES", "PASSING", "TAGS"], &rows);
+    })
+}
+
+pub async fn catalog_nodes(c: &ClientArgs) -> anyhow::Result<()> {
+    let resp = connect(c).await?.list_nodes().await?;
+    emit(c.format, &resp, || {
+        let rows: Vec<Vec<String>> = resp
+            .nodes
+            .iter()
+            .map(|n| vec![n.name.clone(), n.address.clone(), n.datacenter.clone(), n.modify_index.to_string()])
+            .collect();
+        table(&["NODE", "ADDRESS", "DATACENTER", "INDEX"], &rows);
+    })
+}
+
+fn instance_row(h: &api::InstanceHealth) -> Vec<String> {
+    let s = h.service.clone().unwrap_or_default();
+    vec![
+        s.id,
+        s.node,
+        format!("{}:{}", s.address, s.port),
+        kind_name(s.kind).into(),
+        status_name(h.status).into(),
+        s.tags.join(","),
+    ]
+}
+
+const INSTANCE_HEADERS: [&str; 6] = ["ID", "NODE", "ADDRESS", "KIND", "STATUS", "TAGS"];
+
+pub async fn catalog_service(c: &ClientArgs, name: &str, passing: bool) -> anyhow::Result<()> {
+    let resp = connect(c).await?.get_service(name, passing).await?;
+    emit(c.format, &resp, || {
+        let rows: Vec<Vec<String>> = resp.instances.iter().map(instance_row).collect();
+        table(&INSTANCE_HEADERS, &rows);
+    })
+}
+
+pub async fn watch_service(c: &ClientArgs, name: &str, from_index: u64) -> anyhow::Result<()> {
+    let mut stream = connect(c).await?.watch_service(name, from_index).await?;
+    let mut state = WatchState::default();
+    while let Some(ev) = stream.message().await? {
+        state.apply(&ev);
+        match c.format {
+            Format::Json => json_line(&ev)?,
+            Format::Table => {
+                let what = if ev.snapshot { "snapshot" } else { "change" };
+                println!("==> index {} ({what}): {} instance(s)", ev.index, state.instances.len());
+                for h in &ev.upserts {
+                    let r = instance_row(h);
+                    println!("  + {}  {}  {}  {}", r[0], r[2], r[3], r[4]);
+                }
+                for id in &ev.removed_ids {
+                    println!("  - {id}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn check(c: &ClientArgs, id: &str, status: api::HealthStatus, note: &str) -> anyhow::Result<()> {
+    let resp = connect(c).await?.update_ttl(id, status, note).await?;
+    emit(c.format, &resp, || {
+        println!("Check {id} is {} (index {})", status_name(status as i32), resp.index)
+    })
+}
+
+pub async fn raft_list_peers(c: &ClientArgs) -> anyhow::Result<()> {
+    let resp = connect(c).await?.raft_peers().await?;
+    emit(c.format, &resp, || {
+        let rows: Vec<Vec<String>> = resp
+            .peers
+            .iter()
+            .map(|p| {
+                vec![
+                    p.node.clone(),
+                    p.id.to_string(),
+                    p.address.clone(),
+                    if p.leader { "leader" } else { "follower" }.into(),
+                    p.voter.to_string(),
+                ]
+            })
+            .collect();
+        table(&["NODE", "ID", "ADDRESS", "STATE", "VOTER"], &rows);
+        println!("term {}  last log index {}  applied index {}", resp.term, resp.last_log_index, resp.applied_index);
+    })
+}
+
+pub async fn snapshot_save(c: &ClientArgs, file: &Path) -> anyhow::Result<()> {
+    let client = connect(c).await?;
+    let tmp = file.with_extension("partial");
+    let mut out = tokio::fs::File::create(&tmp)
+        .await
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    let n = client.snapshot_save(&mut out).await?;
+    out.sync_all().await?;
+    tokio::fs::rename(&tmp, file)
+        .await
+        .with_context(|| format!("writing {}", file.display()))?;
+    let v = serde_json::json!({ "file": file.display().to_string(), "bytes": n });
+    emit(c.format, &v, || println!("Saved snapshot to {} ({n} bytes)", file.display()))
+}
+
+pub async fn snapshot_restore(c: &ClientArgs, file: &Path) -> anyhow::Result<()> {
+    let bytes = tokio::fs::read(file)
+        .await
+        .with_context(|| format!("reading {}", file.display()))?;
+    let resp = connect(c).await?.snapshot_restore(bytes).await?;
+    emit(c.format, &resp, || {
+        println!(
+            "Restored snapshot taken at index {} (applied at index {})",
+            resp.snapshot_index, resp.index
+        )
+    })
+}

@@ -1,0 +1,238 @@
+//! The `tribune` command line: `agent` runs an agent; every other command
+//! talks to an agent's gRPC port through `tribune-client`.
+
+mod commands;
+mod output;
+mod register;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::AgentConfig;
+
+#[derive(Parser)]
+#[command(name = "tribune", version, about = "Tribune: a service-mesh control plane", propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run an agent: `--dev`, or `--server --node N --data-dir D --bootstrap-expect 1`.
+    Agent(Box<AgentConfig>),
+    /// Register and deregister service instances.
+    Services(ServicesCmd),
+    /// Read the catalog.
+    Catalog(CatalogCmd),
+    /// Stream changes until interrupted.
+    Watch(WatchCmd),
+    /// Update a TTL check: pass, warn or fail.
+    Check(CheckCmd),
+    /// Cluster operations.
+    Operator(OperatorCmd),
+    /// Save or restore the whole state.
+    Snapshot(SnapshotCmd),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// How every command reaches an agent.
+#[derive(Args, Clone)]
+pub struct ClientArgs {
+    /// The agent's gRPC address.
+    #[arg(long, env = "TRIBUNE_GRPC_ADDR", default_value = "127.0.0.1:8502", global = true)]
+    pub grpc_addr: String,
+    /// ACL token.
+    #[arg(long, env = "TRIBUNE_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
+    pub format: Format,
+}
+
+#[derive(Args)]
+struct ServicesCmd {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    cmd: ServicesSub,
+}
+
+#[derive(Subcommand)]
+enum ServicesSub {
+    /// Register (or update, by ID) an instance, from flags or a TOML file.
+    Register(Box<register::RegisterArgs>),
+    /// Remove an instance and its sidecar.
+    Deregister {
+        /// The instance's ID.
+        id: String,
+    },
+}
+
+#[derive(Args)]
+struct CatalogCmd {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    cmd: CatalogSub,
+}
+
+#[derive(Subcommand)]
+enum CatalogSub {
+    /// Every service with its instance counts.
+    Services,
+    /// Every node.
+    Nodes,
+    /// A service's instances with their aggregated health.
+    Service {
+        name: String,
+        /// Only instances whose checks all pass.
+        #[arg(long)]
+        passing: bool,
+    },
+}
+
+#[derive(Args)]
+struct WatchCmd {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    cmd: WatchSub,
+}
+
+#[derive(Subcommand)]
+enum WatchSub {
+    /// A service's instances: a snapshot, then every change.
+    Service {
+        name: String,
+        /// Resume after this index instead of starting from a snapshot.
+        #[arg(long, default_value_t = 0)]
+        index: u64,
+    },
+}
+
+#[derive(Args)]
+struct CheckCmd {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    cmd: CheckSub,
+}
+
+#[derive(Subcommand)]
+enum CheckSub {
+    /// Mark a TTL check passing.
+    Pass(CheckArgs),
+    /// Mark a TTL check warning.
+    Warn(CheckArgs),
+    /// Mark a TTL check critical.
+    Fail(CheckArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    check_id: String,
+    /// Kept as the check's output.
+    #[arg(long, default_value = "")]
+    note: String,
+}
+
+#[derive(Args)]
+struct OperatorCmd {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    cmd: OperatorSub,
+}
+
+#[derive(Subcommand)]
+enum OperatorSub {
+    /// Raft operations.
+    Raft {
+        #[command(subcommand)]
+        cmd: RaftSub,
+    },
+}
+
+#[derive(Subcommand)]
+enum RaftSub {
+    /// The Raft configuration and its leader.
+    ListPeers,
+}
+
+#[derive(Args)]
+struct SnapshotCmd {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    cmd: SnapshotSub,
+}
+
+#[derive(Subcommand)]
+enum SnapshotSub {
+    /// Write the whole state to FILE.
+    Save { file: PathBuf },
+    /// Replace the whole catalog with FILE's.
+    Restore { file: PathBuf },
+}
+
+/// Parses the command line and runs it; errors go to stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    use commands as c;
+    match cli.cmd {
+        Cmd::Agent(flags) => c::agent(*flags).await,
+        Cmd::Services(s) => match s.cmd {
+            ServicesSub::Register(args) => c::register(&s.client, *args).await,
+            ServicesSub::Deregister { id } => c::deregister(&s.client, &id).await,
+        },
+        Cmd::Catalog(s) => match s.cmd {
+            CatalogSub::Services => c::catalog_services(&s.client).await,
+            CatalogSub::Nodes => c::catalog_nodes(&s.client).await,
+            CatalogSub::Service { name, passing } => c::catalog_service(&s.client, &name, passing).await,
+        },
+        Cmd::Watch(s) => match s.cmd {
+            WatchSub::Service { name, index } => c::watch_service(&s.client, &name, index).await,
+        },
+        Cmd::Check(s) => {
+            use tribune_client::api::HealthStatus as H;
+            let (status, args) = match s.cmd {
+                CheckSub::Pass(a) => (H::Passing, a),
+                CheckSub::Warn(a) => (H::Warning, a),
+                CheckSub::Fail(a) => (H::Critical, a),
+            };
+            c::check(&s.client, &args.check_id, status, &args.note).await
+        }
+        Cmd::Operator(s) => match s.cmd {
+            OperatorSub::Raft { cmd: RaftSub::ListPeers } => c::raft_list_peers(&s.client).await,
+        },
+        Cmd::Snapshot(s) => match s.cmd {
+            SnapshotSub::Save { file } => c::snapshot_save(&s.client, &file).await,
+            SnapshotSub::Restore { file } => c::snapshot_restore(&s.client, &file).await,
+        },
+    }
+}

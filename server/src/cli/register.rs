@@ -1,0 +1,250 @@
+//! `tribune services register`: from flags or from a TOML file, both turned
+//! into the same `ServiceFile` and then into one `RegisterRequest`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{ArgGroup, Args};
+use serde::Deserialize;
+use tribune_client::api;
+
+#[derive(Args)]
+#[command(group(ArgGroup::new("check").args(["check_http", "check_tcp", "check_grpc", "check_ttl"])))]
+pub struct RegisterArgs {
+    /// A TOML service definition instead of flags (see README).
+    #[arg(conflicts_with_all = ["name", "id"])]
+    pub file: Option<PathBuf>,
+    /// Service name (an RFC 1123 DNS label).
+    #[arg(long, required_unless_present = "file")]
+    pub name: Option<String>,
+    /// Instance ID (default: the name).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Instance address (default: the agent's address).
+    #[arg(long)]
+    pub address: Option<String>,
+    #[arg(long, required_unless_present = "file")]
+    pub port: Option<u32>,
+    /// Repeatable.
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// K=V, repeatable.
+    #[arg(long = "meta")]
+    pub meta: Vec<String>,
+    /// Node to register on (default: the agent's).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// HTTP check URL.
+    #[arg(long)]
+    pub check_http: Option<String>,
+    /// TCP check HOST:PORT.
+    #[arg(long)]
+    pub check_tcp: Option<String>,
+    /// gRPC health check HOST:PORT[/service].
+    #[arg(long)]
+    pub check_grpc: Option<String>,
+    /// TTL check, e.g. 30s.
+    #[arg(long)]
+    pub check_ttl: Option<String>,
+    /// Check interval, e.g. 10s.
+    #[arg(long)]
+    pub interval: Option<String>,
+    /// Check timeout, e.g. 2s.
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Register a sidecar proxy listening on this port.
+    #[arg(long)]
+    pub sidecar_port: Option<u32>,
+    /// NAME:LOCAL_PORT, repeatable (with --sidecar-port).
+    #[arg(long = "upstream", requires = "sidecar_port")]
+    pub upstreams: Vec<String>,
+}
+
+/// The TOML form: a `[service]` table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceFile {
+    pub service: ServiceDef,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceDef {
+    pub name: String,
+    pub id: Option<String>,
+    pub address: Option<String>,
+    pub port: u32,
+    pub tags: Vec<String>,
+    pub meta: HashMap<String, String>,
+    pub node: Option<String>,
+    pub check: Option<CheckDef>,
+    pub checks: Vec<CheckDef>,
+    pub sidecar: Option<SidecarDef>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckDef {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub http: Option<String>,
+    pub tcp: Option<String>,
+    pub grpc: Option<String>,
+    pub ttl: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SidecarDef {
+    pub port: u32,
+    pub upstreams: Vec<UpstreamDef>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamDef {
+    pub destination_name: String,
+    pub local_bind_port: u32,
+    pub local_bind_address: Option<String>,
+    pub datacenter: Option<String>,
+}
+
+fn millis(what: &str, v: &Option<String>) -> anyhow::Result<u64> {
+    match v {
+        None => Ok(0),
+        Some(s) => {
+            let d: Duration = humantime::parse_duration(s).with_context(|| format!("{what}: {s:?} is not a duration like 10s or 1m"))?;
+            Ok(d.as_millis() as u64)
+        }
+    }
+}
+
+impl CheckDef {
+    fn to_pb(&self) -> anyhow::Result<api::CheckDefinition> {
+        use api::check_definition::Kind;
+        let kinds = [&self.http, &self.tcp, &self.grpc, &self.ttl].iter().filter(|k| k.is_some()).count();
+        if kinds != 1 {
+            bail!("a check needs exactly one of http, tcp, grpc or ttl");
+        }
+        let kind = if let Some(u) = &self.http {
+            Kind::Http(u.clone())
+        } else if let Some(t) = &self.tcp {
+            Kind::Tcp(t.clone())
+        } else if let Some(g) = &self.grpc {
+            Kind::Grpc(g.clone())
+        } else {
+            Kind::TtlMs(millis("ttl", &self.ttl)?)
+        };
+        Ok(api::CheckDefinition {
+            id: self.id.clone().unwrap_or_default(),
+            name: self.name.clone().unwrap_or_default(),
+            kind: Some(kind),
+            interval_ms: millis("interval", &self.interval)?,
+            timeout_ms: millis("timeout", &self.timeout)?,
+            initial_status: 0,
+        })
+    }
+}
+
+impl ServiceDef {
+    pub fn to_request(&self) -> anyhow::Result<api::RegisterRequest> {
+        let mut checks = Vec::new();
+        for c in self.check.iter().chain(self.checks.iter()) {
+            checks.push(c.to_pb()?);
+        }
+        Ok(api::RegisterRequest {
+            service: Some(api::ServiceSpec {
+                id: self.id.clone().unwrap_or_default(),
+                name: self.name.clone(),
+                address: self.address.clone().unwrap_or_default(),
+                port: self.port,
+                tags: self.tags.clone(),
+                meta: self.meta.clone(),
+                kind: api::ServiceKind::Typical as i32,
+                proxy: None,
+            }),
+            checks,
+            sidecar: self.sidecar.as_ref().map(|s| api::SidecarSpec {
+                port: s.port,
+                upstreams: s
+                    .upstreams
+                    .iter()
+                    .map(|u| api::Upstream {
+                        destination_name: u.destination_name.clone(),
+                        local_bind_address: u.local_bind_address.clone().unwrap_or_default(),
+                        local_bind_port: u.local_bind_port,
+                        datacenter: u.datacenter.clone().unwrap_or_default(),
+                    })
+                    .collect(),
+                address: String::new(),
+            }),
+            node: self.node.clone().unwrap_or_default(),
+            node_address: String::new(),
+        })
+    }
+}
+
+impl RegisterArgs {
+    /// The flags as a service definition, or the file's.
+    pub fn definition(self) -> anyhow::Result<ServiceDef> {
+        if let Some(path) = &self.file {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let f: ServiceFile = toml::from_str(&text).with_context(|| format!("service file {}", path.display()))?;
+            return Ok(f.service);
+        }
+        let meta = self
+            .meta
+            .iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => Ok((k.to_string(), v.to_string())),
+                None => bail!("--meta {kv:?}: expected KEY=VALUE"),
+            })
+            .collect::<anyhow::Result<HashMap<_, _>>>()?;
+        let any_check = self.check_http.is_some() || self.check_tcp.is_some() || self.check_grpc.is_some() || self.check_ttl.is_some();
+        if !any_check && (self.interval.is_some() || self.timeout.is_some()) {
+            bail!("--interval and --timeout go with a --check-* flag");
+        }
+        let check = any_check.then(|| CheckDef {
+            http: self.check_http.clone(),
+            tcp: self.check_tcp.clone(),
+            grpc: self.check_grpc.clone(),
+            ttl: self.check_ttl.clone(),
+            interval: self.interval.clone(),
+            timeout: self.timeout.clone(),
+            ..Default::default()
+        });
+        let upstreams = self
+            .upstreams
+            .iter()
+            .map(|u| {
+                let (name, port) = u
+                    .rsplit_once(':')
+                    .with_context(|| format!("--upstream {u:?}: expected NAME:LOCAL_PORT"))?;
+                let port = port
+                    .parse()
+                    .with_context(|| format!("--upstream {u:?}: {port:?} is not a port"))?;
+                Ok(UpstreamDef {
+                    destination_name: name.to_string(),
+                    local_bind_port: port,
+                    ..Default::default()
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(ServiceDef {
+            name: self.name.unwrap_or_default(),
+            id: self.id,
+            address: self.address,
+            port: self.port.unwrap_or_default(),
+            tags: self.tags,
+            meta,
+            node: self.node,
+            check,
+            checks: Vec::new(),
+            sidecar: self.sidecar_port.map(|port| SidecarDef { port, upstreams }),
+        })
+    }
+}

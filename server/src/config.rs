@@ -1,0 +1,227 @@
+//! Agent settings: flags, a TOML file with a key for every flag, and the
+//! defaults from the contract. Flags win over the file.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+pub const DEFAULT_SERVER_PORT: u16 = 8300;
+pub const DEFAULT_SERF_LAN_PORT: u16 = 8301;
+pub const DEFAULT_SERF_WAN_PORT: u16 = 8302;
+pub const DEFAULT_HTTP_PORT: u16 = 8500;
+pub const DEFAULT_GRPC_PORT: u16 = 8502;
+
+/// Everything an agent can be told, as the TOML config file spells it.
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// One server on 127.0.0.1, data in a temporary directory, bootstrapped at once.
+    #[arg(long)]
+    pub dev: bool,
+    /// Run as a server (Raft voter).
+    #[arg(long)]
+    pub server: bool,
+    /// Node name (default: the host name; "dev" with --dev).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Where the agent keeps its state; survives restarts.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Datacenter name (default dc1).
+    #[arg(long)]
+    pub datacenter: Option<String>,
+    /// Bootstrap the Raft cluster once this many servers are known.
+    #[arg(long)]
+    pub bootstrap_expect: Option<u32>,
+    /// LAN gossip address of another agent (HOST[:PORT], port 8301 by default); repeatable.
+    #[arg(long)]
+    #[serde(default)]
+    pub retry_join: Vec<String>,
+    /// IP to bind every port to (default 127.0.0.1).
+    #[arg(long)]
+    pub bind: Option<IpAddr>,
+    /// gRPC API and xDS listen address (default BIND:8502).
+    #[arg(long)]
+    pub grpc_addr: Option<SocketAddr>,
+    /// HTTP listen address (default BIND:8500).
+    #[arg(long)]
+    pub http_addr: Option<SocketAddr>,
+    /// Server RPC / Raft listen address (default BIND:8300).
+    #[arg(long)]
+    pub server_addr: Option<SocketAddr>,
+    /// LAN gossip address (default BIND:8301).
+    #[arg(long)]
+    pub serf_lan_addr: Option<SocketAddr>,
+    /// WAN gossip address (default BIND:8302).
+    #[arg(long)]
+    pub serf_wan_addr: Option<SocketAddr>,
+    /// TOML file with any of these settings (flags win).
+    #[arg(long)]
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
+    /// trace, debug, info, warn or error (default info); or a tracing filter.
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    pub log_json: bool,
+    /// Take a Raft snapshot (and compact the log) every this many entries (default 8192).
+    #[arg(long)]
+    pub snapshot_threshold: Option<u64>,
+    /// Log entries kept behind a snapshot, for followers that lag a little (default 1024).
+    #[arg(long)]
+    pub snapshot_keep_logs: Option<u64>,
+    /// Catalog entities kept in the change history for resuming watches (default 65536).
+    #[arg(long)]
+    pub watch_history: Option<usize>,
+}
+
+macro_rules! merge {
+    ($dst:ident, $src:ident; $($opt:ident),*; $($flag:ident),*) => {
+        $( if $src.$opt.is_some() { $dst.$opt = $src.$opt.clone(); } )*
+        $( $dst.$flag |= $src.$flag; )*
+    };
+}
+
+impl AgentConfig {
+    /// Reads `--config-file` (if given) and lays the flags over it.
+    pub fn load(flags: AgentConfig) -> anyhow::Result<AgentConfig> {
+        let mut cfg = match &flags.config_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str::<AgentConfig>(&text).with_context(|| format!("config file {}", path.display()))?
+            }
+            None => AgentConfig::default(),
+        };
+        merge!(cfg, flags;
+            node, data_dir, datacenter, bootstrap_expect, bind, grpc_addr, http_addr, server_addr,
+            serf_lan_addr, serf_wan_addr, log_level, snapshot_threshold, snapshot_keep_logs, watch_history;
+            dev, server, log_json);
+        if !flags.retry_join.is_empty() {
+            cfg.retry_join = flags.retry_join;
+        }
+        Ok(cfg)
+    }
+}
+
+/// The settings an agent runs with, every default filled in.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub dev: bool,
+    pub node: String,
+    pub datacenter: String,
+    /// `None` with --dev: a temporary directory.
+    pub data_dir: Option<PathBuf>,
+    pub bootstrap_expect: u32,
+    pub bind: IpAddr,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub server_addr: SocketAddr,
+    pub snapshot_threshold: u64,
+    pub snapshot_keep_logs: u64,
+    pub watch_history: usize,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "tribune".into())
+}
+
+impl Settings {
+    pub fn resolve(cfg: &AgentConfig) -> anyhow::Result<Settings> {
+        if !cfg.dev && !cfg.server {
+            bail!(
+                "client agents (`tribune agent` without --server) are not available in this build yet; \
+                 run a server with `--server --bootstrap-expect 1`, or `--dev`"
+            );
+        }
+        let bootstrap_expect = match (cfg.dev, cfg.bootstrap_expect) {
+            (true, None | Some(1)) => 1,
+            (true, Some(n)) => bail!("--dev runs a single server; --bootstrap-expect {n} does not apply"),
+            (false, Some(1)) => 1,
+            (false, Some(0) | None) => bail!("a server needs --bootstrap-expect (1 for a single-server datacenter)"),
+            (false, Some(n)) => bail!(
+                "--bootstrap-expect {n}: multi-server datacenters need LAN gossip to find each other, \
+                 which this build does not have yet; use --bootstrap-expect 1"
+            ),
+        };
+        if !cfg.retry_join.is_empty() {
+            bail!("--retry-join needs LAN gossip, which this build does not have yet");
+        }
+        let data_dir = match (&cfg.data_dir, cfg.dev) {
+            (Some(d), _) => Some(d.clone()),
+            (None, true) => None,
+            (None, false) => bail!("a server needs --data-dir"),
+        };
+        let node = match &cfg.node {
+            Some(n) => n.clone(),
+            None if cfg.dev => "dev".into(),
+            None => host_name(),
+        };
+        crate::catalog::validate::node_name("--node", &node).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let datacenter = cfg.datacenter.clone().unwrap_or_else(|| "dc1".into());
+        crate::catalog::validate::node_name("--datacenter", &datacenter).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let bind = cfg.bind.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let at = |p| SocketAddr::new(bind, p);
+        let snapshot_threshold = cfg.snapshot_threshold.unwrap_or(8192);
+        if snapshot_threshold == 0 {
+            bail!("--snapshot-threshold must be at least 1");
+        }
+        Ok(Settings {
+            dev: cfg.dev,
+            node,
+            datacenter,
+            data_dir,
+            bootstrap_expect,
+            bind,
+            grpc_addr: cfg.grpc_addr.unwrap_or(at(DEFAULT_GRPC_PORT)),
+            http_addr: cfg.http_addr.unwrap_or(at(DEFAULT_HTTP_PORT)),
+            server_addr: cfg.server_addr.unwrap_or(at(DEFAULT_SERVER_PORT)),
+            snapshot_threshold,
+            snapshot_keep_logs: cfg.snapshot_keep_logs.unwrap_or(1024),
+            watch_history: cfg.watch_history.unwrap_or(65_536),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "server = true\nnode = \"from-file\"\ndatacenter = \"east\"\nbootstrap_expect = 1\ndata_dir = \"/x\"\n")
+            .unwrap();
+        let flags = AgentConfig {
+            config_file: Some(path),
+            node: Some("from-flag".into()),
+            ..Default::default()
+        };
+        let cfg = AgentConfig::load(flags).unwrap();
+        let s = Settings::resolve(&cfg).unwrap();
+        assert_eq!(s.node, "from-flag");
+        assert_eq!(s.datacenter, "east");
+        assert_eq!(s.grpc_addr.port(), DEFAULT_GRPC_PORT);
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "sevrer = true\n").unwrap();
+        let e = AgentConfig::load(AgentConfig {
+            config_file: Some(path),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("sevrer"), "{e:#}");
+    }
+}

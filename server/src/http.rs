@@ -1,0 +1,72 @@
+//! The HTTP port: health, Prometheus metrics and Consul-style status
+//! endpoints. Everything here is read-only.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::context::ServerContext;
+
+pub fn router(ctx: Arc<ServerContext>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/status/leader", get(leader))
+        .route("/v1/agent/self", get(agent_self))
+        .with_state(ctx)
+}
+
+async fn healthz(State(ctx): State<Arc<ServerContext>>) -> impl IntoResponse {
+    let leader = ctx.leader();
+    let code = if leader.is_some() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (
+        code,
+        Json(json!({
+            "status": if leader.is_some() { "ok" } else { "no leader" },
+            "leader": leader.map(|l| l.name),
+            "applied_index": ctx.state.read().applied_index(),
+        })),
+    )
+}
+
+async fn metrics(State(ctx): State<Arc<ServerContext>>) -> impl IntoResponse {
+    ctx.metrics.applied_index.set(ctx.state.read().applied_index() as i64);
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        ctx.metrics.render(),
+    )
+}
+
+/// As in Consul: the leader's server RPC address as a JSON string, or "".
+async fn leader(State(ctx): State<Arc<ServerContext>>) -> impl IntoResponse {
+    Json(ctx.leader().map(|l| l.raft_addr).unwrap_or_default())
+}
+
+async fn agent_self(State(ctx): State<Arc<ServerContext>>) -> impl IntoResponse {
+    let leader = ctx.leader();
+    Json(json!({
+        "Config": {
+            "NodeName": ctx.node_name,
+            "NodeID": ctx.node_id.to_string(),
+            "Datacenter": ctx.datacenter,
+            "Server": true,
+            "Version": env!("CARGO_PKG_VERSION"),
+            "DataDir": ctx.data_dir,
+        },
+        "Addresses": {
+            "grpc": ctx.grpc_addr,
+            "http": ctx.http_addr,
+            "server": ctx.raft_addr,
+        },
+        "Raft": {
+            "Leader": leader.as_ref().map(|l| l.name.clone()),
+            "LeaderAddr": leader.map(|l| l.raft_addr),
+            "AppliedIndex": ctx.state.read().applied_index(),
+        },
+    }))
+}

@@ -1,0 +1,17 @@
+//! Tribune's server agent: the catalog state machine on Raft (openraft over
+//! redb), the gRPC and HTTP APIs, and the `tribune` command line.
+//!
+//! Data flows one way: API write -> proposer -> Raft log -> state machine
+//! (catalog) -> change feed -> watchers. See ARCHITECTURE.md.
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod api;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod context;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod raft;

@@ -1,0 +1,6 @@
+//! The `tribune` binary.
+#![forbid(unsafe_code)]
+
+fn main() -> std::process::ExitCode {
+    tribune_server::cli::main()
+}

@@ -1,0 +1,140 @@
+//! Prometheus metrics, served on the HTTP port at `/metrics`.
+
+use std::future::Future;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tracing::Instrument;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabels {
+    pub method: &'static str,
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabel {
+    pub method: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Time from a write's submission to its commit and apply.
+    pub commit_seconds: Histogram,
+    pub applied_index: Gauge,
+    pub grpc_requests: Family<GrpcLabels, Counter>,
+    pub grpc_seconds: Family<MethodLabel, Histogram>,
+    pub watches_open: Gauge,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    // 50 µs to ~3 s.
+    exponential_buckets(0.00005, 2.0, 17)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("tribune");
+        let commit_seconds = Histogram::new(latency_buckets());
+        registry.register(
+            "raft_commit_seconds",
+            "Time from a write's submission to its commit and apply",
+            commit_seconds.clone(),
+        );
+        let applied_index = Gauge::default();
+        registry.register("raft_applied_index", "Last Raft index applied to the catalog", applied_index.clone());
+        let grpc_requests = Family::<GrpcLabels, Counter>::default();
+        registry.register("grpc_requests", "gRPC requests by method and status code", grpc_requests.clone());
+        let grpc_seconds = Family::<MethodLabel, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        registry.register("grpc_request_seconds", "gRPC request latency by method", grpc_seconds.clone());
+        let watches_open = Gauge::default();
+        registry.register("watches_open", "Open watch streams", watches_open.clone());
+        Metrics {
+            registry,
+            commit_seconds,
+            applied_index,
+            grpc_requests,
+            grpc_seconds,
+            watches_open,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Runs one gRPC handler inside a span, counting it by method and code.
+    pub async fn observe<T>(
+        &self,
+        method: &'static str,
+        fut: impl Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<T, tonic::Status> {
+        let started = tokio::time::Instant::now();
+        let res = fut.instrument(tracing::info_span!("grpc", method)).await;
+        let code = match &res {
+            Ok(_) => tonic::Code::Ok,
+            Err(s) => {
+                tracing::debug!(method, code = ?s.code(), message = s.message(), "request failed");
+                s.code()
+            }
+        };
+        self.grpc_requests
+            .get_or_create(&GrpcLabels {
+                method,
+                code: code_name(code),
+            })
+            .inc();
+        self.grpc_seconds
+            .get_or_create(&MethodLabel { method })
+            .observe(started.elapsed().as_secs_f64());
+        res
+    }
+}
+
+fn code_name(c: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match c {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Holds one open watch in the gauge for as long as it lives.
+pub struct WatchGuard(Gauge);
+
+impl WatchGuard {
+    pub fn new(m: &Metrics) -> Self {
+        m.watches_open.inc();
+        WatchGuard(m.watches_open.clone())
+    }
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,231 @@
+//! The Raft log and vote on redb. Appends and votes commit with
+//! `Durability::Immediate` (fsync) before openraft hears they are done, so a
+//! write is acknowledged only once it is on disk. Each log record starts
+//! with a format version byte.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{RaftLogReader, StorageIOError, Vote};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Entry, LogId, NodeId, StorageError, TypeConfig};
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+
+const KEY_VOTE: &str = "vote";
+const KEY_COMMITTED: &str = "committed";
+const KEY_PURGED: &str = "last_purged";
+
+/// Version of the log record encoding (byte 0 of every record).
+const RECORD_V1: u8 = 1;
+
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<Database>,
+}
+
+fn io_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::<NodeId>::write_logs(&e).into()
+}
+
+fn read_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::<NodeId>::read_logs(&e).into()
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StorageError> {
+    let mut out = vec![RECORD_V1];
+    serde_json::to_writer(&mut out, v).map_err(io_err)?;
+    Ok(out)
+}
+
+fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, StorageError> {
+    match b.split_first() {
+        Some((&RECORD_V1, rest)) => serde_json::from_slice(rest).map_err(read_err),
+        Some((v, _)) => Err(StorageIOError::<NodeId>::read_logs(openraft::AnyError::error(format!(
+            "log record format version {v} is not known to this tribune"
+        )))
+        .into()),
+        None => Err(StorageIOError::<NodeId>::read_logs(openraft::AnyError::error("empty log record")).into()),
+    }
+}
+
+impl LogStore {
+    /// Opens (or creates) `raft.redb` in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        let db = Database::create(dir.join("raft.redb")).map_err(io_err)?;
+        let tx = db.begin_write().map_err(io_err)?;
+        {
+            tx.open_table(LOG).map_err(io_err)?;
+            tx.open_table(META).map_err(io_err)?;
+        }
+        tx.commit().map_err(io_err)?;
+        Ok(LogStore { db: Arc::new(db) })
+    }
+
+    fn meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
+        let tx = self.db.begin_read().map_err(read_err)?;
+        let t = tx.open_table(META).map_err(read_err)?;
+        match t.get(key).map_err(read_err)? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Runs a write transaction off the async runtime; `durable` = fsync.
+    async fn write<F>(&self, durable: bool, f: F) -> Result<(), StorageError>
+    where
+        F: FnOnce(&redb::WriteTransaction) -> Result<(), StorageError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut tx = db.begin_write().map_err(io_err)?;
+            tx.set_durability(if durable { Durability::Immediate } else { Durability::None })
+                .map_err(io_err)?;
+            f(&tx)?;
+            tx.commit().map_err(io_err)
+        })
+        .await
+        .map_err(io_err)?
+    }
+
+    async fn put_meta<T: Serialize>(&self, key: &'static str, v: &T, durable: bool) -> Result<(), StorageError> {
+        let bytes = encode(v)?;
+        self.write(durable, move |tx| {
+            let mut t = tx.open_table(META).map_err(io_err)?;
+            t.insert(key, bytes.as_slice()).map_err(io_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
+        let tx = self.db.begin_read().map_err(read_err)?;
+        let t = tx.open_table(LOG).map_err(read_err)?;
+        match t.last().map_err(read_err)? {
+            Some((_, v)) => {
+                let e: Entry = decode(v.value())?;
+                Ok(Some(e.log_id))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => s.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let tx = self.db.begin_read().map_err(read_err)?;
+        let t = tx.open_table(LOG).map_err(read_err)?;
+        let mut out = Vec::new();
+        for item in t.range(start..).map_err(read_err)? {
+            let (k, v) = item.map_err(read_err)?;
+            if !range.contains(&k.value()) {
+                break;
+            }
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id: Option<LogId> = self.meta(KEY_PURGED)?;
+        let last_log_id = self.last_entry_log_id()?.or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        self.put_meta(KEY_VOTE, vote, true).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        self.meta(KEY_VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Not needed for safety (Raft re-derives it), only to re-apply sooner
+        // after a restart: no fsync of its own; the next append carries it.
+        self.put_meta(KEY_COMMITTED, &committed, false).await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let records = entries
+            .into_iter()
+            .map(|e| Ok((e.log_id.index, encode(&e)?)))
+            .collect::<Result<Vec<_>, StorageError>>()?;
+        let res = self
+            .write(true, move |tx| {
+                let mut t = tx.open_table(LOG).map_err(io_err)?;
+                for (i, r) in &records {
+                    t.insert(*i, r.as_slice()).map_err(io_err)?;
+                }
+                Ok(())
+            })
+            .await;
+        match res {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(e)
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.write(true, move |tx| {
+            let mut t = tx.open_table(LOG).map_err(io_err)?;
+            t.retain_in(log_id.index.., |_, _| false).map_err(io_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let purged = encode(&Some(log_id))?;
+        // Purged entries are already in a snapshot; losing this commit in a
+        // crash only brings them back, together with the old purge marker.
+        self.write(false, move |tx| {
+            let mut m = tx.open_table(META).map_err(io_err)?;
+            m.insert(KEY_PURGED, purged.as_slice()).map_err(io_err)?;
+            let mut t = tx.open_table(LOG).map_err(io_err)?;
+            t.retain_in(..=log_id.index, |_, _| false).map_err(io_err)?;
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,62 @@
+//! Raft, on openraft 0.9 (the stable `storage-v2` trait set): the type
+//! configuration, the redb log store, the catalog state machine, the gRPC
+//! transport between servers, and the proposer that batches client writes.
+
+pub mod log_store;
+pub mod network;
+pub mod proposer;
+pub mod service;
+pub mod snapshot_file;
+pub mod state_machine;
+
+use std::fmt;
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::command::{Request, Response};
+
+/// A server as Raft knows it: its name and where to reach it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerNode {
+    pub name: String,
+    /// Server RPC address (Raft), `IP:PORT`.
+    pub raft_addr: String,
+    /// gRPC API address, `IP:PORT`.
+    pub grpc_addr: String,
+}
+
+impl fmt::Display for ServerNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.raft_addr)
+    }
+}
+
+openraft::declare_raft_types!(
+    /// Tribune's Raft: catalog command batches in, per-command outcomes out.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = u64,
+        Node = ServerNode,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+pub type NodeId = u64;
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, ServerNode>;
+pub type Entry = openraft::Entry<TypeConfig>;
+
+/// A stable numeric Raft ID for a node name (FNV-1a), so every server derives
+/// the same ID for a peer from its name alone.
+pub fn node_id_for(name: &str) -> NodeId {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // Raft IDs are shown to operators; keep them positive in signed views too.
+    h >> 1
+}

@@ -1,0 +1,111 @@
+//! The client side of Raft between servers: one lazily connected gRPC
+//! channel per peer, openraft messages carried serde-encoded.
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+use tribune_proto::raft::RaftPayload;
+use tribune_proto::raft::raft_client::RaftClient;
+
+use super::{NodeId, ServerNode, TypeConfig};
+
+/// Raft messages between servers may be large (snapshot chunks, batches).
+pub const MAX_RAFT_MESSAGE: usize = 64 * 1024 * 1024;
+
+#[derive(Clone, Default)]
+pub struct Network;
+
+pub struct PeerClient {
+    target: NodeId,
+    addr: String,
+    client: Option<RaftClient<Channel>>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &ServerNode) -> PeerClient {
+        let client = Endpoint::from_shared(format!("http://{}", node.raft_addr))
+            .ok()
+            .map(|e| {
+                let ch = e
+                    .connect_timeout(std::time::Duration::from_secs(2))
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                RaftClient::new(ch)
+                    .max_decoding_message_size(MAX_RAFT_MESSAGE)
+                    .max_encoding_message_size(MAX_RAFT_MESSAGE)
+            });
+        PeerClient {
+            target,
+            addr: node.raft_addr.clone(),
+            client,
+        }
+    }
+}
+
+type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, ServerNode, RaftError<NodeId, E>>>;
+
+impl PeerClient {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        method: &'static str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let Some(client) = self.client.as_mut() else {
+            return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(format!(
+                "peer {} has an invalid address {:?}",
+                self.target, self.addr
+            )))));
+        };
+        let data = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = tonic::Request::new(RaftPayload { data });
+        request.set_timeout(option.hard_ttl());
+        let reply = match method {
+            "append_entries" => client.append_entries(request).await,
+            "vote" => client.vote(request).await,
+            _ => client.install_snapshot(request).await,
+        };
+        let reply = reply.map_err(|s| match s.code() {
+            tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&s)),
+            _ => RPCError::Network(NetworkError::new(&s)),
+        })?;
+        let res: Result<Resp, RaftError<NodeId, E>> =
+            serde_json::from_slice(&reply.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        res.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        self.call("append_entries", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        self.call("install_snapshot", &rpc, &option).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
+        self.call("vote", &rpc, &option).await
+    }
+}
