@@ -1,1 +1,250 @@
-//! placeholder
+//! The harness for Tribune's end-to-end tests: it runs the real `tribune`
+//! binary (built once by `cargo build`, never rebuilt here) on free loopback
+//! ports, and finds the external tools that `scripts/setup.sh` installs.
+//! Missing binaries fail the test loudly; nothing is skipped.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub use tribune_client::{Client, api};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace")
+        .to_path_buf()
+}
+
+/// The `tribune` binary: `$TRIBUNE_BIN`, or the one `cargo build` put next
+/// to this test executable's profile directory.
+pub fn tribune_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("TRIBUNE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> -> target/<profile>/tribune
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("tribune"))
+        .expect("test executable lives in target/<profile>/deps");
+    assert!(
+        bin.exists(),
+        "{} does not exist: run `cargo build --workspace` (or scripts/test.sh) before the tests",
+        bin.display()
+    );
+    bin
+}
+
+/// A tool installed by `scripts/setup.sh` into `.tools/bin`.
+pub fn tool(name: &str) -> PathBuf {
+    let p = workspace().join(".tools/bin").join(name);
+    assert!(p.exists(), "{} is missing: run `bash scripts/setup.sh` first", p.display());
+    p
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+#[derive(Clone, Debug)]
+pub struct Ports {
+    pub grpc: u16,
+    pub http: u16,
+    pub server: u16,
+}
+
+impl Ports {
+    pub fn free() -> Ports {
+        Ports {
+            grpc: free_port(),
+            http: free_port(),
+            server: free_port(),
+        }
+    }
+}
+
+/// A running server agent. Killed (SIGKILL) when dropped.
+pub struct Agent {
+    child: Option<Child>,
+    pub ports: Ports,
+    pub data_dir: PathBuf,
+    pub node: String,
+    extra: Vec<String>,
+    log: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Agent {
+    /// A single-server datacenter in a fresh temporary data dir.
+    pub fn start(extra: &[&str]) -> Agent {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        let mut a = Agent::start_in(&data_dir, Ports::free(), extra);
+        a._tmp = Some(tmp);
+        a
+    }
+
+    /// A server on `data_dir` and `ports`, with extra agent flags.
+    pub fn start_in(data_dir: &Path, ports: Ports, extra: &[&str]) -> Agent {
+        let log = data_dir.with_extension("log");
+        let mut a = Agent {
+            child: None,
+            ports,
+            data_dir: data_dir.to_path_buf(),
+            node: "node-1".into(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log,
+            _tmp: None,
+        };
+        a.launch();
+        a
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("agent log file");
+        let mut child = Command::new(tribune_bin())
+            .args(["agent", "--server", "--bootstrap-expect", "1", "--node", &self.node])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--grpc-addr", &format!("127.0.0.1:{}", self.ports.grpc)])
+            .args(["--http-addr", &format!("127.0.0.1:{}", self.ports.http)])
+            .args(["--server-addr", &format!("127.0.0.1:{}", self.ports.server)])
+            .args(&self.extra)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawning tribune");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("==> Ready") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        self.child = Some(child);
+        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            panic!("tribune did not become ready within 30s; its log:\n{}", self.log_tail());
+        }
+    }
+
+    pub fn grpc_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.ports.grpc)
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports.http)
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.grpc_addr()).await.expect("connecting to the agent")
+    }
+
+    /// Runs a `tribune` command against this agent.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(tribune_bin())
+            .args(args)
+            .env("TRIBUNE_GRPC_ADDR", self.grpc_addr())
+            .output()
+            .expect("running the tribune CLI")
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "`tribune {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Like `cli_ok` with `--format json`, parsed.
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["--format", "json"]);
+        let out = self.cli_ok(&a);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("`tribune {}` printed no JSON ({e}): {out}", a.join(" ")))
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, and waits for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("agent is running");
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        c.wait().expect("waiting for tribune")
+    }
+
+    /// Starts the agent again on the same data dir and ports.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.launch();
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A minimal registration.
+pub fn instance(name: &str, id: &str, port: u32) -> api::RegisterRequest {
+    api::RegisterRequest {
+        service: Some(api::ServiceSpec {
+            name: name.into(),
+            id: id.into(),
+            address: "127.0.0.1".into(),
+            port,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Everything a user can read from the catalog, indexes included, for
+/// comparing two catalogs.
+pub async fn catalog_dump(c: &Client) -> serde_json::Value {
+    let services = c.list_services().await.expect("list services");
+    let nodes = c.list_nodes().await.expect("list nodes");
+    let mut per_service = serde_json::Map::new();
+    for s in &services.services {
+        let r = c.get_service(&s.name, false).await.expect("get service");
+        per_service.insert(s.name.clone(), serde_json::to_value(&r.instances).expect("json"));
+    }
+    serde_json::json!({
+        "services": serde_json::to_value(&services.services).expect("json"),
+        "nodes": serde_json::to_value(&nodes.nodes).expect("json"),
+        "instances": per_service,
+    })
+}

@@ -1,1 +1,257 @@
-// unit tests added below
+//! Apply semantics of the catalog: indexes, in-place updates, cascades and
+//! health aggregation.
+
+use std::collections::BTreeMap;
+
+use super::command::{Command, Outcome, Registration};
+use super::model::*;
+use super::{Catalog, Touched};
+
+fn node(name: &str) -> Node {
+    Node {
+        name: name.into(),
+        address: "10.0.0.1".into(),
+        datacenter: "dc1".into(),
+        meta: BTreeMap::new(),
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+fn svc(id: &str, name: &str, port: u16) -> Service {
+    Service {
+        id: id.into(),
+        name: name.into(),
+        node: "n1".into(),
+        address: "10.0.0.1".into(),
+        port,
+        tags: vec![],
+        meta: BTreeMap::new(),
+        kind: ServiceKind::Typical,
+        proxy: None,
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+fn ttl_check(id: &str, service_id: Option<&str>, status: Status) -> Check {
+    Check {
+        id: id.into(),
+        name: id.into(),
+        node: "n1".into(),
+        service_id: service_id.map(Into::into),
+        service_name: "web".into(),
+        definition: CheckDefinition {
+            kind: CheckKind::Ttl { ttl_ms: 30_000 },
+            interval_ms: 10_000,
+            timeout_ms: 10_000,
+        },
+        status,
+        output: String::new(),
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+fn register(services: Vec<Service>, checks: Vec<Check>) -> Command {
+    Command::Register(Registration {
+        node: node("n1"),
+        services,
+        checks,
+        remove: vec![],
+    })
+}
+
+fn apply(c: &mut Catalog, index: u64, cmd: Command) -> (Outcome, Touched) {
+    let mut t = Touched::default();
+    let o = c.apply(index, &cmd, &mut t);
+    (o, t)
+}
+
+#[test]
+fn register_stamps_indexes_and_reregistering_updates_in_place() {
+    let mut c = Catalog::default();
+    apply(&mut c, 5, register(vec![svc("web-1", "web", 80)], vec![]));
+    let s = c.service("web-1").unwrap();
+    assert_eq!((s.create_index, s.modify_index), (5, 5));
+    assert_eq!(c.node("n1").unwrap().create_index, 5);
+
+    // Same definition: nothing changes, not even the modify index.
+    apply(&mut c, 6, register(vec![svc("web-1", "web", 80)], vec![]));
+    assert_eq!(c.service("web-1").unwrap().modify_index, 5);
+
+    // New port: updated in place, created where it was.
+    let (_, t) = apply(&mut c, 7, register(vec![svc("web-1", "web", 81)], vec![]));
+    let s = c.service("web-1").unwrap();
+    assert_eq!((s.port, s.create_index, s.modify_index), (81, 5, 7));
+    assert!(t.instances.contains("web-1"));
+    assert_eq!(c.instances_of("web").count(), 1);
+}
+
+#[test]
+fn renaming_an_instance_moves_it_between_names() {
+    let mut c = Catalog::default();
+    apply(&mut c, 1, register(vec![svc("x-1", "old", 80)], vec![]));
+    apply(&mut c, 2, register(vec![svc("x-1", "new", 80)], vec![]));
+    assert_eq!(c.instances_of("old").count(), 0);
+    assert_eq!(c.instances_of("new").count(), 1);
+    assert!(c.service_names().all(|(n, _)| n != "old"));
+}
+
+#[test]
+fn health_is_the_worst_of_instance_and_node_checks() {
+    let mut c = Catalog::default();
+    apply(
+        &mut c,
+        1,
+        register(
+            vec![svc("web-1", "web", 80), svc("web-2", "web", 81)],
+            vec![ttl_check("c1", Some("web-1"), Status::Passing)],
+        ),
+    );
+    let h = c.instance_health("web-1").unwrap();
+    assert_eq!(h.status, Status::Passing);
+    // No checks at all counts as passing.
+    assert_eq!(c.instance_health("web-2").unwrap().status, Status::Passing);
+
+    // A node-level check that fails takes every instance on the node down.
+    let (_, t) = apply(&mut c, 2, register(vec![], vec![ttl_check("node-c", None, Status::Critical)]));
+    assert!(t.instances.contains("web-1") && t.instances.contains("web-2"));
+    assert_eq!(c.instance_health("web-1").unwrap().status, Status::Critical);
+    assert_eq!(c.checks_in(Some(Status::Critical), None).len(), 1);
+}
+
+#[test]
+fn ttl_updates_and_their_refusals() {
+    let mut c = Catalog::default();
+    apply(&mut c, 1, register(vec![svc("web-1", "web", 80)], vec![ttl_check("c1", Some("web-1"), Status::Critical)]));
+    let (o, _) = apply(
+        &mut c,
+        2,
+        Command::UpdateTtl {
+            check_id: "c1".into(),
+            status: Status::Warning,
+            output: "slow".into(),
+        },
+    );
+    assert_eq!(o, Outcome::TtlUpdated);
+    let ch = c.check("c1").unwrap();
+    assert_eq!((ch.status, ch.output.as_str(), ch.modify_index), (Status::Warning, "slow", 2));
+    assert_eq!(c.checks_in(Some(Status::Warning), Some("web")).len(), 1);
+    assert!(c.checks_in(Some(Status::Critical), None).is_empty());
+
+    let (o, _) = apply(
+        &mut c,
+        3,
+        Command::UpdateTtl {
+            check_id: "nope".into(),
+            status: Status::Passing,
+            output: String::new(),
+        },
+    );
+    assert!(matches!(o, Outcome::NotFound { .. }));
+
+    // Re-registering keeps a check's status when its definition is unchanged.
+    apply(&mut c, 4, register(vec![svc("web-1", "web", 80)], vec![ttl_check("c1", Some("web-1"), Status::Critical)]));
+    assert_eq!(c.check("c1").unwrap().status, Status::Warning);
+}
+
+#[test]
+fn updating_a_non_ttl_check_is_refused() {
+    let mut c = Catalog::default();
+    let mut http = ttl_check("h1", Some("web-1"), Status::Critical);
+    http.definition.kind = CheckKind::Http {
+        url: "http://127.0.0.1/".into(),
+    };
+    apply(&mut c, 1, register(vec![svc("web-1", "web", 80)], vec![http]));
+    let (o, _) = apply(
+        &mut c,
+        2,
+        Command::UpdateTtl {
+            check_id: "h1".into(),
+            status: Status::Passing,
+            output: String::new(),
+        },
+    );
+    assert!(matches!(o, Outcome::Invalid { field, .. } if field == "check_id"));
+}
+
+#[test]
+fn deregister_cascades_to_sidecar_and_checks() {
+    let mut c = Catalog::default();
+    let mut sidecar = svc("web-1-sidecar-proxy", "web-sidecar-proxy", 21000);
+    sidecar.kind = ServiceKind::SidecarProxy;
+    sidecar.proxy = Some(ProxyConfig {
+        destination_service_name: "web".into(),
+        destination_service_id: "web-1".into(),
+        ..Default::default()
+    });
+    apply(
+        &mut c,
+        1,
+        register(vec![svc("web-1", "web", 80), sidecar], vec![ttl_check("c1", Some("web-1"), Status::Passing)]),
+    );
+    let (o, t) = apply(
+        &mut c,
+        2,
+        Command::Deregister {
+            service_id: "web-1".into(),
+        },
+    );
+    assert_eq!(
+        o,
+        Outcome::Deregistered {
+            removed_ids: vec!["web-1".into(), "web-1-sidecar-proxy".into()]
+        }
+    );
+    assert_eq!(t.removed.get("web-1").map(String::as_str), Some("web"));
+    assert_eq!(c.service_count(), 0);
+    assert!(c.check("c1").is_none());
+    assert!(c.checks_in(None, None).is_empty());
+
+    let (o, _) = apply(
+        &mut c,
+        3,
+        Command::Deregister {
+            service_id: "web-1".into(),
+        },
+    );
+    assert!(matches!(o, Outcome::NotFound { .. }));
+}
+
+#[test]
+fn data_round_trip_rebuilds_the_same_indexes() {
+    let mut c = Catalog::default();
+    apply(
+        &mut c,
+        1,
+        register(
+            vec![svc("web-1", "web", 80), svc("api-1", "api", 90)],
+            vec![ttl_check("c1", Some("web-1"), Status::Warning), ttl_check("n", None, Status::Passing)],
+        ),
+    );
+    let back = Catalog::from_data(c.to_data());
+    assert_eq!(back.to_data(), c.to_data());
+    assert_eq!(back.instance_health("web-1"), c.instance_health("web-1"));
+    assert_eq!(back.checks_in(Some(Status::Warning), None), c.checks_in(Some(Status::Warning), None));
+    assert_eq!(back.instances_of("api").count(), 1);
+}
+
+#[test]
+fn restore_replaces_everything_and_resets_watchers() {
+    let mut c = Catalog::default();
+    apply(&mut c, 1, register(vec![svc("web-1", "web", 80)], vec![]));
+    let saved = c.to_data();
+    apply(&mut c, 2, register(vec![svc("api-1", "api", 90)], vec![]));
+    let (o, t) = apply(
+        &mut c,
+        3,
+        Command::Restore {
+            data: Box::new(saved.clone()),
+            snapshot_index: 1,
+        },
+    );
+    assert_eq!(o, Outcome::Restored);
+    assert!(t.reset);
+    assert_eq!(c.to_data(), saved);
+}

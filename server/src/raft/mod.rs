@@ -60,3 +60,31 @@ pub fn node_id_for(name: &str) -> NodeId {
     // Raft IDs are shown to operators; keep them positive in signed views too.
     h >> 1
 }
+
+#[cfg(test)]
+mod storage_suite {
+    //! openraft's own storage conformance suite, run against our redb log
+    //! store and catalog state machine.
+
+    use openraft::testing::{StoreBuilder, Suite};
+
+    use super::log_store::LogStore;
+    use super::state_machine::StateMachineStore;
+    use super::{StorageError, TypeConfig};
+
+    struct Builder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for Builder {
+        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError> {
+            let dir = tempfile::tempdir().map_err(|e| openraft::StorageIOError::write(&e))?;
+            let log = LogStore::open(dir.path())?;
+            let sm = StateMachineStore::open(&dir.path().join("snapshots"), 1024)?;
+            Ok((dir, log, sm))
+        }
+    }
+
+    #[test]
+    fn openraft_storage_suite() -> Result<(), StorageError> {
+        Suite::test_all(Builder)
+    }
+}
