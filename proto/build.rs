@@ -29,7 +29,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("tribune.v1.ServiceSpec.kind", "service_kind"),
         ("tribune.v1.ServiceSummary.kind", "service_kind"),
     ] {
-        cfg = cfg.field_attribute(field, format!("#[serde(serialize_with = \"crate::json::{with}\")]"));
+        cfg = cfg.field_attribute(
+            field,
+            format!("#[serde(serialize_with = \"crate::json::{with}\")]"),
+        );
     }
     cfg.compile_fds(fds)?;
     Ok(())

@@ -102,7 +102,11 @@ pub struct Client {
 impl Client {
     /// Connects to `addr` (`HOST:PORT` or `http://HOST:PORT`).
     pub async fn connect(addr: &str) -> Result<Self, Error> {
-        let url = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
+        let url = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
         let endpoint = Endpoint::from_shared(url)
             .map_err(|_| Error::Address(addr.to_string()))?
             .connect_timeout(Duration::from_secs(5))
@@ -168,11 +172,19 @@ impl Client {
 
     /// Every node.
     pub async fn list_nodes(&self) -> Result<api::ListNodesResponse, Error> {
-        Ok(self.catalog().list_nodes(self.req(api::ListNodesRequest {})).await?.into_inner())
+        Ok(self
+            .catalog()
+            .list_nodes(self.req(api::ListNodesRequest {}))
+            .await?
+            .into_inner())
     }
 
     /// A service's instances with their health.
-    pub async fn get_service(&self, name: &str, passing_only: bool) -> Result<api::GetServiceResponse, Error> {
+    pub async fn get_service(
+        &self,
+        name: &str,
+        passing_only: bool,
+    ) -> Result<api::GetServiceResponse, Error> {
         let req = api::GetServiceRequest {
             name: name.to_string(),
             passing_only,
@@ -181,7 +193,11 @@ impl Client {
     }
 
     /// Follows a service: a snapshot (or the changes since `from_index`), then each change.
-    pub async fn watch_service(&self, name: &str, from_index: u64) -> Result<Streaming<api::WatchEvent>, Error> {
+    pub async fn watch_service(
+        &self,
+        name: &str,
+        from_index: u64,
+    ) -> Result<Streaming<api::WatchEvent>, Error> {
         let req = api::WatchServiceRequest {
             name: name.to_string(),
             from_index,
@@ -255,7 +271,11 @@ impl Client {
             .map(|c| api::SnapshotChunk { data: c.to_vec() })
             .collect();
         let stream = futures::stream::iter(chunks);
-        Ok(self.operator().snapshot_restore(self.req(stream)).await?.into_inner())
+        Ok(self
+            .operator()
+            .snapshot_restore(self.req(stream))
+            .await?
+            .into_inner())
     }
 }
 

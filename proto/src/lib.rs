@@ -16,8 +16,7 @@ pub mod raft {
 }
 
 /// Encoded `FileDescriptorSet` of every Tribune proto, for gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/tribune_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tribune_descriptor.bin"));
 
 /// How enum fields read in JSON: `"passing"`, `"sidecar-proxy"`, not numbers.
 mod json {
@@ -25,13 +24,19 @@ mod json {
 
     fn name<S: Serializer>(full: Option<&str>, prefix: &str, raw: i32, s: S) -> Result<S::Ok, S::Error> {
         match full {
-            Some(n) => s.serialize_str(&n.trim_start_matches(prefix).to_ascii_lowercase().replace('_', "-")),
+            Some(n) => s.serialize_str(
+                &n.trim_start_matches(prefix)
+                    .to_ascii_lowercase()
+                    .replace('_', "-"),
+            ),
             None => s.serialize_i32(raw),
         }
     }
 
     pub fn health_status<S: Serializer>(v: &i32, s: S) -> Result<S::Ok, S::Error> {
-        let n = crate::v1::HealthStatus::try_from(*v).ok().map(|x| x.as_str_name());
+        let n = crate::v1::HealthStatus::try_from(*v)
+            .ok()
+            .map(|x| x.as_str_name());
         name(n, "HEALTH_STATUS_", *v, s)
     }
 

@@ -119,7 +119,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         .trace_fn(|req| tracing::info_span!("grpc_request", path = %req.uri().path()))
         .add_routes(crate::api::routes(ctx.clone())?)
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stopped());
-    let http_server = axum::serve(http_listener, crate::http::router(ctx.clone())).with_graceful_shutdown(stopped());
+    let http_server =
+        axum::serve(http_listener, crate::http::router(ctx.clone())).with_graceful_shutdown(stopped());
     let servers = tokio::spawn(async move {
         let (a, b, c) = tokio::join!(raft_server, api_server, http_server);
         a.context("server RPC listener")?;
@@ -185,13 +186,24 @@ fn print_banner(s: &Settings, ctx: &ServerContext, data_dir: &Path, leader: Opti
     println!("         Version: {}", env!("CARGO_PKG_VERSION"));
     println!("            Node: {} (raft id {})", ctx.node_name, ctx.node_id);
     println!("      Datacenter: {}", ctx.datacenter);
-    println!("          Server: true (bootstrap-expect {}){}", s.bootstrap_expect, if s.dev { ", dev mode" } else { "" });
-    println!("        Data dir: {}{}", data_dir.display(), if s.dev { " (temporary)" } else { "" });
+    println!(
+        "          Server: true (bootstrap-expect {}){}",
+        s.bootstrap_expect,
+        if s.dev { ", dev mode" } else { "" }
+    );
+    println!(
+        "        Data dir: {}{}",
+        data_dir.display(),
+        if s.dev { " (temporary)" } else { "" }
+    );
     println!("      gRPC / xDS: {}", ctx.grpc_addr);
     println!("            HTTP: {}", ctx.http_addr);
     println!("      Server RPC: {}", ctx.raft_addr);
     match leader {
-        Some(_) => println!("==> Ready: leader {}", ctx.leader().map(|l| l.name).unwrap_or_default()),
+        Some(_) => println!(
+            "==> Ready: leader {}",
+            ctx.leader().map(|l| l.name).unwrap_or_default()
+        ),
         None => println!("==> Waiting for a leader"),
     }
 }

@@ -92,7 +92,8 @@ impl AgentConfig {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading config file {}", path.display()))?;
-                toml::from_str::<AgentConfig>(&text).with_context(|| format!("config file {}", path.display()))?
+                toml::from_str::<AgentConfig>(&text)
+                    .with_context(|| format!("config file {}", path.display()))?
             }
             None => AgentConfig::default(),
         };
@@ -145,7 +146,9 @@ impl Settings {
             (true, None | Some(1)) => 1,
             (true, Some(n)) => bail!("--dev runs a single server; --bootstrap-expect {n} does not apply"),
             (false, Some(1)) => 1,
-            (false, Some(0) | None) => bail!("a server needs --bootstrap-expect (1 for a single-server datacenter)"),
+            (false, Some(0) | None) => {
+                bail!("a server needs --bootstrap-expect (1 for a single-server datacenter)")
+            }
             (false, Some(n)) => bail!(
                 "--bootstrap-expect {n}: multi-server datacenters need LAN gossip to find each other, \
                  which this build does not have yet; use --bootstrap-expect 1"
@@ -166,7 +169,8 @@ impl Settings {
         };
         crate::catalog::validate::node_name("--node", &node).map_err(|e| anyhow::anyhow!("{e}"))?;
         let datacenter = cfg.datacenter.clone().unwrap_or_else(|| "dc1".into());
-        crate::catalog::validate::node_name("--datacenter", &datacenter).map_err(|e| anyhow::anyhow!("{e}"))?;
+        crate::catalog::validate::node_name("--datacenter", &datacenter)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let bind = cfg.bind.unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let at = |p| SocketAddr::new(bind, p);
         let snapshot_threshold = cfg.snapshot_threshold.unwrap_or(8192);

@@ -23,7 +23,11 @@ pub fn router(ctx: Arc<ServerContext>) -> Router {
 
 async fn healthz(State(ctx): State<Arc<ServerContext>>) -> impl IntoResponse {
     let leader = ctx.leader();
-    let code = if leader.is_some() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if leader.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (
         code,
         Json(json!({
@@ -35,9 +39,14 @@ async fn healthz(State(ctx): State<Arc<ServerContext>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(ctx): State<Arc<ServerContext>>) -> impl IntoResponse {
-    ctx.metrics.applied_index.set(ctx.state.read().applied_index() as i64);
+    ctx.metrics
+        .applied_index
+        .set(ctx.state.read().applied_index() as i64);
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         ctx.metrics.render(),
     )
 }

@@ -46,11 +46,24 @@ impl Default for Metrics {
             commit_seconds.clone(),
         );
         let applied_index = Gauge::default();
-        registry.register("raft_applied_index", "Last Raft index applied to the catalog", applied_index.clone());
+        registry.register(
+            "raft_applied_index",
+            "Last Raft index applied to the catalog",
+            applied_index.clone(),
+        );
         let grpc_requests = Family::<GrpcLabels, Counter>::default();
-        registry.register("grpc_requests", "gRPC requests by method and status code", grpc_requests.clone());
-        let grpc_seconds = Family::<MethodLabel, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
-        registry.register("grpc_request_seconds", "gRPC request latency by method", grpc_seconds.clone());
+        registry.register(
+            "grpc_requests",
+            "gRPC requests by method and status code",
+            grpc_requests.clone(),
+        );
+        let grpc_seconds =
+            Family::<MethodLabel, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        registry.register(
+            "grpc_request_seconds",
+            "gRPC request latency by method",
+            grpc_seconds.clone(),
+        );
         let watches_open = Gauge::default();
         registry.register("watches_open", "Open watch streams", watches_open.clone());
         Metrics {

@@ -44,7 +44,11 @@ pub fn tribune_bin() -> PathBuf {
 /// A tool installed by `scripts/setup.sh` into `.tools/bin`.
 pub fn tool(name: &str) -> PathBuf {
     let p = workspace().join(".tools/bin").join(name);
-    assert!(p.exists(), "{} is missing: run `bash scripts/setup.sh` first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `bash scripts/setup.sh` first",
+        p.display()
+    );
     p
 }
 
@@ -117,7 +121,14 @@ impl Agent {
             .open(&self.log)
             .expect("agent log file");
         let mut child = Command::new(tribune_bin())
-            .args(["agent", "--server", "--bootstrap-expect", "1", "--node", &self.node])
+            .args([
+                "agent",
+                "--server",
+                "--bootstrap-expect",
+                "1",
+                "--node",
+                &self.node,
+            ])
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--grpc-addr", &format!("127.0.0.1:{}", self.ports.grpc)])
@@ -139,7 +150,10 @@ impl Agent {
         });
         self.child = Some(child);
         if rx.recv_timeout(Duration::from_secs(30)).is_err() {
-            panic!("tribune did not become ready within 30s; its log:\n{}", self.log_tail());
+            panic!(
+                "tribune did not become ready within 30s; its log:\n{}",
+                self.log_tail()
+            );
         }
     }
 
@@ -152,7 +166,9 @@ impl Agent {
     }
 
     pub async fn client(&self) -> Client {
-        Client::connect(&self.grpc_addr()).await.expect("connecting to the agent")
+        Client::connect(&self.grpc_addr())
+            .await
+            .expect("connecting to the agent")
     }
 
     /// Runs a `tribune` command against this agent.
@@ -181,7 +197,8 @@ impl Agent {
         let mut a = args.to_vec();
         a.extend(["--format", "json"]);
         let out = self.cli_ok(&a);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("`tribune {}` printed no JSON ({e}): {out}", a.join(" ")))
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("`tribune {}` printed no JSON ({e}): {out}", a.join(" ")))
     }
 
     /// SIGKILL: no chance to flush anything.

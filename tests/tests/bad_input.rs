@@ -71,9 +71,15 @@ async fn each_invalid_field_is_named() {
     for (field, req) in cases {
         let err = c.register(req).await.unwrap_err();
         assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{field}: {err}");
-        assert!(err.to_string().contains(field), "error for {field} does not name it: {err}");
+        assert!(
+            err.to_string().contains(field),
+            "error for {field} does not name it: {err}"
+        );
     }
-    let err = c.update_ttl("", api::HealthStatus::Passing, "").await.unwrap_err();
+    let err = c
+        .update_ttl("", api::HealthStatus::Passing, "")
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("check_id"), "{err}");
     let err = c.get_service("UPPER", false).await.unwrap_err();
     assert_eq!(err.code(), Some(tonic::Code::InvalidArgument));
@@ -82,11 +88,24 @@ async fn each_invalid_field_is_named() {
     let out = agent.cli(&["services", "register", "--name", "web", "--port", "99999"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("service.port"));
-    let out = agent.cli(&["services", "register", "--name", "web", "--port", "80", "--check-ttl", "soon"]);
+    let out = agent.cli(&[
+        "services",
+        "register",
+        "--name",
+        "web",
+        "--port",
+        "80",
+        "--check-ttl",
+        "soon",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("ttl"));
 
-    assert_eq!(catalog_dump(&c).await, before, "refused writes must change nothing");
+    assert_eq!(
+        catalog_dump(&c).await,
+        before,
+        "refused writes must change nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -97,7 +116,10 @@ async fn an_oversized_request_is_refused() {
     r.service.as_mut().unwrap().tags = vec!["x".repeat(2 * 1024 * 1024)];
     let err = c.register(r).await.unwrap_err();
     assert!(
-        matches!(err.code(), Some(tonic::Code::OutOfRange | tonic::Code::ResourceExhausted)),
+        matches!(
+            err.code(),
+            Some(tonic::Code::OutOfRange | tonic::Code::ResourceExhausted)
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("too large"), "{err}");
@@ -120,7 +142,9 @@ async fn garbage_on_any_port_is_refused_without_harm() {
     c.register(instance("web", "web-1", 80)).await.unwrap();
     let before = catalog_dump(&c).await;
 
-    let mut noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let mut noise: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     noise.extend_from_slice(b"\r\n\r\n");
     for port in [agent.ports.grpc, agent.ports.server, agent.ports.http] {
         throw_garbage(port, &noise);

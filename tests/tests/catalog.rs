@@ -6,15 +6,42 @@ use tribune_tests::{Agent, api, instance};
 async fn register_list_get_deregister_through_the_cli() {
     let agent = Agent::start(&[]);
     let out = agent.cli_ok(&[
-        "services", "register", "--name", "web", "--id", "web-1", "--address", "127.0.0.1", "--port", "8080",
-        "--tag", "v1", "--meta", "version=1", "--check-ttl", "30s", "--sidecar-port", "21000", "--upstream",
+        "services",
+        "register",
+        "--name",
+        "web",
+        "--id",
+        "web-1",
+        "--address",
+        "127.0.0.1",
+        "--port",
+        "8080",
+        "--tag",
+        "v1",
+        "--meta",
+        "version=1",
+        "--check-ttl",
+        "30s",
+        "--sidecar-port",
+        "21000",
+        "--upstream",
         "api:9191",
     ]);
-    assert!(out.contains("Registered web-1 with sidecar web-1-sidecar-proxy"), "{out}");
-    agent.cli_ok(&["services", "register", "--name", "web", "--id", "web-2", "--port", "8081"]);
+    assert!(
+        out.contains("Registered web-1 with sidecar web-1-sidecar-proxy"),
+        "{out}"
+    );
+    agent.cli_ok(&[
+        "services", "register", "--name", "web", "--id", "web-2", "--port", "8081",
+    ]);
 
     let services = agent.cli_json(&["catalog", "services"]);
-    let names: Vec<&str> = services["services"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = services["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["web", "web-sidecar-proxy"]);
     assert_eq!(services["services"][0]["instances"], 2);
 
@@ -25,7 +52,12 @@ async fn register_list_get_deregister_through_the_cli() {
     let web = agent.cli_json(&["catalog", "service", "web"]);
     assert_eq!(web["instances"].as_array().unwrap().len(), 2);
     let passing = agent.cli_json(&["catalog", "service", "web", "--passing"]);
-    let ids: Vec<&str> = passing["instances"].as_array().unwrap().iter().map(|i| i["service"]["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = passing["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["service"]["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["web-2"]);
 
     let out = agent.cli_ok(&["check", "pass", "service:web-1", "--note", "all good"]);
@@ -45,7 +77,10 @@ async fn register_list_get_deregister_through_the_cli() {
 
     // The table form is for people, but it must show the instances.
     let table = agent.cli_ok(&["catalog", "service", "web"]);
-    assert!(table.contains("web-1") && table.contains("127.0.0.1:8080"), "{table}");
+    assert!(
+        table.contains("web-1") && table.contains("127.0.0.1:8080"),
+        "{table}"
+    );
 
     let out = agent.cli_ok(&["services", "deregister", "web-1"]);
     assert!(out.contains("web-1, web-1-sidecar-proxy"), "{out}");
@@ -92,7 +127,11 @@ upstreams = [{ destination_name = "db", local_bind_port = 5432 }]
     std::fs::write(&file, "[service]\nname = \"api\"\nprot = 1\n").unwrap();
     let out = agent.cli(&["services", "register", file.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("prot"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("prot"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -109,8 +148,16 @@ async fn the_rust_client_round_trip() {
     c.register(upd).await.unwrap();
     let got = c.get_service("db", false).await.unwrap();
     assert_eq!(got.instances.len(), 2);
-    let db1 = got.instances.iter().map(|i| i.service.clone().unwrap()).find(|s| s.id == "db-1").unwrap();
-    assert_eq!((db1.port, db1.tags.clone(), db1.create_index), (6432, vec!["primary".to_string()], r1.index));
+    let db1 = got
+        .instances
+        .iter()
+        .map(|i| i.service.clone().unwrap())
+        .find(|s| s.id == "db-1")
+        .unwrap();
+    assert_eq!(
+        (db1.port, db1.tags.clone(), db1.create_index),
+        (6432, vec!["primary".to_string()], r1.index)
+    );
     assert!(db1.modify_index > r2.index);
 
     let d = c.deregister("db-2").await.unwrap();
@@ -134,17 +181,28 @@ async fn the_rust_client_round_trip() {
 async fn http_status_endpoints() {
     let agent = Agent::start(&[]);
     let get = |path: &str| {
-        let out = std::process::Command::new("curl").args(["-s", "-w", "\n%{http_code}", &agent.http_url(path)]).output().unwrap();
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", &agent.http_url(path)])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let leader = get("/v1/status/leader");
-    assert!(leader.starts_with(&format!("\"127.0.0.1:{}\"", agent.ports.server)), "{leader}");
+    assert!(
+        leader.starts_with(&format!("\"127.0.0.1:{}\"", agent.ports.server)),
+        "{leader}"
+    );
     assert!(get("/healthz").ends_with("200"));
     let me = get("/v1/agent/self");
     assert!(me.contains("\"NodeName\":\"node-1\""), "{me}");
     agent.cli_ok(&["services", "register", "--name", "web", "--port", "80"]);
     let metrics = get("/metrics");
-    for m in ["tribune_raft_commit_seconds", "tribune_raft_applied_index", "tribune_grpc_requests_total", "tribune_watches_open"] {
+    for m in [
+        "tribune_raft_commit_seconds",
+        "tribune_raft_applied_index",
+        "tribune_grpc_requests_total",
+        "tribune_watches_open",
+    ] {
         assert!(metrics.contains(m), "{m} missing from /metrics");
     }
     assert!(metrics.contains("method=\"Register\",code=\"OK\""), "{metrics}");

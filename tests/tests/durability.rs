@@ -20,7 +20,9 @@ async fn write_all(c: &Client) -> BTreeSet<String> {
             let mut acked = Vec::new();
             for i in (w..WRITES).step_by(WRITERS) {
                 let id = format!("svc-{i:04}");
-                c.register(instance("durable", &id, 10_000 + i as u32)).await.expect("register");
+                c.register(instance("durable", &id, 10_000 + i as u32))
+                    .await
+                    .expect("register");
                 acked.push(id);
             }
             acked
@@ -75,9 +77,17 @@ async fn acknowledged_writes_survive_kill_9_after_snapshot_and_compaction() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_stops_the_agent_cleanly_and_keeps_its_state() {
     let mut agent = Agent::start(&[]);
-    agent.client().await.register(instance("web", "web-1", 80)).await.unwrap();
+    agent
+        .client()
+        .await
+        .register(instance("web", "web-1", 80))
+        .await
+        .unwrap();
     let status = agent.terminate();
-    assert!(status.success(), "SIGTERM should end the agent with exit 0, got {status}");
+    assert!(
+        status.success(),
+        "SIGTERM should end the agent with exit 0, got {status}"
+    );
     agent.restart();
     assert_eq!(present_named(&agent.client().await, "web").await, ["web-1"]);
 }

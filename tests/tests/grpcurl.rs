@@ -6,7 +6,10 @@ use std::process::Command;
 use tribune_tests::{Agent, instance, tool};
 
 fn grpcurl(args: &[&str]) -> String {
-    let out = Command::new(tool("grpcurl")).args(args).output().expect("running grpcurl");
+    let out = Command::new(tool("grpcurl"))
+        .args(args)
+        .output()
+        .expect("running grpcurl");
     assert!(
         out.status.success(),
         "grpcurl {} failed: {}",
@@ -21,7 +24,12 @@ async fn grpcurl_lists_services_and_checks_health() {
     let agent = Agent::start(&[]);
     let addr = agent.grpc_addr();
     let list = grpcurl(&["-plaintext", &addr, "list"]);
-    for s in ["tribune.v1.Catalog", "tribune.v1.Health", "tribune.v1.Operator", "grpc.health.v1.Health"] {
+    for s in [
+        "tribune.v1.Catalog",
+        "tribune.v1.Health",
+        "tribune.v1.Operator",
+        "grpc.health.v1.Health",
+    ] {
         assert!(list.lines().any(|l| l.trim() == s), "{s} not listed:\n{list}");
     }
     let methods = grpcurl(&["-plaintext", &addr, "describe", "tribune.v1.Catalog"]);
@@ -29,11 +37,28 @@ async fn grpcurl_lists_services_and_checks_health() {
 
     let health = grpcurl(&["-plaintext", "-d", "{}", &addr, "grpc.health.v1.Health/Check"]);
     assert!(health.contains("SERVING"), "{health}");
-    let health = grpcurl(&["-plaintext", "-d", r#"{"service":"tribune.v1.Catalog"}"#, &addr, "grpc.health.v1.Health/Check"]);
+    let health = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"service":"tribune.v1.Catalog"}"#,
+        &addr,
+        "grpc.health.v1.Health/Check",
+    ]);
     assert!(health.contains("SERVING"), "{health}");
 
     // And the API itself, by reflection alone.
-    agent.client().await.register(instance("web", "web-1", 80)).await.unwrap();
-    let got = grpcurl(&["-plaintext", "-d", r#"{"name":"web"}"#, &addr, "tribune.v1.Catalog/GetService"]);
+    agent
+        .client()
+        .await
+        .register(instance("web", "web-1", 80))
+        .await
+        .unwrap();
+    let got = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"name":"web"}"#,
+        &addr,
+        "tribune.v1.Catalog/GetService",
+    ]);
     assert!(got.contains("\"id\": \"web-1\""), "{got}");
 }

@@ -9,7 +9,11 @@ async fn save_wipe_restore_gives_an_identical_catalog() {
     let mut agent = Agent::start_in(&dir.path().join("a"), ports.clone(), &[]);
     let c = agent.client().await;
     for i in 0..20 {
-        let mut r = instance(if i % 2 == 0 { "web" } else { "api" }, &format!("i-{i}"), 8000 + i);
+        let mut r = instance(
+            if i % 2 == 0 { "web" } else { "api" },
+            &format!("i-{i}"),
+            8000 + i,
+        );
         r.service.as_mut().unwrap().tags = vec![format!("t{i}")];
         r.checks = vec![api::CheckDefinition {
             kind: Some(api::check_definition::Kind::TtlMs(30_000)),
@@ -17,7 +21,9 @@ async fn save_wipe_restore_gives_an_identical_catalog() {
         }];
         c.register(r).await.unwrap();
     }
-    c.update_ttl("service:i-3", api::HealthStatus::Warning, "slow").await.unwrap();
+    c.update_ttl("service:i-3", api::HealthStatus::Warning, "slow")
+        .await
+        .unwrap();
     let before = catalog_dump(&c).await;
 
     let file = dir.path().join("backup.snap");
@@ -62,6 +68,9 @@ async fn a_restore_resets_watchers() {
     assert_eq!(w.message().await.unwrap().unwrap().upserts.len(), 2);
     agent.cli_ok(&["snapshot", "restore", file.path().to_str().unwrap()]);
     let ev = w.message().await.unwrap().unwrap();
-    assert!(ev.snapshot, "a restore replaces everything: watchers get a new snapshot");
+    assert!(
+        ev.snapshot,
+        "a restore replaces everything: watchers get a new snapshot"
+    );
     assert_eq!(ev.upserts.len(), 1);
 }

@@ -36,7 +36,10 @@ async fn snapshot_then_changes_in_order() {
         ..Default::default()
     }];
     let r3 = c.register(ttl).await.unwrap();
-    let r4 = c.update_ttl("service:web-1", api::HealthStatus::Passing, "ok").await.unwrap();
+    let r4 = c
+        .update_ttl("service:web-1", api::HealthStatus::Passing, "ok")
+        .await
+        .unwrap();
     let r5 = c.deregister("web-2").await.unwrap();
 
     let mut indexes = vec![snap.index];
@@ -50,7 +53,10 @@ async fn snapshot_then_changes_in_order() {
     assert!(indexes.windows(2).all(|p| p[0] < p[1]), "{indexes:?}");
     // Folding the events gives what a fresh read gives.
     let fresh = c.get_service("web", false).await.unwrap();
-    assert_eq!(state.instances.values().cloned().collect::<Vec<_>>(), fresh.instances);
+    assert_eq!(
+        state.instances.values().cloned().collect::<Vec<_>>(),
+        fresh.instances
+    );
     assert_eq!(state.instances["web-1"].status, api::HealthStatus::Passing as i32);
 }
 
@@ -72,11 +78,22 @@ async fn resume_from_an_index_gets_only_what_changed() {
     // Nothing missed, nothing repeated: the next event is the next change.
     let r4 = c.deregister("web-1").await.unwrap();
     let ev = next(&mut w).await;
-    assert_eq!((ev.index, ev.removed_ids.clone()), (r4.index, vec!["web-1".to_string()]));
+    assert_eq!(
+        (ev.index, ev.removed_ids.clone()),
+        (r4.index, vec!["web-1".to_string()])
+    );
 
     // The CLI follows too.
     let mut child = std::process::Command::new(tribune_tests::tribune_bin())
-        .args(["watch", "service", "web", "--format", "json", "--grpc-addr", &agent.grpc_addr()])
+        .args([
+            "watch",
+            "service",
+            "web",
+            "--format",
+            "json",
+            "--grpc-addr",
+            &agent.grpc_addr(),
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -89,6 +106,7 @@ async fn resume_from_an_index_gets_only_what_changed() {
     .await
     .unwrap();
     let _ = child.kill();
+    let _ = child.wait();
     let ev: serde_json::Value = serde_json::from_str(&first).unwrap();
     assert_eq!(ev["snapshot"], true);
     assert_eq!(ev["upserts"].as_array().unwrap().len(), 2);
@@ -97,15 +115,27 @@ async fn resume_from_an_index_gets_only_what_changed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn resume_after_compaction_gets_a_fresh_snapshot() {
     // A tiny history and frequent Raft snapshots: old indexes are gone from both.
-    let mut agent = Agent::start(&["--watch-history", "8", "--snapshot-threshold", "10", "--snapshot-keep-logs", "2"]);
+    let mut agent = Agent::start(&[
+        "--watch-history",
+        "8",
+        "--snapshot-threshold",
+        "10",
+        "--snapshot-keep-logs",
+        "2",
+    ]);
     let c = agent.client().await;
     let first = c.register(instance("web", "web-0", 80)).await.unwrap();
     for i in 1..40 {
-        c.register(instance("web", &format!("web-{i}"), 80 + i)).await.unwrap();
+        c.register(instance("web", &format!("web-{i}"), 80 + i))
+            .await
+            .unwrap();
     }
     let mut w = c.watch_service("web", first.index).await.unwrap();
     let ev = next(&mut w).await;
-    assert!(ev.snapshot, "history is compacted: the watcher must get a snapshot");
+    assert!(
+        ev.snapshot,
+        "history is compacted: the watcher must get a snapshot"
+    );
     assert_eq!(ev.upserts.len(), 40);
 
     // Across a restart too: the new process has no history older than its snapshot.

@@ -29,7 +29,10 @@ type WatchStream = ReceiverStream<Result<pb::WatchEvent, Status>>;
 
 #[tonic::async_trait]
 impl Catalog for CatalogApi {
-    async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
         let ctx = &self.ctx;
         ctx.metrics
             .observe("Register", async {
@@ -115,7 +118,10 @@ impl Catalog for CatalogApi {
             .await
     }
 
-    async fn list_nodes(&self, _req: Request<pb::ListNodesRequest>) -> Result<Response<pb::ListNodesResponse>, Status> {
+    async fn list_nodes(
+        &self,
+        _req: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
         self.ctx
             .metrics
             .observe("ListNodes", async {
@@ -200,7 +206,11 @@ impl Catalog for CatalogApi {
             .metrics
             .observe("WatchCatalog", async {
                 let req = req.into_inner();
-                Ok(Response::new(spawn_watch(self.ctx.clone(), Filter::Catalog, req.from_index)))
+                Ok(Response::new(spawn_watch(
+                    self.ctx.clone(),
+                    Filter::Catalog,
+                    req.from_index,
+                )))
             })
             .await
     }

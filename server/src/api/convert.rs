@@ -7,7 +7,8 @@ use tribune_proto::v1 as pb;
 
 use crate::catalog::command::Registration;
 use crate::catalog::model::{
-    Check, CheckDefinition, CheckKind, InstanceHealth, Node, ProxyConfig, Service, ServiceKind, Status, Upstream,
+    Check, CheckDefinition, CheckKind, InstanceHealth, Node, ProxyConfig, Service, ServiceKind, Status,
+    Upstream,
 };
 use crate::catalog::validate::{self as v, FieldError, err};
 
@@ -27,7 +28,10 @@ pub fn status_from_pb(field: &str, s: i32) -> v::Result<Status> {
         Ok(pb::HealthStatus::Passing) => Ok(Status::Passing),
         Ok(pb::HealthStatus::Warning) => Ok(Status::Warning),
         Ok(pb::HealthStatus::Critical) => Ok(Status::Critical),
-        _ => err(field, format!("{s} is not a status: use PASSING, WARNING or CRITICAL")),
+        _ => err(
+            field,
+            format!("{s} is not a status: use PASSING, WARNING or CRITICAL"),
+        ),
     }
 }
 
@@ -64,7 +68,14 @@ fn meta_of(field: &str, m: std::collections::HashMap<String, String>) -> v::Resu
 
 fn upstreams_of(field: &str, ups: Vec<pb::Upstream>) -> v::Result<Vec<Upstream>> {
     if ups.len() > v::MAX_UPSTREAMS {
-        return err(field, format!("has {} upstreams; at most {} are allowed", ups.len(), v::MAX_UPSTREAMS));
+        return err(
+            field,
+            format!(
+                "has {} upstreams; at most {} are allowed",
+                ups.len(),
+                v::MAX_UPSTREAMS
+            ),
+        );
     }
     let mut ports = BTreeSet::new();
     ups.into_iter()
@@ -80,7 +91,10 @@ fn upstreams_of(field: &str, ups: Vec<pb::Upstream>) -> v::Result<Vec<Upstream>>
             };
             v::address(&f("local_bind_address"), &addr)?;
             if !ports.insert((addr.clone(), port)) {
-                return err(f("local_bind_port"), format!("{addr}:{port} is already bound by another upstream"));
+                return err(
+                    f("local_bind_port"),
+                    format!("{addr}:{port} is already bound by another upstream"),
+                );
             }
             if !u.datacenter.is_empty() {
                 v::node_name(&f("datacenter"), &u.datacenter)?;
@@ -96,14 +110,23 @@ fn upstreams_of(field: &str, ups: Vec<pb::Upstream>) -> v::Result<Vec<Upstream>>
 }
 
 fn proxy_of(field: &str, p: pb::ProxyConfig) -> v::Result<ProxyConfig> {
-    v::service_name(&format!("{field}.destination_service_name"), &p.destination_service_name)?;
+    v::service_name(
+        &format!("{field}.destination_service_name"),
+        &p.destination_service_name,
+    )?;
     if !p.destination_service_id.is_empty() {
-        v::id(&format!("{field}.destination_service_id"), &p.destination_service_id)?;
+        v::id(
+            &format!("{field}.destination_service_id"),
+            &p.destination_service_id,
+        )?;
     }
     let local_service_address = if p.local_service_address.is_empty() {
         "127.0.0.1".to_string()
     } else {
-        v::address(&format!("{field}.local_service_address"), &p.local_service_address)?;
+        v::address(
+            &format!("{field}.local_service_address"),
+            &p.local_service_address,
+        )?;
         p.local_service_address
     };
     let local_service_port = if p.local_service_port == 0 {
@@ -120,7 +143,13 @@ fn proxy_of(field: &str, p: pb::ProxyConfig) -> v::Result<ProxyConfig> {
     })
 }
 
-fn check_of(i: usize, c: pb::CheckDefinition, node: &str, svc: &Service, taken: &mut BTreeSet<String>) -> v::Result<Check> {
+fn check_of(
+    i: usize,
+    c: pb::CheckDefinition,
+    node: &str,
+    svc: &Service,
+    taken: &mut BTreeSet<String>,
+) -> v::Result<Check> {
     let f = |s: &str| format!("checks[{i}].{s}");
     let id = if c.id.is_empty() {
         if i == 0 {
@@ -133,7 +162,10 @@ fn check_of(i: usize, c: pb::CheckDefinition, node: &str, svc: &Service, taken: 
     };
     v::id(&f("id"), &id)?;
     if !taken.insert(id.clone()) {
-        return err(f("id"), format!("{id:?} is used by two checks of this registration"));
+        return err(
+            f("id"),
+            format!("{id:?} is used by two checks of this registration"),
+        );
     }
     let kind = match c.kind {
         Some(pb::check_definition::Kind::Http(url)) => {
@@ -162,7 +194,12 @@ fn check_of(i: usize, c: pb::CheckDefinition, node: &str, svc: &Service, taken: 
     let timeout_ms = match c.timeout_ms {
         0 => DEFAULT_TIMEOUT_MS.min(interval_ms),
         ms if ms <= interval_ms => ms,
-        ms => return err(f("timeout_ms"), format!("{ms} ms is longer than the interval ({interval_ms} ms)")),
+        ms => {
+            return err(
+                f("timeout_ms"),
+                format!("{ms} ms is longer than the interval ({interval_ms} ms)"),
+            );
+        }
     };
     let status = match c.initial_status {
         0 => Status::Critical,
@@ -200,14 +237,22 @@ pub fn registration(req: pb::RegisterRequest, d: &RegisterDefaults<'_>) -> Resul
         return err("service", "is required");
     };
     v::service_name("service.name", &spec.name)?;
-    let id = if spec.id.is_empty() { spec.name.clone() } else { spec.id };
+    let id = if spec.id.is_empty() {
+        spec.name.clone()
+    } else {
+        spec.id
+    };
     v::id("service.id", &id)?;
     let port = v::port("service.port", spec.port)?;
     v::tags("service.tags", &spec.tags)?;
     let meta = meta_of("service.meta", spec.meta)?;
     let kind = kind_from_pb("service.kind", spec.kind)?;
 
-    let node = if req.node.is_empty() { d.node.to_string() } else { req.node };
+    let node = if req.node.is_empty() {
+        d.node.to_string()
+    } else {
+        req.node
+    };
     v::node_name("node", &node)?;
     let address = if spec.address.is_empty() {
         d.node_address.to_string()
@@ -226,7 +271,10 @@ pub fn registration(req: pb::RegisterRequest, d: &RegisterDefaults<'_>) -> Resul
 
     let proxy = match (kind, spec.proxy) {
         (ServiceKind::SidecarProxy, None) => {
-            return err("service.proxy", "is required for a sidecar-proxy (its destination service)");
+            return err(
+                "service.proxy",
+                "is required for a sidecar-proxy (its destination service)",
+            );
         }
         (_, Some(p)) => Some(proxy_of("service.proxy", p)?),
         (_, None) => None,
@@ -247,7 +295,14 @@ pub fn registration(req: pb::RegisterRequest, d: &RegisterDefaults<'_>) -> Resul
     };
 
     if req.checks.len() > v::MAX_CHECKS {
-        return err("checks", format!("has {} checks; at most {} are allowed", req.checks.len(), v::MAX_CHECKS));
+        return err(
+            "checks",
+            format!(
+                "has {} checks; at most {} are allowed",
+                req.checks.len(),
+                v::MAX_CHECKS
+            ),
+        );
     }
     let mut taken = BTreeSet::new();
     let checks = req
@@ -440,17 +495,34 @@ mod tests {
         assert_eq!(sc.id, "web-1-sidecar-proxy");
         assert_eq!(sc.name, "web-sidecar-proxy");
         let p = sc.proxy.as_ref().unwrap();
-        assert_eq!((p.destination_service_id.as_str(), p.local_service_port), ("web-1", 8080));
+        assert_eq!(
+            (p.destination_service_id.as_str(), p.local_service_port),
+            ("web-1", 8080)
+        );
         assert_eq!(p.upstreams[0].local_bind_address, "127.0.0.1");
     }
 
+    type Mutation = Box<dyn Fn(&mut pb::RegisterRequest)>;
+
     #[test]
     fn errors_name_the_field() {
-        let cases: Vec<(Box<dyn Fn(&mut pb::RegisterRequest)>, &str)> = vec![
-            (Box::new(|r| r.service.as_mut().unwrap().name = "Bad_Name".into()), "service.name"),
-            (Box::new(|r| r.service.as_mut().unwrap().port = 70000), "service.port"),
-            (Box::new(|r| r.service.as_mut().unwrap().id = "x".repeat(129)), "service.id"),
-            (Box::new(|r| r.service.as_mut().unwrap().address = "not an address".into()), "service.address"),
+        let cases: Vec<(Mutation, &str)> = vec![
+            (
+                Box::new(|r| r.service.as_mut().unwrap().name = "Bad_Name".into()),
+                "service.name",
+            ),
+            (
+                Box::new(|r| r.service.as_mut().unwrap().port = 70000),
+                "service.port",
+            ),
+            (
+                Box::new(|r| r.service.as_mut().unwrap().id = "x".repeat(129)),
+                "service.id",
+            ),
+            (
+                Box::new(|r| r.service.as_mut().unwrap().address = "not an address".into()),
+                "service.address",
+            ),
             (Box::new(|r| r.service = None), "service"),
             (
                 Box::new(|r| {
@@ -461,7 +533,10 @@ mod tests {
                 }),
                 "checks[0].tcp",
             ),
-            (Box::new(|r| r.checks = vec![pb::CheckDefinition::default()]), "checks[0].kind"),
+            (
+                Box::new(|r| r.checks = vec![pb::CheckDefinition::default()]),
+                "checks[0].kind",
+            ),
             (
                 Box::new(|r| {
                     r.sidecar = Some(pb::SidecarSpec {

@@ -24,7 +24,10 @@ impl HealthApi {
 
 #[tonic::async_trait]
 impl Health for HealthApi {
-    async fn update_ttl(&self, req: Request<pb::UpdateTtlRequest>) -> Result<Response<pb::UpdateTtlResponse>, Status> {
+    async fn update_ttl(
+        &self,
+        req: Request<pb::UpdateTtlRequest>,
+    ) -> Result<Response<pb::UpdateTtlResponse>, Status> {
         let ctx = &self.ctx;
         ctx.metrics
             .observe("UpdateTtl", async {
@@ -44,7 +47,10 @@ impl Health for HealthApi {
             .await
     }
 
-    async fn list_checks(&self, req: Request<pb::ListChecksRequest>) -> Result<Response<pb::ListChecksResponse>, Status> {
+    async fn list_checks(
+        &self,
+        req: Request<pb::ListChecksRequest>,
+    ) -> Result<Response<pb::ListChecksResponse>, Status> {
         self.ctx
             .metrics
             .observe("ListChecks", async {
@@ -57,7 +63,12 @@ impl Health for HealthApi {
                 let d = self.ctx.state.read();
                 Ok(Response::new(pb::ListChecksResponse {
                     index: d.applied_index(),
-                    checks: d.catalog.checks_in(status, service).iter().map(check_to_pb).collect(),
+                    checks: d
+                        .catalog
+                        .checks_in(status, service)
+                        .iter()
+                        .map(check_to_pb)
+                        .collect(),
                 }))
             })
             .await

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use tonic::Status;
 use tonic::service::Routes;
-use tribune_proto::v1::{catalog_server::CatalogServer, health_server::HealthServer, operator_server::OperatorServer};
+use tribune_proto::v1::{
+    catalog_server::CatalogServer, health_server::HealthServer, operator_server::OperatorServer,
+};
 
 use crate::catalog::command::Outcome;
 use crate::catalog::validate::FieldError;
@@ -38,7 +40,9 @@ pub fn propose_error(e: ProposeError) -> Status {
             }
             s
         }
-        ProposeError::NotLeader { leader: None } | ProposeError::ShuttingDown => Status::unavailable(e.to_string()),
+        ProposeError::NotLeader { leader: None } | ProposeError::ShuttingDown => {
+            Status::unavailable(e.to_string())
+        }
         ProposeError::Raft(_) => Status::internal(e.to_string()),
     }
 }
@@ -64,18 +68,30 @@ pub fn routes(ctx: Arc<ServerContext>) -> anyhow::Result<Routes> {
         .build_v1alpha()?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(async move {
-        health_reporter.set_serving::<CatalogServer<catalog::CatalogApi>>().await;
-        health_reporter.set_serving::<HealthServer<health::HealthApi>>().await;
-        health_reporter.set_serving::<OperatorServer<operator::OperatorApi>>().await;
+        health_reporter
+            .set_serving::<CatalogServer<catalog::CatalogApi>>()
+            .await;
+        health_reporter
+            .set_serving::<HealthServer<health::HealthApi>>()
+            .await;
+        health_reporter
+            .set_serving::<OperatorServer<operator::OperatorApi>>()
+            .await;
     });
 
     let mut routes = Routes::default();
     routes = routes
         .add_service(
-            CatalogServer::new(catalog::CatalogApi::new(ctx.clone())).max_decoding_message_size(MAX_REQUEST_BYTES),
+            CatalogServer::new(catalog::CatalogApi::new(ctx.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
-        .add_service(HealthServer::new(health::HealthApi::new(ctx.clone())).max_decoding_message_size(MAX_REQUEST_BYTES))
-        .add_service(OperatorServer::new(operator::OperatorApi::new(ctx)).max_decoding_message_size(MAX_REQUEST_BYTES))
+        .add_service(
+            HealthServer::new(health::HealthApi::new(ctx.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            OperatorServer::new(operator::OperatorApi::new(ctx)).max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

@@ -90,10 +90,14 @@ pub fn spawn_watch(
     from_index: u64,
 ) -> ReceiverStream<Result<pb::WatchEvent, Status>> {
     let (tx, rx) = mpsc::channel(64);
-    let span = tracing::info_span!("watch", from_index, service = match &filter {
-        Filter::Service(n) => n.as_str(),
-        Filter::Catalog => "*",
-    });
+    let span = tracing::info_span!(
+        "watch",
+        from_index,
+        service = match &filter {
+            Filter::Service(n) => n.as_str(),
+            Filter::Catalog => "*",
+        }
+    );
     tokio::spawn(
         async move {
             let _guard = WatchGuard::new(&ctx.metrics);

@@ -78,7 +78,9 @@ impl Feed {
             self.weight += cs.weight();
             self.history.push_back(cs.clone());
             while self.weight > self.max_weight {
-                let Some(old) = self.history.pop_front() else { break };
+                let Some(old) = self.history.pop_front() else {
+                    break;
+                };
                 self.weight -= old.weight();
                 self.floor = old.index;
             }

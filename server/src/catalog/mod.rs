@@ -105,11 +105,7 @@ impl Catalog {
             .filter_map(|id| self.checks.get(id))
             .cloned()
             .collect();
-        let status = checks
-            .iter()
-            .map(|c| c.status)
-            .max()
-            .unwrap_or(Status::Passing);
+        let status = checks.iter().map(|c| c.status).max().unwrap_or(Status::Passing);
         InstanceHealth {
             service: service.clone(),
             node: self.nodes.get(&service.node).cloned(),
@@ -237,8 +233,7 @@ impl Catalog {
                     chk.status = old.status;
                     chk.output = old.output.clone();
                     chk.create_index = old.create_index;
-                    chk.modify_index = if old.name == chk.name && old.service_id == chk.service_id
-                    {
+                    chk.modify_index = if old.name == chk.name && old.service_id == chk.service_id {
                         old.modify_index
                     } else {
                         index

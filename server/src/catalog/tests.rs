@@ -115,7 +115,11 @@ fn health_is_the_worst_of_instance_and_node_checks() {
     assert_eq!(c.instance_health("web-2").unwrap().status, Status::Passing);
 
     // A node-level check that fails takes every instance on the node down.
-    let (_, t) = apply(&mut c, 2, register(vec![], vec![ttl_check("node-c", None, Status::Critical)]));
+    let (_, t) = apply(
+        &mut c,
+        2,
+        register(vec![], vec![ttl_check("node-c", None, Status::Critical)]),
+    );
     assert!(t.instances.contains("web-1") && t.instances.contains("web-2"));
     assert_eq!(c.instance_health("web-1").unwrap().status, Status::Critical);
     assert_eq!(c.checks_in(Some(Status::Critical), None).len(), 1);
@@ -124,7 +128,14 @@ fn health_is_the_worst_of_instance_and_node_checks() {
 #[test]
 fn ttl_updates_and_their_refusals() {
     let mut c = Catalog::default();
-    apply(&mut c, 1, register(vec![svc("web-1", "web", 80)], vec![ttl_check("c1", Some("web-1"), Status::Critical)]));
+    apply(
+        &mut c,
+        1,
+        register(
+            vec![svc("web-1", "web", 80)],
+            vec![ttl_check("c1", Some("web-1"), Status::Critical)],
+        ),
+    );
     let (o, _) = apply(
         &mut c,
         2,
@@ -136,7 +147,10 @@ fn ttl_updates_and_their_refusals() {
     );
     assert_eq!(o, Outcome::TtlUpdated);
     let ch = c.check("c1").unwrap();
-    assert_eq!((ch.status, ch.output.as_str(), ch.modify_index), (Status::Warning, "slow", 2));
+    assert_eq!(
+        (ch.status, ch.output.as_str(), ch.modify_index),
+        (Status::Warning, "slow", 2)
+    );
     assert_eq!(c.checks_in(Some(Status::Warning), Some("web")).len(), 1);
     assert!(c.checks_in(Some(Status::Critical), None).is_empty());
 
@@ -152,7 +166,14 @@ fn ttl_updates_and_their_refusals() {
     assert!(matches!(o, Outcome::NotFound { .. }));
 
     // Re-registering keeps a check's status when its definition is unchanged.
-    apply(&mut c, 4, register(vec![svc("web-1", "web", 80)], vec![ttl_check("c1", Some("web-1"), Status::Critical)]));
+    apply(
+        &mut c,
+        4,
+        register(
+            vec![svc("web-1", "web", 80)],
+            vec![ttl_check("c1", Some("web-1"), Status::Critical)],
+        ),
+    );
     assert_eq!(c.check("c1").unwrap().status, Status::Warning);
 }
 
@@ -189,7 +210,10 @@ fn deregister_cascades_to_sidecar_and_checks() {
     apply(
         &mut c,
         1,
-        register(vec![svc("web-1", "web", 80), sidecar], vec![ttl_check("c1", Some("web-1"), Status::Passing)]),
+        register(
+            vec![svc("web-1", "web", 80), sidecar],
+            vec![ttl_check("c1", Some("web-1"), Status::Passing)],
+        ),
     );
     let (o, t) = apply(
         &mut c,
@@ -227,13 +251,19 @@ fn data_round_trip_rebuilds_the_same_indexes() {
         1,
         register(
             vec![svc("web-1", "web", 80), svc("api-1", "api", 90)],
-            vec![ttl_check("c1", Some("web-1"), Status::Warning), ttl_check("n", None, Status::Passing)],
+            vec![
+                ttl_check("c1", Some("web-1"), Status::Warning),
+                ttl_check("n", None, Status::Passing),
+            ],
         ),
     );
     let back = Catalog::from_data(c.to_data());
     assert_eq!(back.to_data(), c.to_data());
     assert_eq!(back.instance_health("web-1"), c.instance_health("web-1"));
-    assert_eq!(back.checks_in(Some(Status::Warning), None), c.checks_in(Some(Status::Warning), None));
+    assert_eq!(
+        back.checks_in(Some(Status::Warning), None),
+        c.checks_in(Some(Status::Warning), None)
+    );
     assert_eq!(back.instances_of("api").count(), 1);
 }
 

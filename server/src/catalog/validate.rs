@@ -40,7 +40,8 @@ pub fn err<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T>
 pub fn service_name(field: &str, v: &str) -> Result<()> {
     let ok = !v.is_empty()
         && v.len() <= MAX_NAME_LEN
-        && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !v.starts_with('-')
         && !v.ends_with('-');
     if ok {
@@ -62,10 +63,16 @@ pub fn id(field: &str, v: &str) -> Result<()> {
         return err(field, "is required");
     }
     if v.len() > MAX_ID_LEN {
-        return err(field, format!("is {} characters long; at most {MAX_ID_LEN} are allowed", v.len()));
+        return err(
+            field,
+            format!("is {} characters long; at most {MAX_ID_LEN} are allowed", v.len()),
+        );
     }
     if !v.bytes().all(|b| b.is_ascii_graphic()) {
-        return err(field, format!("{v:?} has a character that is not printable ASCII (spaces are not allowed)"));
+        return err(
+            field,
+            format!("{v:?} has a character that is not printable ASCII (spaces are not allowed)"),
+        );
     }
     Ok(())
 }
@@ -74,11 +81,17 @@ pub fn id(field: &str, v: &str) -> Result<()> {
 pub fn node_name(field: &str, v: &str) -> Result<()> {
     let ok = !v.is_empty()
         && v.len() <= MAX_ID_LEN
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if ok {
         Ok(())
     } else {
-        err(field, format!("{v:?} is not a valid node name: use 1 to {MAX_ID_LEN} letters, digits, '-', '_' and '.'"))
+        err(
+            field,
+            format!(
+                "{v:?} is not a valid node name: use 1 to {MAX_ID_LEN} letters, digits, '-', '_' and '.'"
+            ),
+        )
     }
 }
 
@@ -128,9 +141,7 @@ pub fn host_port(field: &str, v: &str) -> Result<()> {
 }
 
 pub fn http_url(field: &str, v: &str) -> Result<()> {
-    let rest = v
-        .strip_prefix("http://")
-        .or_else(|| v.strip_prefix("https://"));
+    let rest = v.strip_prefix("http://").or_else(|| v.strip_prefix("https://"));
     match rest {
         Some(r) if !r.is_empty() && v.len() <= 2048 => {
             let authority = r.split('/').next().unwrap_or_default();
@@ -146,7 +157,10 @@ pub fn http_url(field: &str, v: &str) -> Result<()> {
 
 pub fn tags(field: &str, v: &[String]) -> Result<()> {
     if v.len() > MAX_TAGS {
-        return err(field, format!("has {} tags; at most {MAX_TAGS} are allowed", v.len()));
+        return err(
+            field,
+            format!("has {} tags; at most {MAX_TAGS} are allowed", v.len()),
+        );
     }
     for (i, t) in v.iter().enumerate() {
         if t.is_empty() || t.len() > MAX_TAG_LEN || t.chars().any(char::is_control) {
@@ -161,12 +175,16 @@ pub fn tags(field: &str, v: &[String]) -> Result<()> {
 
 pub fn meta<'a>(field: &str, v: impl ExactSizeIterator<Item = (&'a String, &'a String)>) -> Result<()> {
     if v.len() > MAX_META {
-        return err(field, format!("has {} pairs; at most {MAX_META} are allowed", v.len()));
+        return err(
+            field,
+            format!("has {} pairs; at most {MAX_META} are allowed", v.len()),
+        );
     }
     for (k, val) in v {
         let key_ok = !k.is_empty()
             && k.len() <= MAX_META_KEY_LEN
-            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !key_ok {
             return err(
                 format!("{field}[{k:?}]"),
@@ -176,7 +194,10 @@ pub fn meta<'a>(field: &str, v: impl ExactSizeIterator<Item = (&'a String, &'a S
         if val.len() > MAX_META_VALUE_LEN {
             return err(
                 format!("{field}[{k:?}]"),
-                format!("value is {} bytes long; at most {MAX_META_VALUE_LEN} are allowed", val.len()),
+                format!(
+                    "value is {} bytes long; at most {MAX_META_VALUE_LEN} are allowed",
+                    val.len()
+                ),
             );
         }
     }

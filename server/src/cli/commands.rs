@@ -65,7 +65,11 @@ pub async fn register(c: &ClientArgs, args: RegisterArgs) -> anyhow::Result<()> 
 pub async fn deregister(c: &ClientArgs, id: &str) -> anyhow::Result<()> {
     let resp = connect(c).await?.deregister(id).await?;
     emit(c.format, &resp, || {
-        println!("Deregistered {} at index {}", resp.removed_ids.join(", "), resp.index)
+        println!(
+            "Deregistered {} at index {}",
+            resp.removed_ids.join(", "),
+            resp.index
+        )
     })
 }
 
@@ -112,7 +116,14 @@ pub async fn catalog_nodes(c: &ClientArgs) -> anyhow::Result<()> {
         let rows: Vec<Vec<String>> = resp
             .nodes
             .iter()
-            .map(|n| vec![n.name.clone(), n.address.clone(), n.datacenter.clone(), n.modify_index.to_string()])
+            .map(|n| {
+                vec![
+                    n.name.clone(),
+                    n.address.clone(),
+                    n.datacenter.clone(),
+                    n.modify_index.to_string(),
+                ]
+            })
             .collect();
         table(&["NODE", "ADDRESS", "DATACENTER", "INDEX"], &rows);
     })
@@ -149,7 +160,11 @@ pub async fn watch_service(c: &ClientArgs, name: &str, from_index: u64) -> anyho
             Format::Json => json_line(&ev)?,
             Format::Table => {
                 let what = if ev.snapshot { "snapshot" } else { "change" };
-                println!("==> index {} ({what}): {} instance(s)", ev.index, state.instances.len());
+                println!(
+                    "==> index {} ({what}): {} instance(s)",
+                    ev.index,
+                    state.instances.len()
+                );
                 for h in &ev.upserts {
                     let r = instance_row(h);
                     println!("  + {}  {}  {}  {}", r[0], r[2], r[3], r[4]);
@@ -166,7 +181,11 @@ pub async fn watch_service(c: &ClientArgs, name: &str, from_index: u64) -> anyho
 pub async fn check(c: &ClientArgs, id: &str, status: api::HealthStatus, note: &str) -> anyhow::Result<()> {
     let resp = connect(c).await?.update_ttl(id, status, note).await?;
     emit(c.format, &resp, || {
-        println!("Check {id} is {} (index {})", status_name(status as i32), resp.index)
+        println!(
+            "Check {id} is {} (index {})",
+            status_name(status as i32),
+            resp.index
+        )
     })
 }
 
@@ -187,7 +206,10 @@ pub async fn raft_list_peers(c: &ClientArgs) -> anyhow::Result<()> {
             })
             .collect();
         table(&["NODE", "ID", "ADDRESS", "STATE", "VOTER"], &rows);
-        println!("term {}  last log index {}  applied index {}", resp.term, resp.last_log_index, resp.applied_index);
+        println!(
+            "term {}  last log index {}  applied index {}",
+            resp.term, resp.last_log_index, resp.applied_index
+        );
     })
 }
 
@@ -203,7 +225,9 @@ pub async fn snapshot_save(c: &ClientArgs, file: &Path) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("writing {}", file.display()))?;
     let v = serde_json::json!({ "file": file.display().to_string(), "bytes": n });
-    emit(c.format, &v, || println!("Saved snapshot to {} ({n} bytes)", file.display()))
+    emit(c.format, &v, || {
+        println!("Saved snapshot to {} ({n} bytes)", file.display())
+    })
 }
 
 pub async fn snapshot_restore(c: &ClientArgs, file: &Path) -> anyhow::Result<()> {

@@ -13,7 +13,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::AgentConfig;
 
 #[derive(Parser)]
-#[command(name = "tribune", version, about = "Tribune: a service-mesh control plane", propagate_version = true)]
+#[command(
+    name = "tribune",
+    version,
+    about = "Tribune: a service-mesh control plane",
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -47,7 +52,12 @@ pub enum Format {
 #[derive(Args, Clone)]
 pub struct ClientArgs {
     /// The agent's gRPC address.
-    #[arg(long, env = "TRIBUNE_GRPC_ADDR", default_value = "127.0.0.1:8502", global = true)]
+    #[arg(
+        long,
+        env = "TRIBUNE_GRPC_ADDR",
+        default_value = "127.0.0.1:8502",
+        global = true
+    )]
     pub grpc_addr: String,
     /// ACL token.
     #[arg(long, env = "TRIBUNE_TOKEN", global = true, hide_env_values = true)]
@@ -228,7 +238,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             c::check(&s.client, &args.check_id, status, &args.note).await
         }
         Cmd::Operator(s) => match s.cmd {
-            OperatorSub::Raft { cmd: RaftSub::ListPeers } => c::raft_list_peers(&s.client).await,
+            OperatorSub::Raft {
+                cmd: RaftSub::ListPeers,
+            } => c::raft_list_peers(&s.client).await,
         },
         Cmd::Snapshot(s) => match s.cmd {
             SnapshotSub::Save { file } => c::snapshot_save(&s.client, &file).await,

@@ -117,7 +117,8 @@ fn millis(what: &str, v: &Option<String>) -> anyhow::Result<u64> {
     match v {
         None => Ok(0),
         Some(s) => {
-            let d: Duration = humantime::parse_duration(s).with_context(|| format!("{what}: {s:?} is not a duration like 10s or 1m"))?;
+            let d: Duration = humantime::parse_duration(s)
+                .with_context(|| format!("{what}: {s:?} is not a duration like 10s or 1m"))?;
             Ok(d.as_millis() as u64)
         }
     }
@@ -126,7 +127,10 @@ fn millis(what: &str, v: &Option<String>) -> anyhow::Result<u64> {
 impl CheckDef {
     fn to_pb(&self) -> anyhow::Result<api::CheckDefinition> {
         use api::check_definition::Kind;
-        let kinds = [&self.http, &self.tcp, &self.grpc, &self.ttl].iter().filter(|k| k.is_some()).count();
+        let kinds = [&self.http, &self.tcp, &self.grpc, &self.ttl]
+            .iter()
+            .filter(|k| k.is_some())
+            .count();
         if kinds != 1 {
             bail!("a check needs exactly one of http, tcp, grpc or ttl");
         }
@@ -192,8 +196,10 @@ impl RegisterArgs {
     /// The flags as a service definition, or the file's.
     pub fn definition(self) -> anyhow::Result<ServiceDef> {
         if let Some(path) = &self.file {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let f: ServiceFile = toml::from_str(&text).with_context(|| format!("service file {}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let f: ServiceFile =
+                toml::from_str(&text).with_context(|| format!("service file {}", path.display()))?;
             return Ok(f.service);
         }
         let meta = self
@@ -204,7 +210,10 @@ impl RegisterArgs {
                 None => bail!("--meta {kv:?}: expected KEY=VALUE"),
             })
             .collect::<anyhow::Result<HashMap<_, _>>>()?;
-        let any_check = self.check_http.is_some() || self.check_tcp.is_some() || self.check_grpc.is_some() || self.check_ttl.is_some();
+        let any_check = self.check_http.is_some()
+            || self.check_tcp.is_some()
+            || self.check_grpc.is_some()
+            || self.check_ttl.is_some();
         if !any_check && (self.interval.is_some() || self.timeout.is_some()) {
             bail!("--interval and --timeout go with a --check-* flag");
         }

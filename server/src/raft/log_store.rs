@@ -48,11 +48,15 @@ fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StorageError> {
 fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, StorageError> {
     match b.split_first() {
         Some((&RECORD_V1, rest)) => serde_json::from_slice(rest).map_err(read_err),
-        Some((v, _)) => Err(StorageIOError::<NodeId>::read_logs(openraft::AnyError::error(format!(
-            "log record format version {v} is not known to this tribune"
-        )))
-        .into()),
-        None => Err(StorageIOError::<NodeId>::read_logs(openraft::AnyError::error("empty log record")).into()),
+        Some((v, _)) => Err(
+            StorageIOError::<NodeId>::read_logs(openraft::AnyError::error(format!(
+                "log record format version {v} is not known to this tribune"
+            )))
+            .into(),
+        ),
+        None => {
+            Err(StorageIOError::<NodeId>::read_logs(openraft::AnyError::error("empty log record")).into())
+        }
     }
 }
 
@@ -86,8 +90,12 @@ impl LogStore {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
             let mut tx = db.begin_write().map_err(io_err)?;
-            tx.set_durability(if durable { Durability::Immediate } else { Durability::None })
-                .map_err(io_err)?;
+            tx.set_durability(if durable {
+                Durability::Immediate
+            } else {
+                Durability::None
+            })
+            .map_err(io_err)?;
             f(&tx)?;
             tx.commit().map_err(io_err)
         })
@@ -95,7 +103,12 @@ impl LogStore {
         .map_err(io_err)?
     }
 
-    async fn put_meta<T: Serialize>(&self, key: &'static str, v: &T, durable: bool) -> Result<(), StorageError> {
+    async fn put_meta<T: Serialize>(
+        &self,
+        key: &'static str,
+        v: &T,
+        durable: bool,
+    ) -> Result<(), StorageError> {
         let bytes = encode(v)?;
         self.write(durable, move |tx| {
             let mut t = tx.open_table(META).map_err(io_err)?;

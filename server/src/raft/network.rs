@@ -4,8 +4,8 @@
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -50,7 +50,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
-type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, ServerNode, RaftError<NodeId, E>>>;
+type RpcResult<T, E = openraft::error::Infallible> =
+    Result<T, RPCError<NodeId, ServerNode, RaftError<NodeId, E>>>;
 
 impl PeerClient {
     async fn call<Req, Resp, E>(
@@ -65,10 +66,9 @@ impl PeerClient {
         E: std::error::Error + DeserializeOwned,
     {
         let Some(client) = self.client.as_mut() else {
-            return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(format!(
-                "peer {} has an invalid address {:?}",
-                self.target, self.addr
-            )))));
+            return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(
+                format!("peer {} has an invalid address {:?}", self.target, self.addr),
+            ))));
         };
         let data = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = tonic::Request::new(RaftPayload { data });
@@ -82,8 +82,8 @@ impl PeerClient {
             tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&s)),
             _ => RPCError::Network(NetworkError::new(&s)),
         })?;
-        let res: Result<Resp, RaftError<NodeId, E>> =
-            serde_json::from_slice(&reply.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let res: Result<Resp, RaftError<NodeId, E>> = serde_json::from_slice(&reply.into_inner().data)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         res.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(self.target, e)))
     }
 }

@@ -105,10 +105,11 @@ async fn commit(raft: &Raft, batch: Vec<Pending>) {
             let index = resp.log_id.index;
             let mut outcomes = resp.data.outcomes.into_iter();
             for reply in replies {
-                let r = outcomes
-                    .next()
-                    .map(|o| (index, o))
-                    .ok_or_else(|| ProposeError::Raft(format!("entry {index} returned fewer outcomes than its {n} commands")));
+                let r = outcomes.next().map(|o| (index, o)).ok_or_else(|| {
+                    ProposeError::Raft(format!(
+                        "entry {index} returned fewer outcomes than its {n} commands"
+                    ))
+                });
                 let _ = reply.send(r);
             }
         }

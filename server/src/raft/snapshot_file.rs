@@ -131,7 +131,13 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] ^= 0xff;
         assert!(matches!(decode(&flipped), Err(SnapshotFileError::Checksum)));
-        assert!(matches!(decode(&bytes[..bytes.len() - 1]), Err(SnapshotFileError::Truncated { .. })));
-        assert!(matches!(decode(b"garbage garbage garbage!"), Err(SnapshotFileError::BadMagic)));
+        assert!(matches!(
+            decode(&bytes[..bytes.len() - 1]),
+            Err(SnapshotFileError::Truncated { .. })
+        ));
+        assert!(matches!(
+            decode(b"garbage garbage garbage!"),
+            Err(SnapshotFileError::BadMagic)
+        ));
     }
 }

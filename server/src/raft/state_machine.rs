@@ -151,11 +151,7 @@ fn change_set(catalog: &Catalog, index: u64, t: Touched) -> ChangeSet {
             .filter_map(|id| catalog.instance_health(id))
             .collect(),
         removed: t.removed.into_iter().collect(),
-        node_upserts: t
-            .nodes
-            .iter()
-            .filter_map(|n| catalog.node(n).cloned())
-            .collect(),
+        node_upserts: t.nodes.iter().filter_map(|n| catalog.node(n).cloned()).collect(),
         node_removals: t.removed_nodes.into_iter().collect(),
     }
 }
