@@ -1,0 +1,69 @@
+//! What the translation reads: a plain description of the mesh at one Raft
+//! index, with no Raft, catalog or Envoy types in it. The server fills it
+//! from its state machine; tests write it by hand.
+
+use std::collections::BTreeMap;
+
+/// The mesh as one proxy's configuration depends on it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MeshSnapshot {
+    /// The Raft index this snapshot reflects.
+    pub index: u64,
+    pub trust_domain: String,
+    pub datacenter: String,
+    /// Connections no intention matches are allowed (true) or denied.
+    pub default_allow: bool,
+    pub intentions: Vec<Intention>,
+    /// Mesh endpoints by service name: the sidecars in front of its instances.
+    pub endpoints: BTreeMap<String, Vec<MeshEndpoint>>,
+    /// PEM roots every proxy trusts (active first; during a rotation, old and new).
+    pub roots_pem: Vec<String>,
+}
+
+/// Service-to-service authorization. `*` matches any service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Intention {
+    pub source: String,
+    pub destination: String,
+    pub allow: bool,
+}
+
+/// One sidecar in front of one instance of a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshEndpoint {
+    pub instance_id: String,
+    pub address: String,
+    pub port: u16,
+    /// Passing or warning: the instance and its sidecar both.
+    pub healthy: bool,
+}
+
+/// The sidecar being configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sidecar {
+    pub proxy_id: String,
+    /// The service it fronts; its identity.
+    pub service: String,
+    pub public_address: String,
+    pub public_port: u16,
+    pub local_app_address: String,
+    pub local_app_port: u16,
+    pub upstreams: Vec<Upstream>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    pub destination: String,
+    /// Empty: the local datacenter.
+    pub datacenter: String,
+    pub bind_address: String,
+    pub bind_port: u16,
+}
+
+/// The proxy's own certificate: the leaf and whatever intermediates it
+/// needs to chain to a trusted root (the cross-signed root during rotation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeafCert {
+    pub cert_chain_pem: String,
+    pub key_pem: String,
+}

@@ -1,0 +1,51 @@
+//! Names that show up in Envoy: SNI-based cluster names, listener and
+//! secret names, SPIFFE IDs, and the xDS type URLs.
+
+pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+
+/// Every type this server serves, in make-before-break order: what is
+/// referenced comes before what references it.
+pub const ORDER: [&str; 5] = [CLUSTER, ENDPOINT, SECRET, LISTENER, ROUTE];
+
+/// Types Envoy subscribes to as a wildcard (all of them).
+pub fn is_wildcard_type(type_url: &str) -> bool {
+    type_url == LISTENER || type_url == CLUSTER
+}
+
+/// Short name for logs and metrics: "cds", "eds"...
+pub fn short(type_url: &str) -> &'static str {
+    match type_url {
+        LISTENER => "lds",
+        ROUTE => "rds",
+        CLUSTER => "cds",
+        ENDPOINT => "eds",
+        SECRET => "sds",
+        _ => "unknown",
+    }
+}
+
+pub const LOCAL_APP: &str = "local_app";
+pub const PUBLIC_LISTENER: &str = "public_listener";
+pub const ROOTS_SECRET: &str = "tribune-roots";
+
+/// The cluster name of an upstream, which is also the SNI the sidecar
+/// sends and mesh gateways route on.
+pub fn sni(service: &str, datacenter: &str, trust_domain: &str) -> String {
+    format!("{service}.default.{datacenter}.internal.{trust_domain}")
+}
+
+pub fn spiffe_id(trust_domain: &str, datacenter: &str, service: &str) -> String {
+    format!("spiffe://{trust_domain}/ns/default/dc/{datacenter}/svc/{service}")
+}
+
+pub fn leaf_secret(service: &str) -> String {
+    format!("tribune-leaf:{service}")
+}
+
+pub fn upstream_listener(destination: &str) -> String {
+    format!("upstream:{destination}")
+}
