@@ -26,7 +26,9 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status, Streaming};
 use tribune_proto::v1::catalog_client::CatalogClient;
+use tribune_proto::v1::connect_ca_client::ConnectCaClient;
 use tribune_proto::v1::health_client::HealthClient;
+use tribune_proto::v1::intentions_client::IntentionsClient;
 use tribune_proto::v1::operator_client::OperatorClient;
 
 /// The wire types of `tribune.v1`.
@@ -146,6 +148,96 @@ impl Client {
 
     fn operator(&self) -> OperatorClient<Channel> {
         OperatorClient::new(self.channel.clone())
+    }
+
+    fn ca(&self) -> ConnectCaClient<Channel> {
+        ConnectCaClient::new(self.channel.clone())
+    }
+
+    fn intentions(&self) -> IntentionsClient<Channel> {
+        IntentionsClient::new(self.channel.clone())
+    }
+
+    /// One instance by ID.
+    pub async fn get_instance(&self, id: &str) -> Result<api::GetInstanceResponse, Error> {
+        let req = api::GetInstanceRequest { id: id.to_string() };
+        Ok(self.catalog().get_instance(self.req(req)).await?.into_inner())
+    }
+
+    /// The CA's roots and trust domain.
+    pub async fn ca_roots(&self) -> Result<api::CaRootsResponse, Error> {
+        Ok(self
+            .ca()
+            .roots(self.req(api::CaRootsRequest {}))
+            .await?
+            .into_inner())
+    }
+
+    /// Rotates the CA root (the new one cross-signed by the old).
+    pub async fn ca_rotate(&self) -> Result<api::CaRotateResponse, Error> {
+        Ok(self
+            .ca()
+            .rotate(self.req(api::CaRotateRequest {}))
+            .await?
+            .into_inner())
+    }
+
+    /// A leaf certificate for `service`.
+    pub async fn ca_sign(&self, service: &str) -> Result<api::CaSignResponse, Error> {
+        let req = api::CaSignRequest {
+            service: service.to_string(),
+        };
+        Ok(self.ca().sign(self.req(req)).await?.into_inner())
+    }
+
+    /// Creates or replaces the intention `source -> destination`.
+    pub async fn intention_upsert(
+        &self,
+        source: &str,
+        destination: &str,
+        allow: bool,
+    ) -> Result<api::IntentionUpsertResponse, Error> {
+        let req = api::IntentionUpsertRequest {
+            source: source.to_string(),
+            destination: destination.to_string(),
+            allow,
+        };
+        Ok(self.intentions().upsert(self.req(req)).await?.into_inner())
+    }
+
+    /// Every intention and the default.
+    pub async fn intention_list(&self) -> Result<api::IntentionListResponse, Error> {
+        Ok(self
+            .intentions()
+            .list(self.req(api::IntentionListRequest {}))
+            .await?
+            .into_inner())
+    }
+
+    /// Removes the intention `source -> destination`.
+    pub async fn intention_delete(
+        &self,
+        source: &str,
+        destination: &str,
+    ) -> Result<api::IntentionDeleteResponse, Error> {
+        let req = api::IntentionDeleteRequest {
+            source: source.to_string(),
+            destination: destination.to_string(),
+        };
+        Ok(self.intentions().delete(self.req(req)).await?.into_inner())
+    }
+
+    /// Whether `source` may connect to `destination`.
+    pub async fn intention_check(
+        &self,
+        source: &str,
+        destination: &str,
+    ) -> Result<api::IntentionCheckResponse, Error> {
+        let req = api::IntentionCheckRequest {
+            source: source.to_string(),
+            destination: destination.to_string(),
+        };
+        Ok(self.intentions().check(self.req(req)).await?.into_inner())
     }
 
     /// Registers (or updates, by ID) a service instance; returns once durable.

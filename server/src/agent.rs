@@ -98,7 +98,13 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         proposer,
         state,
         metrics,
+        mesh: settings.mesh.clone(),
+        leaves: crate::mesh::leaves::LeafCache::new(settings.mesh.sign_rate),
+        xds_streams: Arc::default(),
     });
+    let hub = crate::mesh::hub::XdsHub::new(ctx.clone());
+    tokio::spawn(hub.clone().run());
+    tokio::spawn(crate::mesh::ca::leader_duties(ctx.clone()));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -117,7 +123,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         .serve_with_incoming_shutdown(TcpListenerStream::new(raft_listener), stopped());
     let api_server = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("grpc_request", path = %req.uri().path()))
-        .add_routes(crate::api::routes(ctx.clone())?)
+        .add_routes(crate::api::routes(ctx.clone(), hub)?)
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stopped());
     let http_server =
         axum::serve(http_listener, crate::http::router(ctx.clone())).with_graceful_shutdown(stopped());

@@ -76,6 +76,18 @@ pub struct AgentConfig {
     /// Catalog entities kept in the change history for resuming watches (default 65536).
     #[arg(long)]
     pub watch_history: Option<usize>,
+    /// allow or deny: what applies to connections no intention matches (default allow).
+    #[arg(long)]
+    pub default_intention: Option<String>,
+    /// TTL of leaf certificates, e.g. 72h or 10m (default 72h); fixed when the CA is created.
+    #[arg(long)]
+    pub leaf_cert_ttl: Option<String>,
+    /// TTL of CA roots (default 87600h, ten years).
+    #[arg(long)]
+    pub ca_root_ttl: Option<String>,
+    /// Leaf certificates this server signs per second at most (default 50000).
+    #[arg(long)]
+    pub ca_sign_rate: Option<u32>,
 }
 
 macro_rules! merge {
@@ -99,7 +111,8 @@ impl AgentConfig {
         };
         merge!(cfg, flags;
             node, data_dir, datacenter, bootstrap_expect, bind, grpc_addr, http_addr, server_addr,
-            serf_lan_addr, serf_wan_addr, log_level, snapshot_threshold, snapshot_keep_logs, watch_history;
+            serf_lan_addr, serf_wan_addr, log_level, snapshot_threshold, snapshot_keep_logs, watch_history,
+            default_intention, leaf_cert_ttl, ca_root_ttl, ca_sign_rate;
             dev, server, log_json);
         if !flags.retry_join.is_empty() {
             cfg.retry_join = flags.retry_join;
@@ -124,6 +137,17 @@ pub struct Settings {
     pub snapshot_threshold: u64,
     pub snapshot_keep_logs: u64,
     pub watch_history: usize,
+    pub mesh: crate::mesh::MeshSettings,
+}
+
+fn secs(flag: &str, v: Option<&str>, default: u64, min: u64) -> anyhow::Result<u64> {
+    let Some(v) = v else { return Ok(default) };
+    let d = humantime::parse_duration(v).map_err(|e| anyhow::anyhow!("{flag} {v:?}: {e}"))?;
+    let s = d.as_secs();
+    if s < min {
+        bail!("{flag} {v:?}: must be at least {min}s");
+    }
+    Ok(s)
 }
 
 fn host_name() -> String {
@@ -190,6 +214,20 @@ impl Settings {
             snapshot_threshold,
             snapshot_keep_logs: cfg.snapshot_keep_logs.unwrap_or(1024),
             watch_history: cfg.watch_history.unwrap_or(65_536),
+            mesh: crate::mesh::MeshSettings {
+                default_allow: match cfg.default_intention.as_deref() {
+                    None | Some("allow") => true,
+                    Some("deny") => false,
+                    Some(other) => bail!("--default-intention {other:?}: use allow or deny"),
+                },
+                leaf_ttl_secs: secs("--leaf-cert-ttl", cfg.leaf_cert_ttl.as_deref(), 72 * 3600, 120)?,
+                root_ttl_secs: secs("--ca-root-ttl", cfg.ca_root_ttl.as_deref(), 87_600 * 3600, 3600)?,
+                sign_rate: match cfg.ca_sign_rate {
+                    Some(0) => bail!("--ca-sign-rate must be at least 1"),
+                    Some(n) => n,
+                    None => 50_000,
+                },
+            },
         })
     }
 }

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use crate::catalog::command::{Command, Outcome};
+use crate::mesh::MeshSettings;
+use crate::mesh::leaves::LeafCache;
 use crate::metrics::Metrics;
 use crate::raft::proposer::{ProposeError, Proposer};
 use crate::raft::state_machine::Shared;
@@ -23,6 +25,10 @@ pub struct ServerContext {
     pub proposer: Proposer,
     pub state: Arc<Shared>,
     pub metrics: Arc<Metrics>,
+    pub mesh: MeshSettings,
+    pub leaves: LeafCache,
+    /// Open ADS streams and their ACK/NACK state.
+    pub xds_streams: Arc<crate::mesh::status::StreamRegistry>,
 }
 
 impl ServerContext {

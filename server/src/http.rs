@@ -18,6 +18,7 @@ pub fn router(ctx: Arc<ServerContext>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/status/leader", get(leader))
         .route("/v1/agent/self", get(agent_self))
+        .route("/v1/agent/xds", get(xds_streams))
         .with_state(ctx)
 }
 
@@ -78,4 +79,10 @@ async fn agent_self(State(ctx): State<Arc<ServerContext>>) -> impl IntoResponse 
             "AppliedIndex": ctx.state.read().applied_index(),
         },
     }))
+}
+
+/// Connected proxies and, per resource type, what was sent, ACKed and
+/// rejected (with Envoy's own error message).
+async fn xds_streams(State(ctx): State<Arc<ServerContext>>) -> impl IntoResponse {
+    Json(ctx.xds_streams.snapshot())
 }

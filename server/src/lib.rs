@@ -13,5 +13,6 @@ pub mod config;
 pub mod context;
 pub mod http;
 pub mod logging;
+pub mod mesh;
 pub mod metrics;
 pub mod raft;

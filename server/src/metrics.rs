@@ -29,6 +29,8 @@ pub struct Metrics {
     pub grpc_requests: Family<GrpcLabels, Counter>,
     pub grpc_seconds: Family<MethodLabel, Histogram>,
     pub watches_open: Gauge,
+    pub xds_streams_open: Gauge,
+    pub xds: crate::mesh::ads::XdsMetrics,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -66,8 +68,18 @@ impl Default for Metrics {
         );
         let watches_open = Gauge::default();
         registry.register("watches_open", "Open watch streams", watches_open.clone());
+        let xds_streams_open = Gauge::default();
+        registry.register("xds_streams_open", "Open ADS streams", xds_streams_open.clone());
+        let nacks = Family::default();
+        registry.register(
+            "xds_nacks",
+            "Configurations proxies rejected, by type",
+            nacks.clone(),
+        );
         Metrics {
             registry,
+            xds_streams_open,
+            xds: crate::mesh::ads::XdsMetrics { nacks },
             commit_seconds,
             applied_index,
             grpc_requests,
@@ -136,17 +148,17 @@ fn code_name(c: tonic::Code) -> &'static str {
     }
 }
 
-/// Holds one open watch in the gauge for as long as it lives.
-pub struct WatchGuard(Gauge);
+/// Holds one open stream in a gauge for as long as it lives.
+pub struct GaugeGuard(Gauge);
 
-impl WatchGuard {
-    pub fn new(m: &Metrics) -> Self {
-        m.watches_open.inc();
-        WatchGuard(m.watches_open.clone())
+impl GaugeGuard {
+    pub fn new(g: &Gauge) -> Self {
+        g.inc();
+        GaugeGuard(g.clone())
     }
 }
 
-impl Drop for WatchGuard {
+impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.dec();
     }

@@ -168,6 +168,28 @@ impl Catalog for CatalogApi {
             .await
     }
 
+    async fn get_instance(
+        &self,
+        req: Request<pb::GetInstanceRequest>,
+    ) -> Result<Response<pb::GetInstanceResponse>, Status> {
+        self.ctx
+            .metrics
+            .observe("GetInstance", async {
+                let id = req.into_inner().id;
+                validate::id("id", &id).map_err(invalid)?;
+                let d = self.ctx.state.read();
+                let h = d
+                    .catalog
+                    .instance_health(&id)
+                    .ok_or_else(|| Status::not_found(format!("service instance {id:?} is not registered")))?;
+                Ok(Response::new(pb::GetInstanceResponse {
+                    index: d.applied_index(),
+                    instance: Some(convert::health_to_pb(&h)),
+                }))
+            })
+            .await
+    }
+
     type WatchServiceStream = WatchStream;
 
     async fn watch_service(

@@ -2,6 +2,7 @@
 //! Health, Operator), `grpc.health.v1` and server reflection (v1 and v1alpha).
 
 pub mod catalog;
+pub mod connect;
 pub mod convert;
 pub mod health;
 pub mod operator;
@@ -9,10 +10,12 @@ pub mod watch;
 
 use std::sync::Arc;
 
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use tonic::Status;
 use tonic::service::Routes;
 use tribune_proto::v1::{
-    catalog_server::CatalogServer, health_server::HealthServer, operator_server::OperatorServer,
+    catalog_server::CatalogServer, connect_ca_server::ConnectCaServer, health_server::HealthServer,
+    intentions_server::IntentionsServer, operator_server::OperatorServer,
 };
 
 use crate::catalog::command::Outcome;
@@ -57,7 +60,7 @@ pub fn outcome_error(o: Outcome) -> Status {
 }
 
 /// Every gRPC service of a server agent's API port.
-pub fn routes(ctx: Arc<ServerContext>) -> anyhow::Result<Routes> {
+pub fn routes(ctx: Arc<ServerContext>, hub: Arc<crate::mesh::hub::XdsHub>) -> anyhow::Result<Routes> {
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tribune_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -90,7 +93,24 @@ pub fn routes(ctx: Arc<ServerContext>) -> anyhow::Result<Routes> {
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(
-            OperatorServer::new(operator::OperatorApi::new(ctx)).max_decoding_message_size(MAX_REQUEST_BYTES),
+            OperatorServer::new(operator::OperatorApi::new(ctx.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            ConnectCaServer::new(connect::ConnectApi::new(ctx.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            IntentionsServer::new(connect::IntentionsApi::new(ctx.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            AggregatedDiscoveryServiceServer::new(crate::mesh::ads::AdsService::new(
+                hub,
+                ctx.xds_streams.clone(),
+                ctx.metrics.clone(),
+            ))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -12,7 +12,7 @@ use tribune_proto::v1 as pb;
 use super::convert;
 use crate::catalog::feed::{ChangeSet, Resume};
 use crate::context::ServerContext;
-use crate::metrics::WatchGuard;
+use crate::metrics::GaugeGuard;
 use crate::raft::state_machine::SmData;
 
 pub enum Filter {
@@ -100,7 +100,7 @@ pub fn spawn_watch(
     );
     tokio::spawn(
         async move {
-            let _guard = WatchGuard::new(&ctx.metrics);
+            let _guard = GaugeGuard::new(&ctx.metrics.watches_open);
             if let Err(e) = follow(&ctx, &filter, from_index, &tx).await {
                 tracing::debug!(error = %e, "watch ended");
             }

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::mesh::MeshCommand;
 use super::model::{CatalogData, Check, Node, Service, Status};
 
 /// One Raft log entry's payload. Several client writes share one entry, and
@@ -27,6 +28,8 @@ pub enum Command {
         status: Status,
         output: String,
     },
+    /// CA and intentions.
+    Mesh(MeshCommand),
     /// Replaces the whole catalog (snapshot restore). Entities keep the
     /// indexes they had in the snapshot.
     Restore {
@@ -59,6 +62,7 @@ pub enum Outcome {
     Deregistered { removed_ids: Vec<String> },
     TtlUpdated,
     Restored,
+    MeshUpdated,
     NotFound { what: String },
     Invalid { field: String, message: String },
 }

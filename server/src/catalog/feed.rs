@@ -22,6 +22,12 @@ pub struct ChangeSet {
     pub removed: Vec<(String, String)>,
     pub node_upserts: Vec<Node>,
     pub node_removals: Vec<String>,
+    /// The CA or intentions changed.
+    pub mesh: bool,
+    /// Every service name whose instances or mesh endpoints changed here
+    /// (for a proxy, the service it fronts too): what the xDS dependency
+    /// index looks up.
+    pub services: std::collections::BTreeSet<String>,
 }
 
 impl ChangeSet {
@@ -31,6 +37,7 @@ impl ChangeSet {
 
     pub fn is_empty(&self) -> bool {
         !self.reset
+            && !self.mesh
             && self.upserts.is_empty()
             && self.removed.is_empty()
             && self.node_upserts.is_empty()

@@ -5,13 +5,15 @@
 
 pub mod command;
 pub mod feed;
+pub mod mesh;
 pub mod model;
 pub mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use command::{Command, Outcome, Registration};
-use model::{CatalogData, Check, InstanceHealth, Node, Service, Status};
+use mesh::MeshState;
+use model::{CatalogData, Check, InstanceHealth, Node, Service, ServiceKind, Status};
 
 /// What one log entry changed, gathered while applying it, so that watchers
 /// get one event per index.
@@ -24,6 +26,10 @@ pub struct Touched {
     pub removed_nodes: BTreeSet<String>,
     /// The whole catalog was replaced: watchers need a fresh snapshot.
     pub reset: bool,
+    /// The CA or intentions changed: every proxy's configuration may.
+    pub mesh: bool,
+    /// Services whose mesh endpoints a removed proxy fronted.
+    pub removed_destinations: BTreeSet<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -36,6 +42,9 @@ pub struct Catalog {
     checks_by_service: BTreeMap<String, BTreeSet<String>>,
     node_checks: BTreeMap<String, BTreeSet<String>>,
     checks_by_status: BTreeMap<Status, BTreeSet<String>>,
+    /// Proxies by the service name they front: a service's mesh endpoints.
+    proxies_by_destination: BTreeMap<String, BTreeSet<String>>,
+    mesh: MeshState,
 }
 
 impl Catalog {
@@ -50,6 +59,12 @@ impl Catalog {
         for ch in data.checks {
             c.insert_check(ch);
         }
+        c.mesh.ca = data.ca;
+        c.mesh.intentions = data
+            .intentions
+            .into_iter()
+            .map(|i| ((i.source.clone(), i.destination.clone()), i))
+            .collect();
         c
     }
 
@@ -58,7 +73,22 @@ impl Catalog {
             nodes: self.nodes.values().cloned().collect(),
             services: self.services.values().cloned().collect(),
             checks: self.checks.values().cloned().collect(),
+            ca: self.mesh.ca.clone(),
+            intentions: self.mesh.intentions.values().cloned().collect(),
         }
+    }
+
+    pub fn mesh(&self) -> &MeshState {
+        &self.mesh
+    }
+
+    /// Sidecars (and gateways) that front instances of `service`.
+    pub fn proxies_for<'a>(&'a self, service: &str) -> impl Iterator<Item = &'a Service> + 'a {
+        self.proxies_by_destination
+            .get(service)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.services.get(id))
     }
 
     pub fn service_count(&self) -> usize {
@@ -148,6 +178,10 @@ impl Catalog {
                 status,
                 output,
             } => self.update_ttl(index, check_id, *status, output, touched),
+            Command::Mesh(m) => {
+                touched.mesh = true;
+                self.mesh.apply(index, m)
+            }
             Command::Restore { data, .. } => {
                 *self = Catalog::from_data((**data).clone());
                 touched.reset = true;
@@ -332,6 +366,12 @@ impl Catalog {
     }
 
     fn insert_service(&mut self, s: Service) {
+        if let Some(p) = s.proxy.as_ref().filter(|_| s.kind == ServiceKind::SidecarProxy) {
+            self.proxies_by_destination
+                .entry(p.destination_service_name.clone())
+                .or_default()
+                .insert(s.id.clone());
+        }
         self.by_name
             .entry(s.name.clone())
             .or_default()
@@ -344,6 +384,13 @@ impl Catalog {
     }
 
     fn unindex_service(&mut self, s: &Service) {
+        if let Some(p) = &s.proxy {
+            remove_from(
+                &mut self.proxies_by_destination,
+                &p.destination_service_name,
+                &s.id,
+            );
+        }
         remove_from(&mut self.by_name, &s.name, &s.id);
         remove_from(&mut self.by_node, &s.node, &s.id);
     }
@@ -364,6 +411,11 @@ impl Catalog {
             self.remove_check(&c);
         }
         touched.instances.remove(id);
+        if let Some(p) = &s.proxy {
+            touched
+                .removed_destinations
+                .insert(p.destination_service_name.clone());
+        }
         touched.removed.insert(s.id, s.name);
     }
 

@@ -154,4 +154,8 @@ pub struct CatalogData {
     pub nodes: Vec<Node>,
     pub services: Vec<Service>,
     pub checks: Vec<Check>,
+    #[serde(default)]
+    pub ca: Option<super::mesh::CaState>,
+    #[serde(default)]
+    pub intentions: Vec<super::mesh::Intention>,
 }

@@ -40,7 +40,7 @@ async fn shutdown_signal() {
     }
 }
 
-async fn connect(c: &ClientArgs) -> anyhow::Result<Client> {
+pub async fn connect(c: &ClientArgs) -> anyhow::Result<Client> {
     let client = Client::connect(&c.grpc_addr).await?;
     Ok(match &c.token {
         Some(t) => client.with_token(t)?,

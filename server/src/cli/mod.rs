@@ -1,7 +1,9 @@
 //! The `tribune` command line: `agent` runs an agent; every other command
 //! talks to an agent's gRPC port through `tribune-client`.
 
+mod bootstrap;
 mod commands;
+mod connect;
 mod output;
 mod register;
 
@@ -40,6 +42,26 @@ enum Cmd {
     Operator(OperatorCmd),
     /// Save or restore the whole state.
     Snapshot(SnapshotCmd),
+    /// The service mesh: the CA and Envoy.
+    Connect(ConnectCmd),
+    /// Service-to-service authorization.
+    Intention(IntentionCmd),
+}
+
+#[derive(Args)]
+struct ConnectCmd {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    cmd: connect::ConnectSub,
+}
+
+#[derive(Args)]
+struct IntentionCmd {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    cmd: connect::IntentionSub,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -242,6 +264,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 cmd: RaftSub::ListPeers,
             } => c::raft_list_peers(&s.client).await,
         },
+        Cmd::Connect(s) => connect::run_connect(&s.client, s.cmd).await,
+        Cmd::Intention(s) => connect::run_intention(&s.client, s.cmd).await,
         Cmd::Snapshot(s) => match s.cmd {
             SnapshotSub::Save { file } => c::snapshot_save(&s.client, &file).await,
             SnapshotSub::Restore { file } => c::snapshot_restore(&s.client, &file).await,

@@ -142,14 +142,25 @@ fn meta_of(body: &SnapshotBody) -> SnapshotMeta<NodeId, ServerNode> {
 
 /// Resolves what an entry touched into what watchers see at `index`.
 fn change_set(catalog: &Catalog, index: u64, t: Touched) -> ChangeSet {
+    let upserts: Vec<_> = t
+        .instances
+        .iter()
+        .filter_map(|id| catalog.instance_health(id))
+        .collect();
+    let mut services: std::collections::BTreeSet<String> = t.removed.values().cloned().collect();
+    services.extend(t.removed_destinations);
+    for h in &upserts {
+        services.insert(h.service.name.clone());
+        if let Some(p) = &h.service.proxy {
+            services.insert(p.destination_service_name.clone());
+        }
+    }
     ChangeSet {
         index,
         reset: t.reset,
-        upserts: t
-            .instances
-            .iter()
-            .filter_map(|id| catalog.instance_health(id))
-            .collect(),
+        mesh: t.mesh,
+        services,
+        upserts,
         removed: t.removed.into_iter().collect(),
         node_upserts: t.nodes.iter().filter_map(|n| catalog.node(n).cloned()).collect(),
         node_removals: t.removed_nodes.into_iter().collect(),

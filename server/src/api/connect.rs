@@ -1,0 +1,249 @@
+//! `tribune.v1.ConnectCA` and `tribune.v1.Intentions`.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use tribune_proto::v1 as pb;
+use tribune_proto::v1::connect_ca_server::ConnectCa;
+use tribune_proto::v1::intentions_server::Intentions;
+
+use super::{invalid, outcome_error, propose_error};
+use crate::catalog::command::{Command, Outcome};
+use crate::catalog::mesh::{Intention, MeshCommand};
+use crate::catalog::validate;
+use crate::context::ServerContext;
+use crate::mesh::ca::{self, CaError};
+use crate::mesh::leaves::LeafError;
+use crate::mesh::now_unix;
+
+pub struct ConnectApi {
+    ctx: Arc<ServerContext>,
+}
+
+impl ConnectApi {
+    pub fn new(ctx: Arc<ServerContext>) -> Self {
+        ConnectApi { ctx }
+    }
+}
+
+fn ca_error(e: CaError) -> Status {
+    match e {
+        CaError::Propose(p) => propose_error(p),
+        CaError::NotInitialized => Status::unavailable("the CA is not initialized yet; retry in a moment"),
+        CaError::Cert(c) => Status::internal(format!("certificate authority: {c}")),
+        CaError::Refused(o) => outcome_error(o),
+    }
+}
+
+#[tonic::async_trait]
+impl ConnectCa for ConnectApi {
+    async fn roots(
+        &self,
+        _req: Request<pb::CaRootsRequest>,
+    ) -> Result<Response<pb::CaRootsResponse>, Status> {
+        self.ctx
+            .metrics
+            .observe("CaRoots", async {
+                let d = self.ctx.state.read();
+                let ca =
+                    d.catalog.mesh().ca.as_ref().ok_or_else(|| {
+                        Status::unavailable("the CA is not initialized yet; retry in a moment")
+                    })?;
+                let active = ca.active().map(|r| r.root.id.clone()).unwrap_or_default();
+                Ok(Response::new(pb::CaRootsResponse {
+                    index: d.applied_index(),
+                    trust_domain: ca.trust_domain.clone(),
+                    active_root_id: active.clone(),
+                    leaf_ttl_secs: ca.leaf_ttl_secs,
+                    roots: ca
+                        .roots
+                        .iter()
+                        .map(|r| pb::CaRoot {
+                            id: r.root.id.clone(),
+                            serial_hex: r.root.serial_hex.clone(),
+                            cert_pem: r.root.cert_pem.clone(),
+                            cross_signed_pem: r.cross_signed_pem.clone().unwrap_or_default(),
+                            active: r.root.id == active,
+                            not_before_unix: r.root.not_before_unix,
+                            not_after_unix: r.root.not_after_unix,
+                            rotated_out_unix: r.rotated_out_unix.unwrap_or(0),
+                        })
+                        .collect(),
+                }))
+            })
+            .await
+    }
+
+    async fn rotate(
+        &self,
+        _req: Request<pb::CaRotateRequest>,
+    ) -> Result<Response<pb::CaRotateResponse>, Status> {
+        self.ctx
+            .metrics
+            .observe("CaRotate", async {
+                let (index, new_root_id) = ca::rotate(&self.ctx).await.map_err(ca_error)?;
+                Ok(Response::new(pb::CaRotateResponse { index, new_root_id }))
+            })
+            .await
+    }
+
+    async fn sign(&self, req: Request<pb::CaSignRequest>) -> Result<Response<pb::CaSignResponse>, Status> {
+        self.ctx
+            .metrics
+            .observe("CaSign", async {
+                let service = req.into_inner().service;
+                validate::service_name("service", &service).map_err(invalid)?;
+                let ca =
+                    self.ctx.state.read().catalog.mesh().ca.clone().ok_or_else(|| {
+                        Status::unavailable("the CA is not initialized yet; retry in a moment")
+                    })?;
+                let issued = self
+                    .ctx
+                    .leaves
+                    .sign(&ca, &self.ctx.datacenter, &service, now_unix())
+                    .map_err(|e| match e {
+                        LeafError::RateLimited(_) => Status::resource_exhausted(e.to_string()),
+                        LeafError::NoCa => Status::unavailable(e.to_string()),
+                        LeafError::Sign(_) => Status::internal(e.to_string()),
+                    })?;
+                let l = &issued.leaf;
+                Ok(Response::new(pb::CaSignResponse {
+                    spiffe_id: l.spiffe_id.clone(),
+                    cert_pem: l.cert_pem.clone(),
+                    key_pem: l.key_pem.clone(),
+                    chain_pem: issued.chain_pem[l.cert_pem.len()..].to_string(),
+                    root_id: l.root_id.clone(),
+                    serial_hex: l.serial_hex.clone(),
+                    not_after_unix: l.not_after_unix,
+                }))
+            })
+            .await
+    }
+}
+
+pub struct IntentionsApi {
+    ctx: Arc<ServerContext>,
+}
+
+impl IntentionsApi {
+    pub fn new(ctx: Arc<ServerContext>) -> Self {
+        IntentionsApi { ctx }
+    }
+}
+
+/// A service name or `*`.
+fn endpoint(field: &str, v: &str) -> Result<(), Status> {
+    if v == "*" {
+        return Ok(());
+    }
+    validate::service_name(field, v).map_err(invalid)
+}
+
+fn to_pb(i: &Intention) -> pb::Intention {
+    pb::Intention {
+        source: i.source.clone(),
+        destination: i.destination.clone(),
+        allow: i.allow,
+        create_index: i.create_index,
+        modify_index: i.modify_index,
+    }
+}
+
+#[tonic::async_trait]
+impl Intentions for IntentionsApi {
+    async fn upsert(
+        &self,
+        req: Request<pb::IntentionUpsertRequest>,
+    ) -> Result<Response<pb::IntentionUpsertResponse>, Status> {
+        self.ctx
+            .metrics
+            .observe("IntentionUpsert", async {
+                let r = req.into_inner();
+                endpoint("source", &r.source)?;
+                endpoint("destination", &r.destination)?;
+                let cmd = Command::Mesh(MeshCommand::IntentionUpsert {
+                    source: r.source,
+                    destination: r.destination,
+                    allow: r.allow,
+                });
+                match self.ctx.propose(cmd).await.map_err(propose_error)? {
+                    (index, Outcome::MeshUpdated) => Ok(Response::new(pb::IntentionUpsertResponse { index })),
+                    (_, o) => Err(outcome_error(o)),
+                }
+            })
+            .await
+    }
+
+    async fn list(
+        &self,
+        _req: Request<pb::IntentionListRequest>,
+    ) -> Result<Response<pb::IntentionListResponse>, Status> {
+        self.ctx
+            .metrics
+            .observe("IntentionList", async {
+                let d = self.ctx.state.read();
+                Ok(Response::new(pb::IntentionListResponse {
+                    index: d.applied_index(),
+                    intentions: d.catalog.mesh().intentions.values().map(to_pb).collect(),
+                    default_allow: self.ctx.mesh.default_allow,
+                }))
+            })
+            .await
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::IntentionDeleteRequest>,
+    ) -> Result<Response<pb::IntentionDeleteResponse>, Status> {
+        self.ctx
+            .metrics
+            .observe("IntentionDelete", async {
+                let r = req.into_inner();
+                endpoint("source", &r.source)?;
+                endpoint("destination", &r.destination)?;
+                let cmd = Command::Mesh(MeshCommand::IntentionDelete {
+                    source: r.source,
+                    destination: r.destination,
+                });
+                match self.ctx.propose(cmd).await.map_err(propose_error)? {
+                    (index, Outcome::MeshUpdated) => Ok(Response::new(pb::IntentionDeleteResponse { index })),
+                    (_, o) => Err(outcome_error(o)),
+                }
+            })
+            .await
+    }
+
+    async fn check(
+        &self,
+        req: Request<pb::IntentionCheckRequest>,
+    ) -> Result<Response<pb::IntentionCheckResponse>, Status> {
+        self.ctx
+            .metrics
+            .observe("IntentionCheck", async {
+                let r = req.into_inner();
+                validate::service_name("source", &r.source).map_err(invalid)?;
+                validate::service_name("destination", &r.destination).map_err(invalid)?;
+                let d = self.ctx.state.read();
+                let all: Vec<&Intention> = d.catalog.mesh().intentions.values().collect();
+                let rules: Vec<tribune_xds::Intention> = all
+                    .iter()
+                    .map(|i| tribune_xds::Intention {
+                        source: i.source.clone(),
+                        destination: i.destination.clone(),
+                        allow: i.allow,
+                    })
+                    .collect();
+                let best = tribune_xds::rbac::best_match(&rules, &r.source, &r.destination);
+                let matched = best.and_then(|b| {
+                    all.iter()
+                        .find(|i| i.source == b.source && i.destination == b.destination)
+                        .map(|i| to_pb(i))
+                });
+                Ok(Response::new(pb::IntentionCheckResponse {
+                    allowed: best.map_or(self.ctx.mesh.default_allow, |b| b.allow),
+                    matched,
+                }))
+            })
+            .await
+    }
+}

@@ -1,0 +1,192 @@
+//! Mesh state in the catalog: the certificate authority (trust domain and
+//! roots, private keys included) and intentions. Like the rest of the
+//! catalog it changes only through the Raft log; key material is generated
+//! by the leader before it proposes, so applying stays deterministic.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tribune_certs::RootCa;
+
+use super::command::Outcome;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaRoot {
+    pub root: RootCa,
+    /// This root cross-signed by the one it replaced.
+    pub cross_signed_pem: Option<String>,
+    /// When a rotation retired it.
+    pub rotated_out_unix: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaState {
+    pub cluster_id: String,
+    pub trust_domain: String,
+    pub leaf_ttl_secs: u64,
+    /// Oldest first; the last one is active.
+    pub roots: Vec<CaRoot>,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+impl CaState {
+    pub fn active(&self) -> Option<&CaRoot> {
+        self.roots.last()
+    }
+
+    /// Every root's PEM, active first: what proxies trust.
+    pub fn trust_bundle(&self) -> Vec<String> {
+        self.roots.iter().rev().map(|r| r.root.cert_pem.clone()).collect()
+    }
+
+    /// Roots retired long enough ago that no leaf they signed is still valid.
+    pub fn prunable(&self, now_unix: i64, grace_secs: i64) -> Vec<String> {
+        let active = self.active().map(|r| r.root.id.clone());
+        self.roots
+            .iter()
+            .filter(|r| Some(&r.root.id) != active.as_ref())
+            .filter(|r| {
+                r.rotated_out_unix
+                    .is_some_and(|t| now_unix >= t + self.leaf_ttl_secs as i64 + grace_secs)
+            })
+            .map(|r| r.root.id.clone())
+            .collect()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intention {
+    pub source: String,
+    pub destination: String,
+    pub allow: bool,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+/// Mesh commands, carried inside `Command`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MeshCommand {
+    /// Fixes the trust domain and the first root, once per cluster.
+    CaInit {
+        cluster_id: String,
+        root: Box<RootCa>,
+        leaf_ttl_secs: u64,
+    },
+    /// Makes `root` the active root; the old one stays trusted.
+    CaRotate {
+        root: Box<RootCa>,
+        cross_signed_pem: String,
+        at_unix: i64,
+    },
+    /// Forgets retired roots.
+    CaPrune {
+        root_ids: Vec<String>,
+    },
+    IntentionUpsert {
+        source: String,
+        destination: String,
+        allow: bool,
+    },
+    IntentionDelete {
+        source: String,
+        destination: String,
+    },
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct MeshState {
+    pub ca: Option<CaState>,
+    pub intentions: BTreeMap<(String, String), Intention>,
+}
+
+impl MeshState {
+    pub fn apply(&mut self, index: u64, cmd: &MeshCommand) -> Outcome {
+        match cmd {
+            MeshCommand::CaInit {
+                cluster_id,
+                root,
+                leaf_ttl_secs,
+            } => {
+                if self.ca.is_some() {
+                    // Two servers raced to initialize: the first one wins.
+                    return Outcome::MeshUpdated;
+                }
+                self.ca = Some(CaState {
+                    cluster_id: cluster_id.clone(),
+                    trust_domain: tribune_certs::trust_domain(cluster_id),
+                    leaf_ttl_secs: *leaf_ttl_secs,
+                    roots: vec![CaRoot {
+                        root: (**root).clone(),
+                        cross_signed_pem: None,
+                        rotated_out_unix: None,
+                    }],
+                    create_index: index,
+                    modify_index: index,
+                });
+                Outcome::MeshUpdated
+            }
+            MeshCommand::CaRotate {
+                root,
+                cross_signed_pem,
+                at_unix,
+            } => {
+                let Some(ca) = self.ca.as_mut() else {
+                    return Outcome::Invalid {
+                        field: "ca".into(),
+                        message: "the CA is not initialized yet".into(),
+                    };
+                };
+                if let Some(old) = ca.roots.last_mut() {
+                    old.rotated_out_unix = Some(*at_unix);
+                }
+                ca.roots.push(CaRoot {
+                    root: (**root).clone(),
+                    cross_signed_pem: Some(cross_signed_pem.clone()),
+                    rotated_out_unix: None,
+                });
+                ca.modify_index = index;
+                Outcome::MeshUpdated
+            }
+            MeshCommand::CaPrune { root_ids } => {
+                if let Some(ca) = self.ca.as_mut() {
+                    let active = ca.active().map(|r| r.root.id.clone());
+                    let before = ca.roots.len();
+                    ca.roots
+                        .retain(|r| Some(&r.root.id) == active.as_ref() || !root_ids.contains(&r.root.id));
+                    if ca.roots.len() != before {
+                        ca.modify_index = index;
+                    }
+                }
+                Outcome::MeshUpdated
+            }
+            MeshCommand::IntentionUpsert {
+                source,
+                destination,
+                allow,
+            } => {
+                let key = (source.clone(), destination.clone());
+                let create_index = self.intentions.get(&key).map_or(index, |i| i.create_index);
+                self.intentions.insert(
+                    key,
+                    Intention {
+                        source: source.clone(),
+                        destination: destination.clone(),
+                        allow: *allow,
+                        create_index,
+                        modify_index: index,
+                    },
+                );
+                Outcome::MeshUpdated
+            }
+            MeshCommand::IntentionDelete { source, destination } => {
+                match self.intentions.remove(&(source.clone(), destination.clone())) {
+                    Some(_) => Outcome::MeshUpdated,
+                    None => Outcome::NotFound {
+                        what: format!("intention {source} -> {destination}"),
+                    },
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The Envoy bootstrap for a sidecar: who it is (node id and cluster), its
+//! admin address, and ADS over gRPC to the agent. Everything else arrives
+//! over xDS, so the bootstrap never changes while the proxy runs.
+
+use std::net::IpAddr;
+
+use serde_json::{Value, json};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdsMode {
+    /// Incremental xDS (DeltaAggregatedResources).
+    Delta,
+    /// State of the world (StreamAggregatedResources).
+    Sotw,
+}
+
+pub struct BootstrapParams<'a> {
+    pub proxy_id: &'a str,
+    pub cluster: &'a str,
+    pub admin_host: &'a str,
+    pub admin_port: u16,
+    pub xds_host: &'a str,
+    pub xds_port: u16,
+    pub mode: XdsMode,
+}
+
+fn socket(host: &str, port: u16) -> Value {
+    json!({ "socket_address": { "address": host, "port_value": port } })
+}
+
+pub fn bootstrap(p: &BootstrapParams<'_>) -> Value {
+    let api_type = match p.mode {
+        XdsMode::Delta => "DELTA_GRPC",
+        XdsMode::Sotw => "GRPC",
+    };
+    // An IP needs no resolution; a host name is resolved by Envoy.
+    let discovery = if p.xds_host.parse::<IpAddr>().is_ok() {
+        "STATIC"
+    } else {
+        "STRICT_DNS"
+    };
+    json!({
+        "node": { "id": p.proxy_id, "cluster": p.cluster },
+        "admin": { "address": socket(p.admin_host, p.admin_port) },
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": api_type,
+                "transport_api_version": "V3",
+                "grpc_services": [{ "envoy_grpc": { "cluster_name": "tribune_xds" } }],
+            },
+            "cds_config": { "ads": {}, "resource_api_version": "V3" },
+            "lds_config": { "ads": {}, "resource_api_version": "V3" },
+        },
+        "static_resources": {
+            "clusters": [{
+                "name": "tribune_xds",
+                "type": discovery,
+                "connect_timeout": "1s",
+                "typed_extension_protocol_options": {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": { "http2_protocol_options": {} },
+                    },
+                },
+                "load_assignment": {
+                    "cluster_name": "tribune_xds",
+                    "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": socket(p.xds_host, p.xds_port) } }] }],
+                },
+            }],
+        },
+    })
+}
+
+/// Splits `HOST:PORT` (IPv6 in brackets).
+pub fn host_port(v: &str) -> anyhow::Result<(String, u16)> {
+    let (h, p) = v
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("{v:?} is not HOST:PORT"))?;
+    let port = p
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{v:?}: {p:?} is not a port"))?;
+    Ok((h.trim_start_matches('[').trim_end_matches(']').to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delta_by_default_shape() {
+        let b = bootstrap(&BootstrapParams {
+            proxy_id: "web-1-sidecar-proxy",
+            cluster: "web",
+            admin_host: "127.0.0.1",
+            admin_port: 19000,
+            xds_host: "127.0.0.1",
+            xds_port: 8502,
+            mode: XdsMode::Delta,
+        });
+        assert_eq!(b["node"]["id"], "web-1-sidecar-proxy");
+        assert_eq!(b["dynamic_resources"]["ads_config"]["api_type"], "DELTA_GRPC");
+        assert_eq!(b["static_resources"]["clusters"][0]["type"], "STATIC");
+        assert_eq!(host_port("[::1]:8502").unwrap(), ("::1".to_string(), 8502));
+        assert!(host_port("nope").is_err());
+    }
+}

@@ -1,0 +1,245 @@
+//! `tribune connect ...` and `tribune intention ...`: the mesh commands.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+
+use super::bootstrap::{BootstrapParams, XdsMode, bootstrap, host_port};
+use super::commands::connect;
+use super::output::{emit, table};
+use super::{ClientArgs, Format};
+
+#[derive(Subcommand)]
+pub enum ConnectSub {
+    /// The built-in certificate authority.
+    Ca {
+        #[command(subcommand)]
+        cmd: CaSub,
+    },
+    /// Envoy for a sidecar: print its bootstrap, or run it.
+    Envoy(EnvoyArgs),
+}
+
+#[derive(Subcommand)]
+pub enum CaSub {
+    /// The trust domain and roots (the active one first).
+    Roots,
+    /// A new root, cross-signed by the current one; proxies move over without a restart.
+    Rotate,
+    /// Sign a leaf certificate for a service and print it (PEM).
+    Sign {
+        #[arg(long)]
+        service: String,
+    },
+}
+
+#[derive(Args)]
+pub struct EnvoyArgs {
+    /// The service ID whose sidecar this Envoy is (its proxy ID is "<ID>-sidecar-proxy").
+    #[arg(long)]
+    sidecar_for: String,
+    /// Envoy's admin address.
+    #[arg(long, default_value = "127.0.0.1:19000")]
+    admin_bind: String,
+    /// Print the bootstrap JSON instead of running Envoy.
+    #[arg(long)]
+    bootstrap: bool,
+    /// The Envoy binary (default: `envoy` on PATH).
+    #[arg(long)]
+    envoy_binary: Option<PathBuf>,
+    /// xDS flavour: delta (incremental) or sotw (state of the world).
+    #[arg(long, value_enum, default_value_t = XdsMode::Delta)]
+    xds_mode: XdsMode,
+    /// Extra arguments passed to Envoy (after --).
+    #[arg(last = true)]
+    envoy_args: Vec<String>,
+}
+
+#[derive(Subcommand)]
+pub enum IntentionSub {
+    /// Allow or deny SOURCE -> DESTINATION (either may be *).
+    Create {
+        #[arg(long, conflicts_with = "deny", required_unless_present = "deny")]
+        allow: bool,
+        #[arg(long)]
+        deny: bool,
+        source: String,
+        destination: String,
+    },
+    /// Every intention and the default.
+    List,
+    /// Remove SOURCE -> DESTINATION.
+    Delete { source: String, destination: String },
+    /// Would SOURCE be allowed to reach DESTINATION? (exit 0 allowed, 2 denied)
+    Check { source: String, destination: String },
+}
+
+pub async fn run_connect(c: &ClientArgs, cmd: ConnectSub) -> anyhow::Result<()> {
+    match cmd {
+        ConnectSub::Ca { cmd } => ca(c, cmd).await,
+        ConnectSub::Envoy(args) => envoy(c, args).await,
+    }
+}
+
+async fn ca(c: &ClientArgs, cmd: CaSub) -> anyhow::Result<()> {
+    let client = connect(c).await?;
+    match cmd {
+        CaSub::Roots => {
+            let r = client.ca_roots().await?;
+            emit(c.format, &r, || {
+                println!("Trust domain: {}", r.trust_domain);
+                let rows: Vec<Vec<String>> = r
+                    .roots
+                    .iter()
+                    .rev()
+                    .map(|x| {
+                        vec![
+                            x.id[..16.min(x.id.len())].to_string(),
+                            x.serial_hex.clone(),
+                            if x.active { "active" } else { "retired" }.into(),
+                            x.not_after_unix.to_string(),
+                        ]
+                    })
+                    .collect();
+                table(&["ROOT ID", "SERIAL", "STATE", "NOT AFTER (UNIX)"], &rows);
+            })
+        }
+        CaSub::Rotate => {
+            let r = client.ca_rotate().await?;
+            emit(c.format, &r, || {
+                println!("Rotated: new root {} at index {}", r.new_root_id, r.index)
+            })
+        }
+        CaSub::Sign { service } => {
+            let r = client.ca_sign(&service).await?;
+            emit(c.format, &r, || {
+                print!("{}{}", r.cert_pem, r.chain_pem);
+                eprintln!("{} (serial {}, root {})", r.spiffe_id, r.serial_hex, r.root_id);
+            })
+        }
+    }
+}
+
+async fn envoy(c: &ClientArgs, a: EnvoyArgs) -> anyhow::Result<()> {
+    let proxy_id = format!("{}-sidecar-proxy", a.sidecar_for);
+    let client = connect(c).await?;
+    let inst = client.get_instance(&proxy_id).await.with_context(|| {
+        format!(
+            "{:?} has no sidecar: register it with `tribune services register ... --sidecar-port`",
+            a.sidecar_for
+        )
+    })?;
+    let svc = inst
+        .instance
+        .and_then(|i| i.service)
+        .context("the agent returned no instance")?;
+    let cluster = svc
+        .proxy
+        .map(|p| p.destination_service_name)
+        .filter(|n| !n.is_empty())
+        .unwrap_or(svc.name);
+    let (admin_host, admin_port) = host_port(&a.admin_bind).context("--admin-bind")?;
+    let (xds_host, xds_port) = host_port(&c.grpc_addr).context("--grpc-addr")?;
+    let json = bootstrap(&BootstrapParams {
+        proxy_id: &proxy_id,
+        cluster: &cluster,
+        admin_host: &admin_host,
+        admin_port,
+        xds_host: &xds_host,
+        xds_port,
+        mode: a.xds_mode,
+    });
+    let text = serde_json::to_string_pretty(&json)?;
+    if a.bootstrap {
+        println!("{text}");
+        return Ok(());
+    }
+    let file = tempfile::Builder::new()
+        .prefix(&format!("tribune-envoy-{proxy_id}-"))
+        .suffix(".json")
+        .tempfile()?;
+    std::fs::write(file.path(), &text)?;
+    let (_, path) = file.keep().context("keeping the bootstrap file")?;
+    let bin = a.envoy_binary.unwrap_or_else(|| PathBuf::from("envoy"));
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.arg("-c")
+        .arg(&path)
+        .arg("--use-dynamic-base-id")
+        .args(&a.envoy_args);
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let err = cmd.exec();
+        bail!("cannot run {}: {err}", bin.display())
+    }
+    #[cfg(not(unix))]
+    {
+        let status = cmd
+            .status()
+            .with_context(|| format!("cannot run {}", bin.display()))?;
+        if !status.success() {
+            bail!("envoy exited with {status}");
+        }
+        Ok(())
+    }
+}
+
+pub async fn run_intention(c: &ClientArgs, cmd: IntentionSub) -> anyhow::Result<()> {
+    let client = connect(c).await?;
+    match cmd {
+        IntentionSub::Create {
+            allow,
+            deny: _,
+            source,
+            destination,
+        } => {
+            let r = client.intention_upsert(&source, &destination, allow).await?;
+            let verb = if allow { "allow" } else { "deny" };
+            emit(c.format, &r, || {
+                println!("Created: {source} => {destination} ({verb}) at index {}", r.index)
+            })
+        }
+        IntentionSub::List => {
+            let r = client.intention_list().await?;
+            emit(c.format, &r, || {
+                let rows: Vec<Vec<String>> = r
+                    .intentions
+                    .iter()
+                    .map(|i| {
+                        vec![
+                            i.source.clone(),
+                            i.destination.clone(),
+                            if i.allow { "allow" } else { "deny" }.into(),
+                            i.modify_index.to_string(),
+                        ]
+                    })
+                    .collect();
+                table(&["SOURCE", "DESTINATION", "ACTION", "INDEX"], &rows);
+                println!("default: {}", if r.default_allow { "allow" } else { "deny" });
+            })
+        }
+        IntentionSub::Delete { source, destination } => {
+            let r = client.intention_delete(&source, &destination).await?;
+            emit(c.format, &r, || {
+                println!("Deleted: {source} => {destination} at index {}", r.index)
+            })
+        }
+        IntentionSub::Check { source, destination } => {
+            let r = client.intention_check(&source, &destination).await?;
+            let why = match &r.matched {
+                Some(m) => format!("intention {} => {}", m.source, m.destination),
+                None => "the default".to_string(),
+            };
+            if c.format == Format::Json {
+                super::output::json(&r)?;
+            } else {
+                println!("{} (by {why})", if r.allowed { "Allowed" } else { "Denied" });
+            }
+            if !r.allowed {
+                std::process::exit(2);
+            }
+            Ok(())
+        }
+    }
+}

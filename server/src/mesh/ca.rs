@@ -1,0 +1,113 @@
+//! The CA's life on the leader: initialize it once per cluster, rotate the
+//! root on request (cross-signed by the old one), and prune retired roots
+//! once every leaf they signed has expired.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tribune_certs::{cross_sign, new_root};
+
+use crate::catalog::command::{Command, Outcome};
+use crate::catalog::mesh::MeshCommand;
+use crate::context::ServerContext;
+use crate::raft::proposer::ProposeError;
+
+use super::now_unix;
+
+/// Extra time a retired root is kept beyond the leaf TTL, for clock skew.
+const PRUNE_GRACE_SECS: i64 = 60;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error(transparent)]
+    Propose(#[from] ProposeError),
+    #[error("{0}")]
+    Cert(#[from] tribune_certs::CertError),
+    #[error("the CA is not initialized yet")]
+    NotInitialized,
+    #[error("{0:?}")]
+    Refused(Outcome),
+}
+
+/// Runs for the life of the agent; acts only while this server leads.
+pub async fn leader_duties(ctx: Arc<ServerContext>) {
+    let mut metrics = ctx.raft.metrics();
+    loop {
+        let leads = metrics.borrow().current_leader == Some(ctx.node_id);
+        if leads {
+            if let Err(e) = ensure_initialized(&ctx).await {
+                tracing::warn!(error = %e, "could not initialize the CA");
+            }
+            if let Err(e) = prune(&ctx).await {
+                tracing::warn!(error = %e, "could not prune retired CA roots");
+            }
+        }
+        tokio::select! {
+            r = metrics.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+async fn ensure_initialized(ctx: &ServerContext) -> Result<(), CaError> {
+    if ctx.state.read().catalog.mesh().ca.is_some() {
+        return Ok(());
+    }
+    let cluster_id = uuid::Uuid::new_v4().to_string();
+    let td = tribune_certs::trust_domain(&cluster_id);
+    let root = new_root(&td, "Tribune CA 1", ctx.mesh.root_ttl_secs as i64, now_unix())?;
+    tracing::info!(trust_domain = %td, root = %root.id, "initializing the CA");
+    ctx.propose(Command::Mesh(MeshCommand::CaInit {
+        cluster_id,
+        root: Box::new(root),
+        leaf_ttl_secs: ctx.mesh.leaf_ttl_secs,
+    }))
+    .await?;
+    Ok(())
+}
+
+async fn prune(ctx: &ServerContext) -> Result<(), CaError> {
+    let ids = match &ctx.state.read().catalog.mesh().ca {
+        Some(ca) => ca.prunable(now_unix(), PRUNE_GRACE_SECS),
+        None => return Ok(()),
+    };
+    if ids.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(roots = ?ids, "pruning retired CA roots");
+    ctx.propose(Command::Mesh(MeshCommand::CaPrune { root_ids: ids }))
+        .await?;
+    Ok(())
+}
+
+/// A new active root, cross-signed by the current one. Returns the index
+/// and the new root's ID.
+pub async fn rotate(ctx: &ServerContext) -> Result<(u64, String), CaError> {
+    let (td, old, n) = {
+        let d = ctx.state.read();
+        let ca = d.catalog.mesh().ca.as_ref().ok_or(CaError::NotInitialized)?;
+        let old = ca.active().ok_or(CaError::NotInitialized)?.root.clone();
+        (ca.trust_domain.clone(), old, ca.roots.len() + 1)
+    };
+    let now = now_unix();
+    let root = new_root(
+        &td,
+        &format!("Tribune CA {n}"),
+        ctx.mesh.root_ttl_secs as i64,
+        now,
+    )?;
+    let cross_signed_pem = cross_sign(&root, &old, now)?;
+    let id = root.id.clone();
+    tracing::info!(old = %old.id, new = %id, "rotating the CA root");
+    match ctx
+        .propose(Command::Mesh(MeshCommand::CaRotate {
+            root: Box::new(root),
+            cross_signed_pem,
+            at_unix: now,
+        }))
+        .await?
+    {
+        (index, Outcome::MeshUpdated) => Ok((index, id)),
+        (_, other) => Err(CaError::Refused(other)),
+    }
+}

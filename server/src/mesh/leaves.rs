@@ -1,0 +1,148 @@
+//! Leaf certificates for the services this server's proxies front. They
+//! are not replicated: any server holding the CA's key can sign, so each
+//! keeps a cache, renews every leaf at 60 to 80% of its TTL (with jitter,
+//! so renewals do not bunch up) and re-issues all of them when the active
+//! root changes. Signing goes through a token bucket.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rand::Rng;
+use tribune_certs::{CertError, Leaf, sign_leaf};
+
+use crate::catalog::mesh::CaState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeafError {
+    #[error("the CA is not initialized yet")]
+    NoCa,
+    #[error("leaf signing is rate-limited ({0}/s): try again shortly")]
+    RateLimited(u32),
+    #[error("signing a leaf: {0}")]
+    Sign(#[from] CertError),
+}
+
+/// A leaf with what a proxy presents: the leaf, then the cross-signed
+/// active root while an older root is still trusted.
+#[derive(Clone, Debug)]
+pub struct IssuedLeaf {
+    pub leaf: Leaf,
+    pub chain_pem: String,
+    pub renew_at_unix: i64,
+}
+
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.rate.max(1.0));
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+pub struct LeafCache {
+    leaves: Mutex<HashMap<String, Arc<IssuedLeaf>>>,
+    bucket: Mutex<Bucket>,
+    rate: u32,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl LeafCache {
+    pub fn new(sign_rate: u32) -> Self {
+        LeafCache {
+            leaves: Mutex::default(),
+            bucket: Mutex::new(Bucket {
+                rate: f64::from(sign_rate),
+                tokens: f64::from(sign_rate),
+                at: Instant::now(),
+            }),
+            rate: sign_rate,
+        }
+    }
+
+    /// A fresh leaf for `service`, signed by the active root (not cached).
+    pub fn sign(
+        &self,
+        ca: &CaState,
+        datacenter: &str,
+        service: &str,
+        now: i64,
+    ) -> Result<IssuedLeaf, LeafError> {
+        let active = ca.active().ok_or(LeafError::NoCa)?;
+        if !lock(&self.bucket).take() {
+            return Err(LeafError::RateLimited(self.rate));
+        }
+        let id = tribune_certs::service_spiffe_id(&ca.trust_domain, datacenter, service);
+        let ttl = ca.leaf_ttl_secs as i64;
+        let leaf = sign_leaf(&active.root, &id, ttl, now)?;
+        let mut chain_pem = leaf.cert_pem.clone();
+        if ca.roots.len() > 1
+            && let Some(x) = &active.cross_signed_pem
+        {
+            chain_pem.push_str(x);
+        }
+        let share = rand::thread_rng().gen_range(0.6..0.8);
+        let renew_at_unix = leaf.not_before_unix + 60 + ((ttl as f64) * share) as i64;
+        Ok(IssuedLeaf {
+            leaf,
+            chain_pem,
+            renew_at_unix,
+        })
+    }
+
+    /// The cached leaf for `service`, re-issued when it is due, when the
+    /// active root changed, or when the trust bundle no longer needs (or
+    /// newly needs) the cross-signed intermediate.
+    pub fn get(
+        &self,
+        ca: &CaState,
+        datacenter: &str,
+        service: &str,
+        now: i64,
+    ) -> Result<Arc<IssuedLeaf>, LeafError> {
+        let active = ca.active().ok_or(LeafError::NoCa)?;
+        let cached = lock(&self.leaves).get(service).cloned();
+        if let Some(l) = &cached {
+            let chained = l.chain_pem.len() > l.leaf.cert_pem.len();
+            let fresh =
+                l.leaf.root_id == active.root.id && now < l.renew_at_unix && chained == (ca.roots.len() > 1);
+            if fresh {
+                return Ok(l.clone());
+            }
+        }
+        match self.sign(ca, datacenter, service, now) {
+            Ok(l) => {
+                let l = Arc::new(l);
+                lock(&self.leaves).insert(service.to_string(), l.clone());
+                Ok(l)
+            }
+            // Rate-limited: keep serving the old leaf while it is valid.
+            Err(LeafError::RateLimited(r)) => match cached.filter(|l| now < l.leaf.not_after_unix) {
+                Some(l) => Ok(l),
+                None => Err(LeafError::RateLimited(r)),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// When the next cached leaf is due for renewal.
+    pub fn next_renewal(&self) -> Option<i64> {
+        lock(&self.leaves).values().map(|l| l.renew_at_unix).min()
+    }
+}
