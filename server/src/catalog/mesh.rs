@@ -190,3 +190,85 @@ impl MeshState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root(n: u32) -> RootCa {
+        tribune_certs::new_root(
+            "abc.tribune",
+            &format!("Tribune CA {n}"),
+            86400 * 365,
+            1_800_000_000,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn rotation_keeps_the_old_root_until_its_leaves_expire() {
+        let mut m = MeshState::default();
+        m.apply(
+            1,
+            &MeshCommand::CaInit {
+                cluster_id: "ABC".into(),
+                root: Box::new(root(1)),
+                leaf_ttl_secs: 3600,
+            },
+        );
+        let ca = m.ca.as_ref().unwrap();
+        assert_eq!(ca.trust_domain, "abc.tribune");
+        // A second init (another server raced) changes nothing.
+        m.apply(
+            2,
+            &MeshCommand::CaInit {
+                cluster_id: "other".into(),
+                root: Box::new(root(9)),
+                leaf_ttl_secs: 1,
+            },
+        );
+        assert_eq!(m.ca.as_ref().unwrap().cluster_id, "ABC");
+
+        let r2 = root(2);
+        m.apply(
+            3,
+            &MeshCommand::CaRotate {
+                root: Box::new(r2.clone()),
+                cross_signed_pem: "X".into(),
+                at_unix: 1000,
+            },
+        );
+        let ca = m.ca.as_ref().unwrap();
+        assert_eq!(ca.active().unwrap().root.id, r2.id);
+        assert_eq!(ca.trust_bundle().len(), 2);
+        assert!(
+            ca.prunable(1000 + 3600, 60).is_empty(),
+            "leaves of the old root may still be valid"
+        );
+        let old = ca.prunable(1000 + 3600 + 60, 60);
+        assert_eq!(old.len(), 1);
+        m.apply(4, &MeshCommand::CaPrune { root_ids: old });
+        assert_eq!(m.ca.as_ref().unwrap().roots.len(), 1);
+        assert_eq!(m.ca.as_ref().unwrap().active().unwrap().root.id, r2.id);
+    }
+
+    #[test]
+    fn intentions_upsert_keep_their_create_index_and_delete_reports_unknowns() {
+        let mut m = MeshState::default();
+        let up = |allow| MeshCommand::IntentionUpsert {
+            source: "web".into(),
+            destination: "api".into(),
+            allow,
+        };
+        m.apply(5, &up(false));
+        m.apply(7, &up(true));
+        let i = &m.intentions[&("web".to_string(), "api".to_string())];
+        assert_eq!((i.allow, i.create_index, i.modify_index), (true, 5, 7));
+        let del = MeshCommand::IntentionDelete {
+            source: "web".into(),
+            destination: "api".into(),
+        };
+        assert_eq!(m.apply(8, &del), Outcome::MeshUpdated);
+        assert!(matches!(m.apply(9, &del), Outcome::NotFound { .. }));
+    }
+}

@@ -146,3 +146,82 @@ impl LeafCache {
         lock(&self.leaves).values().map(|l| l.renew_at_unix).min()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::mesh::CaRoot;
+
+    fn ca(now: i64) -> CaState {
+        let root = tribune_certs::new_root("abc.tribune", "Tribune CA 1", 10 * 365 * 86400, now).unwrap();
+        CaState {
+            cluster_id: "abc".into(),
+            trust_domain: "abc.tribune".into(),
+            leaf_ttl_secs: 3600,
+            roots: vec![CaRoot {
+                root,
+                cross_signed_pem: None,
+                rotated_out_unix: None,
+            }],
+            create_index: 1,
+            modify_index: 1,
+        }
+    }
+
+    #[test]
+    fn leaves_are_cached_and_renewed_at_60_to_80_percent_of_their_ttl() {
+        let now = 1_800_000_000;
+        let ca = ca(now);
+        let cache = LeafCache::new(1000);
+        let a = cache.get(&ca, "dc1", "web", now).unwrap();
+        assert!(a.leaf.spiffe_id.ends_with("/dc/dc1/svc/web"));
+        let issued = a.leaf.not_before_unix + 60;
+        let share = (a.renew_at_unix - issued) as f64 / 3600.0;
+        assert!((0.6..0.8).contains(&share), "renewal at {share} of the TTL");
+        let again = cache.get(&ca, "dc1", "web", now + 60).unwrap();
+        assert_eq!(a.leaf.serial_hex, again.leaf.serial_hex, "served from the cache");
+        let renewed = cache.get(&ca, "dc1", "web", a.renew_at_unix).unwrap();
+        assert_ne!(a.leaf.serial_hex, renewed.leaf.serial_hex, "renewed when due");
+        assert_eq!(cache.next_renewal(), Some(renewed.renew_at_unix));
+    }
+
+    #[test]
+    fn a_new_root_reissues_leaves_with_the_cross_signed_intermediate() {
+        let now = 1_800_000_000;
+        let mut ca = ca(now);
+        let cache = LeafCache::new(1000);
+        let old = cache.get(&ca, "dc1", "web", now).unwrap();
+        let root2 = tribune_certs::new_root("abc.tribune", "Tribune CA 2", 10 * 365 * 86400, now).unwrap();
+        let cross = tribune_certs::cross_sign(&root2, &ca.roots[0].root, now).unwrap();
+        let old_root_pem = ca.roots[0].root.cert_pem.clone();
+        ca.roots[0].rotated_out_unix = Some(now);
+        ca.roots.push(CaRoot {
+            root: root2.clone(),
+            cross_signed_pem: Some(cross.clone()),
+            rotated_out_unix: None,
+        });
+        let new = cache.get(&ca, "dc1", "web", now + 1).unwrap();
+        assert_eq!(new.leaf.root_id, root2.id);
+        assert_ne!(old.leaf.serial_hex, new.leaf.serial_hex);
+        // A peer that only trusts the old root can verify the new leaf.
+        tribune_certs::verify_chain(&new.chain_pem, &[], &[&old_root_pem], now + 1).unwrap();
+
+        // Once the old root is pruned, the intermediate is dropped.
+        ca.roots.remove(0);
+        let pruned = cache.get(&ca, "dc1", "web", now + 2).unwrap();
+        assert_eq!(pruned.chain_pem, pruned.leaf.cert_pem);
+    }
+
+    #[test]
+    fn signing_is_rate_limited() {
+        let now = 1_800_000_000;
+        let ca = ca(now);
+        let cache = LeafCache::new(2);
+        cache.sign(&ca, "dc1", "a", now).unwrap();
+        cache.sign(&ca, "dc1", "b", now).unwrap();
+        assert!(matches!(
+            cache.sign(&ca, "dc1", "c", now),
+            Err(LeafError::RateLimited(2))
+        ));
+    }
+}
