@@ -18,6 +18,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod gossip;
+
 use std::time::Duration;
 
 use futures::Stream;
@@ -94,30 +96,114 @@ fn code_name(c: tonic::Code) -> String {
     out
 }
 
-/// A connection to one agent. Cheap to clone; calls may run concurrently.
+/// A connection to one or more agents. Cheap to clone; calls may run
+/// concurrently.
+///
+/// Given several addresses (`"a:8502,b:8502"`), a call that finds its
+/// server unavailable moves on to the next one and tries again, for up to
+/// [`RETRY_FOR`]. Every write carries a request ID, so a write retried after
+/// an ambiguous failure is still applied once.
 #[derive(Clone)]
 pub struct Client {
-    channel: Channel,
+    channels: std::sync::Arc<Vec<(String, Channel)>>,
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     token: Option<MetadataValue<tonic::metadata::Ascii>>,
+    stale: bool,
+}
+
+/// How long a call keeps retrying across servers before it gives up.
+pub const RETRY_FOR: Duration = Duration::from_secs(20);
+
+/// Metadata that names a write, so a retry applies once.
+pub const REQUEST_ID_HEADER: &str = "x-tribune-request-id";
+/// Metadata that asks for a read of the serving agent's own state.
+pub const CONSISTENCY_HEADER: &str = "x-tribune-consistency";
+
+fn retryable(s: &Status) -> bool {
+    match s.code() {
+        tonic::Code::Unavailable | tonic::Code::Cancelled => true,
+        // A connection that broke mid-call.
+        tonic::Code::Unknown | tonic::Code::Internal => {
+            let m = s.message();
+            m.contains("transport")
+                || m.contains("connection")
+                || m.contains("h2")
+                || m.contains("broken pipe")
+        }
+        _ => false,
+    }
+}
+
+fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 impl Client {
-    /// Connects to `addr` (`HOST:PORT` or `http://HOST:PORT`).
+    /// Connects to `addr`: `HOST:PORT`, `http://HOST:PORT`, or several of
+    /// them separated by commas.
     pub async fn connect(addr: &str) -> Result<Self, Error> {
-        let url = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
+        let addrs: Vec<String> = addr
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(String::from)
+            .collect();
+        Self::connect_any(&addrs).await
+    }
+
+    /// Connects to the first of `addrs` that answers; the others stand by.
+    pub async fn connect_any(addrs: &[String]) -> Result<Self, Error> {
+        if addrs.is_empty() {
+            return Err(Error::Address(String::new()));
+        }
+        let mut channels = Vec::new();
+        for a in addrs {
+            let url = if a.contains("://") {
+                a.clone()
+            } else {
+                format!("http://{a}")
+            };
+            let ch = Endpoint::from_shared(url)
+                .map_err(|_| Error::Address(a.clone()))?
+                .connect_timeout(Duration::from_secs(2))
+                .tcp_nodelay(true)
+                .connect_lazy();
+            channels.push((a.clone(), ch));
+        }
+        // Start with one that answers now; fail like a single connect would.
+        let mut first = None;
+        let mut last_err = None;
+        for (i, (a, _)) in channels.iter().enumerate() {
+            let url = if a.contains("://") {
+                a.clone()
+            } else {
+                format!("http://{a}")
+            };
+            let probe = Endpoint::from_shared(url)
+                .map_err(|_| Error::Address(a.clone()))?
+                .connect_timeout(Duration::from_secs(2));
+            match probe.connect().await {
+                Ok(_) => {
+                    first = Some(i);
+                    break;
+                }
+                Err(source) => {
+                    last_err = Some(Error::Connect {
+                        addr: a.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        let Some(first) = first else {
+            return Err(last_err.unwrap_or_else(|| Error::Address(addrs.join(","))));
         };
-        let endpoint = Endpoint::from_shared(url)
-            .map_err(|_| Error::Address(addr.to_string()))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
-        let channel = endpoint.connect().await.map_err(|source| Error::Connect {
-            addr: addr.to_string(),
-            source,
-        })?;
-        Ok(Client { channel, token: None })
+        Ok(Client {
+            channels: std::sync::Arc::new(channels),
+            current: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(first)),
+            token: None,
+            stale: false,
+        })
     }
 
     /// Sends `token` with every call.
@@ -130,6 +216,24 @@ impl Client {
         Ok(self)
     }
 
+    /// Reads answer from the serving agent's own state, without asking the
+    /// leader (faster; may lag behind the latest writes).
+    pub fn stale(mut self, stale: bool) -> Self {
+        self.stale = stale;
+        self
+    }
+
+    /// The address calls currently go to.
+    pub fn current_addr(&self) -> &str {
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        &self.channels[i % self.channels.len()].0
+    }
+
+    fn channel(&self) -> (usize, Channel) {
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed) % self.channels.len();
+        (i, self.channels[i].1.clone())
+    }
+
     fn req<T>(&self, msg: T) -> Request<T> {
         let mut r = Request::new(msg);
         if let Some(t) = &self.token {
@@ -138,111 +242,56 @@ impl Client {
         r
     }
 
-    fn catalog(&self) -> CatalogClient<Channel> {
-        CatalogClient::new(self.channel.clone())
-    }
-
-    fn health(&self) -> HealthClient<Channel> {
-        HealthClient::new(self.channel.clone())
-    }
-
-    fn operator(&self) -> OperatorClient<Channel> {
-        OperatorClient::new(self.channel.clone())
-    }
-
-    fn ca(&self) -> ConnectCaClient<Channel> {
-        ConnectCaClient::new(self.channel.clone())
-    }
-
-    fn intentions(&self) -> IntentionsClient<Channel> {
-        IntentionsClient::new(self.channel.clone())
-    }
-
-    /// One instance by ID.
-    pub async fn get_instance(&self, id: &str) -> Result<api::GetInstanceResponse, Error> {
-        let req = api::GetInstanceRequest { id: id.to_string() };
-        Ok(self.catalog().get_instance(self.req(req)).await?.into_inner())
-    }
-
-    /// The CA's roots and trust domain.
-    pub async fn ca_roots(&self) -> Result<api::CaRootsResponse, Error> {
-        Ok(self
-            .ca()
-            .roots(self.req(api::CaRootsRequest {}))
-            .await?
-            .into_inner())
-    }
-
-    /// Rotates the CA root (the new one cross-signed by the old).
-    pub async fn ca_rotate(&self) -> Result<api::CaRotateResponse, Error> {
-        Ok(self
-            .ca()
-            .rotate(self.req(api::CaRotateRequest {}))
-            .await?
-            .into_inner())
-    }
-
-    /// A leaf certificate for `service`.
-    pub async fn ca_sign(&self, service: &str) -> Result<api::CaSignResponse, Error> {
-        let req = api::CaSignRequest {
-            service: service.to_string(),
-        };
-        Ok(self.ca().sign(self.req(req)).await?.into_inner())
-    }
-
-    /// Creates or replaces the intention `source -> destination`.
-    pub async fn intention_upsert(
-        &self,
-        source: &str,
-        destination: &str,
-        allow: bool,
-    ) -> Result<api::IntentionUpsertResponse, Error> {
-        let req = api::IntentionUpsertRequest {
-            source: source.to_string(),
-            destination: destination.to_string(),
-            allow,
-        };
-        Ok(self.intentions().upsert(self.req(req)).await?.into_inner())
-    }
-
-    /// Every intention and the default.
-    pub async fn intention_list(&self) -> Result<api::IntentionListResponse, Error> {
-        Ok(self
-            .intentions()
-            .list(self.req(api::IntentionListRequest {}))
-            .await?
-            .into_inner())
-    }
-
-    /// Removes the intention `source -> destination`.
-    pub async fn intention_delete(
-        &self,
-        source: &str,
-        destination: &str,
-    ) -> Result<api::IntentionDeleteResponse, Error> {
-        let req = api::IntentionDeleteRequest {
-            source: source.to_string(),
-            destination: destination.to_string(),
-        };
-        Ok(self.intentions().delete(self.req(req)).await?.into_inner())
-    }
-
-    /// Whether `source` may connect to `destination`.
-    pub async fn intention_check(
-        &self,
-        source: &str,
-        destination: &str,
-    ) -> Result<api::IntentionCheckResponse, Error> {
-        let req = api::IntentionCheckRequest {
-            source: source.to_string(),
-            destination: destination.to_string(),
-        };
-        Ok(self.intentions().check(self.req(req)).await?.into_inner())
+    /// One unary call, retried on the next server while the cluster is
+    /// unavailable (a leader election, a server down).
+    async fn unary<Req, Resp, F, Fut>(&self, write: bool, msg: Req, call: F) -> Result<Resp, Error>
+    where
+        Req: Clone,
+        F: Fn(Channel, Request<Req>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        let request_id = write.then(new_request_id);
+        let started = tokio::time::Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let mut r = self.req(msg.clone());
+            if let Some(id) = &request_id
+                && let Ok(v) = id.parse()
+            {
+                r.metadata_mut().insert(REQUEST_ID_HEADER, v);
+            }
+            if self.stale && !write {
+                r.metadata_mut()
+                    .insert(CONSISTENCY_HEADER, MetadataValue::from_static("stale"));
+            }
+            let (i, ch) = self.channel();
+            match call(ch, r).await {
+                Ok(resp) => return Ok(resp.into_inner()),
+                Err(s) if retryable(&s) && started.elapsed() < RETRY_FOR => {
+                    attempt += 1;
+                    let n = self.channels.len();
+                    if n > 1 {
+                        let _ = self.current.compare_exchange(
+                            i,
+                            (i + 1) % n,
+                            std::sync::atomic::Ordering::Relaxed,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                    }
+                    tracing::debug!(attempt, error = %s, "retrying on another server");
+                    tokio::time::sleep(Duration::from_millis((50 * u64::from(attempt)).min(500))).await;
+                }
+                Err(s) => return Err(s.into()),
+            }
+        }
     }
 
     /// Registers (or updates, by ID) a service instance; returns once durable.
     pub async fn register(&self, req: api::RegisterRequest) -> Result<api::RegisterResponse, Error> {
-        Ok(self.catalog().register(self.req(req)).await?.into_inner())
+        self.unary(true, req, |ch, r| async move {
+            CatalogClient::new(ch).register(r).await
+        })
+        .await
     }
 
     /// Removes an instance and its sidecar.
@@ -250,25 +299,26 @@ impl Client {
         let req = api::DeregisterRequest {
             service_id: service_id.to_string(),
         };
-        Ok(self.catalog().deregister(self.req(req)).await?.into_inner())
+        self.unary(true, req, |ch, r| async move {
+            CatalogClient::new(ch).deregister(r).await
+        })
+        .await
     }
 
     /// Every service name with instance counts.
     pub async fn list_services(&self) -> Result<api::ListServicesResponse, Error> {
-        Ok(self
-            .catalog()
-            .list_services(self.req(api::ListServicesRequest {}))
-            .await?
-            .into_inner())
+        self.unary(false, api::ListServicesRequest {}, |ch, r| async move {
+            CatalogClient::new(ch).list_services(r).await
+        })
+        .await
     }
 
     /// Every node.
     pub async fn list_nodes(&self) -> Result<api::ListNodesResponse, Error> {
-        Ok(self
-            .catalog()
-            .list_nodes(self.req(api::ListNodesRequest {}))
-            .await?
-            .into_inner())
+        self.unary(false, api::ListNodesRequest {}, |ch, r| async move {
+            CatalogClient::new(ch).list_nodes(r).await
+        })
+        .await
     }
 
     /// A service's instances with their health.
@@ -281,7 +331,19 @@ impl Client {
             name: name.to_string(),
             passing_only,
         };
-        Ok(self.catalog().get_service(self.req(req)).await?.into_inner())
+        self.unary(false, req, |ch, r| async move {
+            CatalogClient::new(ch).get_service(r).await
+        })
+        .await
+    }
+
+    /// One instance by ID.
+    pub async fn get_instance(&self, id: &str) -> Result<api::GetInstanceResponse, Error> {
+        let req = api::GetInstanceRequest { id: id.to_string() };
+        self.unary(false, req, |ch, r| async move {
+            CatalogClient::new(ch).get_instance(r).await
+        })
+        .await
     }
 
     /// Follows a service: a snapshot (or the changes since `from_index`), then each change.
@@ -294,13 +356,19 @@ impl Client {
             name: name.to_string(),
             from_index,
         };
-        Ok(self.catalog().watch_service(self.req(req)).await?.into_inner())
+        self.unary(false, req, |ch, r| async move {
+            CatalogClient::new(ch).watch_service(r).await
+        })
+        .await
     }
 
     /// Follows the whole catalog.
     pub async fn watch_catalog(&self, from_index: u64) -> Result<Streaming<api::WatchEvent>, Error> {
         let req = api::WatchCatalogRequest { from_index };
-        Ok(self.catalog().watch_catalog(self.req(req)).await?.into_inner())
+        self.unary(false, req, |ch, r| async move {
+            CatalogClient::new(ch).watch_catalog(r).await
+        })
+        .await
     }
 
     /// Sets a TTL check's status.
@@ -315,7 +383,10 @@ impl Client {
             status: status as i32,
             note: note.to_string(),
         };
-        Ok(self.health().update_ttl(self.req(req)).await?.into_inner())
+        self.unary(true, req, |ch, r| async move {
+            HealthClient::new(ch).update_ttl(r).await
+        })
+        .await
     }
 
     /// Checks, optionally only those in `status` or of `service`.
@@ -328,25 +399,54 @@ impl Client {
             status: status.map(|s| s as i32).unwrap_or(0),
             service: service.unwrap_or_default().to_string(),
         };
-        Ok(self.health().list_checks(self.req(req)).await?.into_inner())
+        self.unary(false, req, |ch, r| async move {
+            HealthClient::new(ch).list_checks(r).await
+        })
+        .await
     }
 
     /// The Raft configuration and who leads it.
     pub async fn raft_peers(&self) -> Result<api::RaftListPeersResponse, Error> {
-        Ok(self
-            .operator()
-            .raft_list_peers(self.req(api::RaftListPeersRequest {}))
-            .await?
-            .into_inner())
+        self.unary(false, api::RaftListPeersRequest {}, |ch, r| async move {
+            OperatorClient::new(ch).raft_list_peers(r).await
+        })
+        .await
+    }
+
+    /// Removes a server from the Raft configuration.
+    pub async fn raft_remove_peer(&self, node: &str) -> Result<api::RaftRemovePeerResponse, Error> {
+        let req = api::RaftRemovePeerRequest {
+            node: node.to_string(),
+        };
+        self.unary(false, req, |ch, r| async move {
+            OperatorClient::new(ch).raft_remove_peer(r).await
+        })
+        .await
+    }
+
+    /// Each server's health and the cluster's failure tolerance.
+    pub async fn autopilot_state(&self) -> Result<api::AutopilotStateResponse, Error> {
+        self.unary(false, api::AutopilotStateRequest {}, |ch, r| async move {
+            OperatorClient::new(ch).autopilot_state(r).await
+        })
+        .await
+    }
+
+    /// LAN gossip members as the serving agent sees them.
+    pub async fn members(&self) -> Result<api::MembersResponse, Error> {
+        self.unary(false, api::MembersRequest {}, |ch, r| async move {
+            OperatorClient::new(ch).members(r).await
+        })
+        .await
     }
 
     /// Streams a whole-state snapshot into `out`; returns its size in bytes.
     pub async fn snapshot_save<W: tokio::io::AsyncWrite + Unpin>(&self, out: &mut W) -> Result<u64, Error> {
         let mut stream = self
-            .operator()
-            .snapshot_save(self.req(api::SnapshotSaveRequest {}))
-            .await?
-            .into_inner();
+            .unary(false, api::SnapshotSaveRequest {}, |ch, r| async move {
+                OperatorClient::new(ch).snapshot_save(r).await
+            })
+            .await?;
         let mut n = 0u64;
         while let Some(chunk) = stream.message().await? {
             out.write_all(&chunk.data).await?;
@@ -363,11 +463,97 @@ impl Client {
             .map(|c| api::SnapshotChunk { data: c.to_vec() })
             .collect();
         let stream = futures::stream::iter(chunks);
-        Ok(self
-            .operator()
+        let (_, ch) = self.channel();
+        Ok(OperatorClient::new(ch)
             .snapshot_restore(self.req(stream))
             .await?
             .into_inner())
+    }
+
+    /// The CA's roots and trust domain.
+    pub async fn ca_roots(&self) -> Result<api::CaRootsResponse, Error> {
+        self.unary(false, api::CaRootsRequest {}, |ch, r| async move {
+            ConnectCaClient::new(ch).roots(r).await
+        })
+        .await
+    }
+
+    /// Rotates the CA root (the new one cross-signed by the old).
+    pub async fn ca_rotate(&self) -> Result<api::CaRotateResponse, Error> {
+        let (_, ch) = self.channel();
+        Ok(ConnectCaClient::new(ch)
+            .rotate(self.req(api::CaRotateRequest {}))
+            .await?
+            .into_inner())
+    }
+
+    /// A leaf certificate for `service`.
+    pub async fn ca_sign(&self, service: &str) -> Result<api::CaSignResponse, Error> {
+        let req = api::CaSignRequest {
+            service: service.to_string(),
+        };
+        self.unary(false, req, |ch, r| async move {
+            ConnectCaClient::new(ch).sign(r).await
+        })
+        .await
+    }
+
+    /// Creates or replaces the intention `source -> destination`.
+    pub async fn intention_upsert(
+        &self,
+        source: &str,
+        destination: &str,
+        allow: bool,
+    ) -> Result<api::IntentionUpsertResponse, Error> {
+        let req = api::IntentionUpsertRequest {
+            source: source.to_string(),
+            destination: destination.to_string(),
+            allow,
+        };
+        self.unary(true, req, |ch, r| async move {
+            IntentionsClient::new(ch).upsert(r).await
+        })
+        .await
+    }
+
+    /// Every intention and the default.
+    pub async fn intention_list(&self) -> Result<api::IntentionListResponse, Error> {
+        self.unary(false, api::IntentionListRequest {}, |ch, r| async move {
+            IntentionsClient::new(ch).list(r).await
+        })
+        .await
+    }
+
+    /// Removes the intention `source -> destination`.
+    pub async fn intention_delete(
+        &self,
+        source: &str,
+        destination: &str,
+    ) -> Result<api::IntentionDeleteResponse, Error> {
+        let req = api::IntentionDeleteRequest {
+            source: source.to_string(),
+            destination: destination.to_string(),
+        };
+        self.unary(true, req, |ch, r| async move {
+            IntentionsClient::new(ch).delete(r).await
+        })
+        .await
+    }
+
+    /// Whether `source` may connect to `destination`.
+    pub async fn intention_check(
+        &self,
+        source: &str,
+        destination: &str,
+    ) -> Result<api::IntentionCheckResponse, Error> {
+        let req = api::IntentionCheckRequest {
+            source: source.to_string(),
+            destination: destination.to_string(),
+        };
+        self.unary(false, req, |ch, r| async move {
+            IntentionsClient::new(ch).check(r).await
+        })
+        .await
     }
 }
 

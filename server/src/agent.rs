@@ -13,6 +13,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tribune_client::gossip::{Gossip, GossipConfig, Member, Role};
 use tribune_proto::raft::raft_server::RaftServer;
 
 use crate::catalog::command::{Command, Registration};
@@ -22,7 +23,7 @@ use crate::context::ServerContext;
 use crate::metrics::Metrics;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{MAX_RAFT_MESSAGE, Network};
-use crate::raft::proposer::{Proposer, wait_for_leader};
+use crate::raft::proposer::Proposer;
 use crate::raft::service::RaftService;
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{Raft, ServerNode, node_id_for};
@@ -61,6 +62,21 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let raft_addr = raft_listener.local_addr()?;
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
+    let gossip = Gossip::start(
+        Member {
+            name: settings.node.clone(),
+            gossip_addr: settings.serf_lan_addr,
+            role: Role::Server,
+            datacenter: settings.datacenter.clone(),
+            server_addr: raft_addr.to_string(),
+            grpc_addr: grpc_addr.to_string(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            incarnation: 0,
+        },
+        settings.retry_join.clone(),
+        GossipConfig::default(),
+    )
+    .await?;
 
     let log_store = LogStore::open(&data_dir).context("opening the Raft log")?;
     let sm = StateMachineStore::open(&data_dir.join("snapshots"), settings.watch_history)
@@ -101,6 +117,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         mesh: settings.mesh.clone(),
         leaves: crate::mesh::leaves::LeafCache::new(settings.mesh.sign_rate),
         xds_streams: Arc::default(),
+        peers: Default::default(),
+        gossip: Some(gossip.clone()),
     });
     let hub = crate::mesh::hub::XdsHub::new(ctx.clone());
     tokio::spawn(hub.clone().run());
@@ -116,7 +134,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
 
     let raft_server = tonic::transport::Server::builder()
         .add_service(
-            RaftServer::new(RaftService::new(raft.clone()))
+            RaftServer::new(RaftService::new(ctx.clone()))
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE),
         )
@@ -135,29 +153,57 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         anyhow::Ok(())
     });
 
-    let me = ServerNode {
-        name: settings.node.clone(),
-        raft_addr: raft_addr.to_string(),
-        grpc_addr: grpc_addr.to_string(),
-    };
-    if settings.bootstrap_expect == 1 && !raft.is_initialized().await? {
-        tracing::info!(node = %me, "bootstrapping a new single-server cluster");
-        raft.initialize(BTreeMap::from([(node_id, me.clone())]))
-            .await
-            .context("bootstrapping raft")?;
+    if settings.bootstrap_expect == 1 {
+        if !raft.is_initialized().await? {
+            let me = ServerNode {
+                name: settings.node.clone(),
+                raft_addr: raft_addr.to_string(),
+                grpc_addr: grpc_addr.to_string(),
+            };
+            tracing::info!(node = %me, "bootstrapping a new single-server cluster");
+            raft.initialize(BTreeMap::from([(node_id, me)]))
+                .await
+                .context("bootstrapping raft")?;
+        }
+    } else {
+        tokio::spawn(crate::cluster::bootstrap::run(
+            ctx.clone(),
+            gossip.clone(),
+            settings.bootstrap_expect as usize,
+        ));
     }
+    tokio::spawn(crate::cluster::autopilot::run(
+        ctx.clone(),
+        gossip.clone(),
+        settings.dead_server_cleanup_after,
+    ));
 
-    let leader = wait_for_leader(&raft, Duration::from_secs(15)).await;
-    if leader == Some(node_id) {
-        register_self(&ctx).await;
+    print_banner(&settings, &ctx, &data_dir, gossip.me().gossip_addr);
+    {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            match ctx.wait_leader(Duration::from_secs(24 * 3600)).await {
+                Some((_, leader)) => {
+                    println!("==> Ready: leader {}", leader.name);
+                    register_self(&ctx).await;
+                }
+                None => tracing::warn!("no leader elected within a day"),
+            }
+        });
     }
-    print_banner(&settings, &ctx, &data_dir, leader);
 
     shutdown.await;
     tracing::info!("shutting down");
+    // A leader first makes sure a voter has every entry, so the one that
+    // takes over has every acknowledged write.
+    let successor = crate::cluster::transfer::prepare(&ctx, Duration::from_secs(3)).await;
+    gossip.leave().await;
     let _ = stop_tx.send(true);
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "raft did not stop cleanly");
+    }
+    if let Some(addr) = successor {
+        crate::cluster::transfer::nudge(&ctx, &addr).await;
     }
     match tokio::time::timeout(Duration::from_secs(5), servers).await {
         Ok(Ok(res)) => res?,
@@ -187,7 +233,7 @@ async fn register_self(ctx: &ServerContext) {
     }
 }
 
-fn print_banner(s: &Settings, ctx: &ServerContext, data_dir: &Path, leader: Option<u64>) {
+fn print_banner(s: &Settings, ctx: &ServerContext, data_dir: &Path, gossip: SocketAddr) {
     println!("==> Tribune agent running!");
     println!("         Version: {}", env!("CARGO_PKG_VERSION"));
     println!("            Node: {} (raft id {})", ctx.node_name, ctx.node_id);
@@ -205,11 +251,5 @@ fn print_banner(s: &Settings, ctx: &ServerContext, data_dir: &Path, leader: Opti
     println!("      gRPC / xDS: {}", ctx.grpc_addr);
     println!("            HTTP: {}", ctx.http_addr);
     println!("      Server RPC: {}", ctx.raft_addr);
-    match leader {
-        Some(_) => println!(
-            "==> Ready: leader {}",
-            ctx.leader().map(|l| l.name).unwrap_or_default()
-        ),
-        None => println!("==> Waiting for a leader"),
-    }
+    println!("      LAN gossip: {gossip}");
 }

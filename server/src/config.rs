@@ -88,6 +88,9 @@ pub struct AgentConfig {
     /// Leaf certificates this server signs per second at most (default 50000).
     #[arg(long)]
     pub ca_sign_rate: Option<u32>,
+    /// Remove servers gossip has seen dead for this long from Raft (e.g. 10m; default off).
+    #[arg(long)]
+    pub dead_server_cleanup_after: Option<String>,
 }
 
 macro_rules! merge {
@@ -112,7 +115,7 @@ impl AgentConfig {
         merge!(cfg, flags;
             node, data_dir, datacenter, bootstrap_expect, bind, grpc_addr, http_addr, server_addr,
             serf_lan_addr, serf_wan_addr, log_level, snapshot_threshold, snapshot_keep_logs, watch_history,
-            default_intention, leaf_cert_ttl, ca_root_ttl, ca_sign_rate;
+            default_intention, leaf_cert_ttl, ca_root_ttl, ca_sign_rate, dead_server_cleanup_after;
             dev, server, log_json);
         if !flags.retry_join.is_empty() {
             cfg.retry_join = flags.retry_join;
@@ -130,6 +133,9 @@ pub struct Settings {
     /// `None` with --dev: a temporary directory.
     pub data_dir: Option<PathBuf>,
     pub bootstrap_expect: u32,
+    pub retry_join: Vec<SocketAddr>,
+    pub serf_lan_addr: SocketAddr,
+    pub dead_server_cleanup_after: Option<std::time::Duration>,
     pub bind: IpAddr,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
@@ -138,6 +144,23 @@ pub struct Settings {
     pub snapshot_keep_logs: u64,
     pub watch_history: usize,
     pub mesh: crate::mesh::MeshSettings,
+}
+
+/// `HOST[:PORT]` of another agent's LAN gossip (port 8301 when left out).
+fn join_addr(v: &str) -> anyhow::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let with_port = if v.parse::<SocketAddr>().is_ok()
+        || v.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        v.to_string()
+    } else {
+        format!("{v}:{DEFAULT_SERF_LAN_PORT}")
+    };
+    with_port
+        .to_socket_addrs()
+        .map_err(|e| anyhow::anyhow!("--retry-join {v:?}: {e}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("--retry-join {v:?}: no address"))
 }
 
 fn secs(flag: &str, v: Option<&str>, default: u64, min: u64) -> anyhow::Result<u64> {
@@ -163,24 +186,29 @@ impl Settings {
         if !cfg.dev && !cfg.server {
             bail!(
                 "client agents (`tribune agent` without --server) are not available in this build yet; \
-                 run a server with `--server --bootstrap-expect 1`, or `--dev`"
+                 run a server with `--server --bootstrap-expect N`, or `--dev`"
             );
         }
         let bootstrap_expect = match (cfg.dev, cfg.bootstrap_expect) {
             (true, None | Some(1)) => 1,
             (true, Some(n)) => bail!("--dev runs a single server; --bootstrap-expect {n} does not apply"),
-            (false, Some(1)) => 1,
             (false, Some(0) | None) => {
-                bail!("a server needs --bootstrap-expect (1 for a single-server datacenter)")
+                bail!(
+                    "a server needs --bootstrap-expect (1 for a single-server datacenter, 3 or 5 for a cluster)"
+                )
             }
-            (false, Some(n)) => bail!(
-                "--bootstrap-expect {n}: multi-server datacenters need LAN gossip to find each other, \
-                 which this build does not have yet; use --bootstrap-expect 1"
-            ),
+            (false, Some(n)) => n,
         };
-        if !cfg.retry_join.is_empty() {
-            bail!("--retry-join needs LAN gossip, which this build does not have yet");
+        if bootstrap_expect > 1 && cfg.retry_join.is_empty() {
+            bail!(
+                "--bootstrap-expect {bootstrap_expect} needs --retry-join with another server's LAN gossip address"
+            );
         }
+        let retry_join = cfg
+            .retry_join
+            .iter()
+            .map(|j| join_addr(j))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let data_dir = match (&cfg.data_dir, cfg.dev) {
             (Some(d), _) => Some(d.clone()),
             (None, true) => None,
@@ -208,6 +236,17 @@ impl Settings {
             data_dir,
             bootstrap_expect,
             bind,
+            retry_join,
+            serf_lan_addr: cfg.serf_lan_addr.unwrap_or(at(DEFAULT_SERF_LAN_PORT)),
+            dead_server_cleanup_after: match cfg.dead_server_cleanup_after.as_deref() {
+                None => None,
+                Some(v) => Some(std::time::Duration::from_secs(secs(
+                    "--dead-server-cleanup-after",
+                    Some(v),
+                    0,
+                    10,
+                )?)),
+            },
             grpc_addr: cfg.grpc_addr.unwrap_or(at(DEFAULT_GRPC_PORT)),
             http_addr: cfg.http_addr.unwrap_or(at(DEFAULT_HTTP_PORT)),
             server_addr: cfg.server_addr.unwrap_or(at(DEFAULT_SERVER_PORT)),

@@ -1,15 +1,30 @@
 //! What every request handler of a server agent shares: its identity, Raft,
-//! the proposer, the state machine's data and the metrics.
+//! the proposer, the state machine's data and the metrics; and the two
+//! cluster-wide rules of the API: writes go to the leader (forwarded when
+//! this server is not it), reads are linearizable unless asked stale.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::Status;
+use tribune_client::gossip::Gossip;
 
 use crate::catalog::command::{Command, Outcome};
+use crate::cluster::peers::{Method, PeerClients};
 use crate::mesh::MeshSettings;
 use crate::mesh::leaves::LeafCache;
 use crate::metrics::Metrics;
 use crate::raft::proposer::{ProposeError, Proposer};
 use crate::raft::state_machine::Shared;
-use crate::raft::{NodeId, Raft};
+use crate::raft::{NodeId, Raft, ServerNode};
+
+/// gRPC metadata asking for a read of this server's own state.
+pub const CONSISTENCY_HEADER: &str = "x-tribune-consistency";
+/// gRPC metadata naming a write, so a retried write applies once.
+pub const REQUEST_ID_HEADER: &str = "x-tribune-request-id";
+
+const LEADER_WAIT: Duration = Duration::from_secs(5);
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct ServerContext {
     pub node_name: String,
@@ -29,15 +44,138 @@ pub struct ServerContext {
     pub leaves: LeafCache,
     /// Open ADS streams and their ACK/NACK state.
     pub xds_streams: Arc<crate::mesh::status::StreamRegistry>,
+    pub peers: PeerClients,
+    pub gossip: Option<Gossip>,
+}
+
+/// Whether the request asked for a stale read.
+pub fn wants_stale<T>(req: &tonic::Request<T>) -> bool {
+    req.metadata()
+        .get(CONSISTENCY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("stale"))
+}
+
+/// The request's ID, when the client named it.
+pub fn request_id<T>(req: &tonic::Request<T>) -> Option<String> {
+    req.metadata()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(String::from)
 }
 
 impl ServerContext {
+    /// The current leader, waiting up to `limit` for one to be elected.
+    pub async fn wait_leader(&self, limit: Duration) -> Option<(NodeId, ServerNode)> {
+        let mut m = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let found = {
+                let b = m.borrow();
+                b.current_leader.and_then(|id| {
+                    b.membership_config
+                        .membership()
+                        .get_node(&id)
+                        .cloned()
+                        .map(|n| (id, n))
+                })
+            };
+            if found.is_some() {
+                return found;
+            }
+            if tokio::time::timeout_at(deadline, m.changed()).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Commits `cmd` through the leader, wherever it is. Tagged with
+    /// `request_id`, a retried write is applied once.
+    pub async fn propose_once(
+        &self,
+        request_id: Option<String>,
+        cmd: Command,
+    ) -> Result<(u64, Outcome), ProposeError> {
+        let cmd = match request_id {
+            Some(id) => Command::Once {
+                request_id: id,
+                cmd: Box::new(cmd),
+            },
+            None => cmd,
+        };
+        self.propose(cmd).await
+    }
+
     pub async fn propose(&self, cmd: Command) -> Result<(u64, Outcome), ProposeError> {
-        self.proposer.propose(cmd).await
+        let mut last = ProposeError::NotLeader { leader: None };
+        for attempt in 0..4 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            let Some((id, node)) = self.wait_leader(LEADER_WAIT).await else {
+                return Err(ProposeError::NotLeader { leader: None });
+            };
+            let res = if id == self.node_id {
+                self.proposer.propose(cmd.clone()).await
+            } else {
+                self.peers
+                    .call::<_, Result<(u64, Outcome), ProposeError>>(
+                        &node.raft_addr,
+                        Method::Propose,
+                        &cmd,
+                        FORWARD_TIMEOUT,
+                    )
+                    .await
+                    .unwrap_or_else(|e| Err(ProposeError::Unreachable(e.to_string())))
+            };
+            match res {
+                // Leadership moved, or the leader could not be reached: ask again.
+                Err(e @ (ProposeError::NotLeader { .. } | ProposeError::Unreachable(_))) => last = e,
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+
+    /// Makes the next local read linearizable: confirmed by the leader's
+    /// quorum, and this server has applied everything the leader had
+    /// committed. A stale read skips it.
+    pub async fn read_barrier(&self, stale: bool) -> Result<(), Status> {
+        if stale {
+            return Ok(());
+        }
+        let Some((id, node)) = self.wait_leader(LEADER_WAIT).await else {
+            return Err(Status::unavailable(
+                "no leader is elected: retry, or read with consistency=stale",
+            ));
+        };
+        let index = if id == self.node_id {
+            self.raft
+                .ensure_linearizable()
+                .await
+                .map_err(|e| Status::unavailable(format!("leadership could not be confirmed: {e}")))?
+                .map(|l| l.index)
+                .unwrap_or(0)
+        } else {
+            self.peers
+                .call::<_, Result<u64, String>>(&node.raft_addr, Method::ReadIndex, &(), LEADER_WAIT)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?
+                .map_err(Status::unavailable)?
+        };
+        let mut applied = self.state.applied();
+        let wait = applied.wait_for(|a| *a >= index);
+        match tokio::time::timeout(LEADER_WAIT, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(Status::unavailable(format!(
+                "this server has not applied index {index} yet: retry, or read with consistency=stale"
+            ))),
+        }
     }
 
     /// The current leader as openraft sees it.
-    pub fn leader(&self) -> Option<crate::raft::ServerNode> {
+    pub fn leader(&self) -> Option<ServerNode> {
         let m = self.raft.metrics().borrow().clone();
         let id = m.current_leader?;
         m.membership_config.membership().get_node(&id).cloned()

@@ -62,11 +62,20 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// A UDP port nobody is bound to right now.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback UDP port")
+}
+
 #[derive(Clone, Debug)]
 pub struct Ports {
     pub grpc: u16,
     pub http: u16,
     pub server: u16,
+    pub serf: u16,
 }
 
 impl Ports {
@@ -75,7 +84,12 @@ impl Ports {
             grpc: free_port(),
             http: free_port(),
             server: free_port(),
+            serf: free_udp_port(),
         }
+    }
+
+    pub fn serf_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.serf)
     }
 }
 
@@ -88,6 +102,7 @@ pub struct Agent {
     extra: Vec<String>,
     log: PathBuf,
     _tmp: Option<tempfile::TempDir>,
+    ready: Option<mpsc::Receiver<()>>,
 }
 
 impl Agent {
@@ -100,20 +115,44 @@ impl Agent {
         a
     }
 
-    /// A server on `data_dir` and `ports`, with extra agent flags.
+    /// A single server on `data_dir` and `ports`, with extra agent flags.
     pub fn start_in(data_dir: &Path, ports: Ports, extra: &[&str]) -> Agent {
+        let mut args = vec!["--bootstrap-expect", "1"];
+        args.extend_from_slice(extra);
+        Agent::spawn(data_dir, ports, "node-1", &args, true)
+    }
+
+    /// One server of a cluster: `extra` carries --bootstrap-expect and
+    /// --retry-join. With `wait`, returns once it knows a leader.
+    pub fn spawn(data_dir: &Path, ports: Ports, node: &str, extra: &[&str], wait: bool) -> Agent {
         let log = data_dir.with_extension("log");
         let mut a = Agent {
             child: None,
             ports,
             data_dir: data_dir.to_path_buf(),
-            node: "node-1".into(),
+            node: node.into(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log,
             _tmp: None,
+            ready: None,
         };
         a.launch();
+        if wait {
+            a.wait_ready();
+        }
         a
+    }
+
+    /// Waits for the agent's "==> Ready" line (a leader is known).
+    pub fn wait_ready(&mut self) {
+        let Some(rx) = self.ready.take() else { return };
+        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            panic!(
+                "tribune {} did not become ready within 30s; its log:\n{}",
+                self.node,
+                self.log_tail()
+            );
+        }
     }
 
     fn launch(&mut self) {
@@ -123,19 +162,13 @@ impl Agent {
             .open(&self.log)
             .expect("agent log file");
         let mut child = Command::new(tribune_bin())
-            .args([
-                "agent",
-                "--server",
-                "--bootstrap-expect",
-                "1",
-                "--node",
-                &self.node,
-            ])
+            .args(["agent", "--server", "--node", &self.node])
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--grpc-addr", &format!("127.0.0.1:{}", self.ports.grpc)])
             .args(["--http-addr", &format!("127.0.0.1:{}", self.ports.http)])
             .args(["--server-addr", &format!("127.0.0.1:{}", self.ports.server)])
+            .args(["--serf-lan-addr", &self.ports.serf_addr()])
             .args(&self.extra)
             .stdout(Stdio::piped())
             .stderr(log)
@@ -151,12 +184,7 @@ impl Agent {
             }
         });
         self.child = Some(child);
-        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
-            panic!(
-                "tribune did not become ready within 30s; its log:\n{}",
-                self.log_tail()
-            );
-        }
+        self.ready = Some(rx);
     }
 
     pub fn grpc_addr(&self) -> String {
@@ -218,10 +246,24 @@ impl Agent {
         c.wait().expect("waiting for tribune")
     }
 
-    /// Starts the agent again on the same data dir and ports.
+    /// Starts the agent again on the same data dir and ports, and waits
+    /// until it knows a leader.
     pub fn restart(&mut self) {
         self.kill9();
         self.launch();
+        self.wait_ready();
+    }
+
+    /// Starts a stopped agent again without waiting.
+    pub fn relaunch(&mut self) {
+        self.kill9();
+        self.launch();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     pub fn log_tail(&self) -> String {

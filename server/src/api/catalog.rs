@@ -13,7 +13,7 @@ use super::{invalid, outcome_error, propose_error};
 use crate::catalog::command::{Command, Outcome};
 use crate::catalog::model::Status as Health;
 use crate::catalog::validate;
-use crate::context::ServerContext;
+use crate::context::{ServerContext, request_id, wants_stale};
 
 pub struct CatalogApi {
     ctx: Arc<ServerContext>,
@@ -41,11 +41,16 @@ impl Catalog for CatalogApi {
                     node_address: &ctx.advertise_ip,
                     datacenter: &ctx.datacenter,
                 };
+                let rid = request_id(&req);
                 let reg = convert::registration(req.into_inner(), &defaults).map_err(invalid)?;
                 let service_id = reg.services[0].id.clone();
                 let sidecar_id = reg.services.get(1).map(|s| s.id.clone()).unwrap_or_default();
                 tracing::debug!(%service_id, "register");
-                match ctx.propose(Command::Register(reg)).await.map_err(propose_error)? {
+                match ctx
+                    .propose_once(rid, Command::Register(reg))
+                    .await
+                    .map_err(propose_error)?
+                {
                     (index, Outcome::Registered { check_ids }) => Ok(Response::new(pb::RegisterResponse {
                         index,
                         service_id,
@@ -65,10 +70,11 @@ impl Catalog for CatalogApi {
         let ctx = &self.ctx;
         ctx.metrics
             .observe("Deregister", async {
+                let rid = request_id(&req);
                 let service_id = req.into_inner().service_id;
                 validate::id("service_id", &service_id).map_err(invalid)?;
                 match ctx
-                    .propose(Command::Deregister { service_id })
+                    .propose_once(rid, Command::Deregister { service_id })
                     .await
                     .map_err(propose_error)?
                 {
@@ -83,11 +89,12 @@ impl Catalog for CatalogApi {
 
     async fn list_services(
         &self,
-        _req: Request<pb::ListServicesRequest>,
+        req: Request<pb::ListServicesRequest>,
     ) -> Result<Response<pb::ListServicesResponse>, Status> {
         self.ctx
             .metrics
             .observe("ListServices", async {
+                self.ctx.read_barrier(wants_stale(&req)).await?;
                 let d = self.ctx.state.read();
                 let services = d
                     .catalog
@@ -120,11 +127,12 @@ impl Catalog for CatalogApi {
 
     async fn list_nodes(
         &self,
-        _req: Request<pb::ListNodesRequest>,
+        req: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
         self.ctx
             .metrics
             .observe("ListNodes", async {
+                self.ctx.read_barrier(wants_stale(&req)).await?;
                 let d = self.ctx.state.read();
                 Ok(Response::new(pb::ListNodesResponse {
                     index: d.applied_index(),
@@ -141,6 +149,7 @@ impl Catalog for CatalogApi {
         self.ctx
             .metrics
             .observe("GetService", async {
+                self.ctx.read_barrier(wants_stale(&req)).await?;
                 let req = req.into_inner();
                 validate::service_name("name", &req.name)
                     .or_else(|e| {
@@ -175,6 +184,7 @@ impl Catalog for CatalogApi {
         self.ctx
             .metrics
             .observe("GetInstance", async {
+                self.ctx.read_barrier(wants_stale(&req)).await?;
                 let id = req.into_inner().id;
                 validate::id("id", &id).map_err(invalid)?;
                 let d = self.ctx.state.read();

@@ -11,7 +11,7 @@ use super::{invalid, outcome_error, propose_error};
 use crate::catalog::command::{Command, Outcome};
 use crate::catalog::mesh::{Intention, MeshCommand};
 use crate::catalog::validate;
-use crate::context::ServerContext;
+use crate::context::{ServerContext, request_id, wants_stale};
 use crate::mesh::ca::{self, CaError};
 use crate::mesh::leaves::LeafError;
 use crate::mesh::now_unix;
@@ -37,13 +37,11 @@ fn ca_error(e: CaError) -> Status {
 
 #[tonic::async_trait]
 impl ConnectCa for ConnectApi {
-    async fn roots(
-        &self,
-        _req: Request<pb::CaRootsRequest>,
-    ) -> Result<Response<pb::CaRootsResponse>, Status> {
+    async fn roots(&self, req: Request<pb::CaRootsRequest>) -> Result<Response<pb::CaRootsResponse>, Status> {
         self.ctx
             .metrics
             .observe("CaRoots", async {
+                self.ctx.read_barrier(wants_stale(&req)).await?;
                 let d = self.ctx.state.read();
                 let ca =
                     d.catalog.mesh().ca.as_ref().ok_or_else(|| {
@@ -158,6 +156,7 @@ impl Intentions for IntentionsApi {
         self.ctx
             .metrics
             .observe("IntentionUpsert", async {
+                let rid = request_id(&req);
                 let r = req.into_inner();
                 endpoint("source", &r.source)?;
                 endpoint("destination", &r.destination)?;
@@ -166,7 +165,7 @@ impl Intentions for IntentionsApi {
                     destination: r.destination,
                     allow: r.allow,
                 });
-                match self.ctx.propose(cmd).await.map_err(propose_error)? {
+                match self.ctx.propose_once(rid, cmd).await.map_err(propose_error)? {
                     (index, Outcome::MeshUpdated) => Ok(Response::new(pb::IntentionUpsertResponse { index })),
                     (_, o) => Err(outcome_error(o)),
                 }
@@ -176,11 +175,12 @@ impl Intentions for IntentionsApi {
 
     async fn list(
         &self,
-        _req: Request<pb::IntentionListRequest>,
+        req: Request<pb::IntentionListRequest>,
     ) -> Result<Response<pb::IntentionListResponse>, Status> {
         self.ctx
             .metrics
             .observe("IntentionList", async {
+                self.ctx.read_barrier(wants_stale(&req)).await?;
                 let d = self.ctx.state.read();
                 Ok(Response::new(pb::IntentionListResponse {
                     index: d.applied_index(),
@@ -198,6 +198,7 @@ impl Intentions for IntentionsApi {
         self.ctx
             .metrics
             .observe("IntentionDelete", async {
+                let rid = request_id(&req);
                 let r = req.into_inner();
                 endpoint("source", &r.source)?;
                 endpoint("destination", &r.destination)?;
@@ -205,7 +206,7 @@ impl Intentions for IntentionsApi {
                     source: r.source,
                     destination: r.destination,
                 });
-                match self.ctx.propose(cmd).await.map_err(propose_error)? {
+                match self.ctx.propose_once(rid, cmd).await.map_err(propose_error)? {
                     (index, Outcome::MeshUpdated) => Ok(Response::new(pb::IntentionDeleteResponse { index })),
                     (_, o) => Err(outcome_error(o)),
                 }
@@ -220,6 +221,7 @@ impl Intentions for IntentionsApi {
         self.ctx
             .metrics
             .observe("IntentionCheck", async {
+                self.ctx.read_barrier(wants_stale(&req)).await?;
                 let r = req.into_inner();
                 validate::service_name("source", &r.source).map_err(invalid)?;
                 validate::service_name("destination", &r.destination).map_err(invalid)?;

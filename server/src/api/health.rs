@@ -10,7 +10,7 @@ use super::convert::{check_to_pb, status_from_pb};
 use super::{invalid, outcome_error, propose_error};
 use crate::catalog::command::{Command, Outcome};
 use crate::catalog::validate;
-use crate::context::ServerContext;
+use crate::context::{ServerContext, request_id, wants_stale};
 
 pub struct HealthApi {
     ctx: Arc<ServerContext>,
@@ -31,6 +31,7 @@ impl Health for HealthApi {
         let ctx = &self.ctx;
         ctx.metrics
             .observe("UpdateTtl", async {
+                let rid = request_id(&req);
                 let req = req.into_inner();
                 validate::id("check_id", &req.check_id).map_err(invalid)?;
                 let status = status_from_pb("status", req.status).map_err(invalid)?;
@@ -39,7 +40,7 @@ impl Health for HealthApi {
                     status,
                     output: validate::cap_output(&req.note),
                 };
-                match ctx.propose(cmd).await.map_err(propose_error)? {
+                match ctx.propose_once(rid, cmd).await.map_err(propose_error)? {
                     (index, Outcome::TtlUpdated) => Ok(Response::new(pb::UpdateTtlResponse { index })),
                     (_, other) => Err(outcome_error(other)),
                 }
@@ -54,6 +55,7 @@ impl Health for HealthApi {
         self.ctx
             .metrics
             .observe("ListChecks", async {
+                self.ctx.read_barrier(wants_stale(&req)).await?;
                 let req = req.into_inner();
                 let status = match req.status {
                     0 => None,

@@ -43,9 +43,9 @@ pub fn propose_error(e: ProposeError) -> Status {
             }
             s
         }
-        ProposeError::NotLeader { leader: None } | ProposeError::ShuttingDown => {
-            Status::unavailable(e.to_string())
-        }
+        ProposeError::NotLeader { leader: None }
+        | ProposeError::ShuttingDown
+        | ProposeError::Unreachable(_) => Status::unavailable(e.to_string()),
         ProposeError::Raft(_) => Status::internal(e.to_string()),
     }
 }

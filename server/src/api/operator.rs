@@ -28,8 +28,129 @@ impl OperatorApi {
     }
 }
 
+/// The leader's Operator API, when this server is not the leader.
+async fn leader_operator(
+    ctx: &ServerContext,
+) -> Result<Option<tribune_proto::v1::operator_client::OperatorClient<tonic::transport::Channel>>, Status> {
+    let (id, node) = ctx
+        .wait_leader(std::time::Duration::from_secs(5))
+        .await
+        .ok_or_else(|| Status::unavailable("no leader is elected"))?;
+    if id == ctx.node_id {
+        return Ok(None);
+    }
+    let client =
+        tribune_proto::v1::operator_client::OperatorClient::connect(format!("http://{}", node.grpc_addr))
+            .await
+            .map_err(|e| Status::unavailable(format!("the leader {} is unreachable: {e}", node.name)))?;
+    Ok(Some(client))
+}
+
 #[tonic::async_trait]
 impl Operator for OperatorApi {
+    async fn raft_remove_peer(
+        &self,
+        req: Request<pb::RaftRemovePeerRequest>,
+    ) -> Result<Response<pb::RaftRemovePeerResponse>, Status> {
+        self.ctx
+            .metrics
+            .observe("RaftRemovePeer", async {
+                let r = req.into_inner();
+                crate::catalog::validate::node_name("node", &r.node).map_err(super::invalid)?;
+                if let Some(mut leader) = leader_operator(&self.ctx).await? {
+                    return leader.raft_remove_peer(r).await;
+                }
+                let membership = self
+                    .ctx
+                    .raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .clone();
+                let id = membership
+                    .nodes()
+                    .find(|(_, n)| n.name == r.node)
+                    .map(|(id, _)| *id)
+                    .ok_or_else(|| {
+                        Status::not_found(format!("{:?} is not in the Raft configuration", r.node))
+                    })?;
+                let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+                let change = if voters.contains(&id) {
+                    openraft::ChangeMembers::RemoveVoters(std::collections::BTreeSet::from([id]))
+                } else {
+                    openraft::ChangeMembers::RemoveNodes(std::collections::BTreeSet::from([id]))
+                };
+                let resp = self
+                    .ctx
+                    .raft
+                    .change_membership(change, false)
+                    .await
+                    .map_err(|e| Status::failed_precondition(format!("removing {}: {e}", r.node)))?;
+                tracing::info!(node = %r.node, "removed from the Raft configuration");
+                Ok(Response::new(pb::RaftRemovePeerResponse {
+                    index: resp.log_id.index,
+                }))
+            })
+            .await
+    }
+
+    async fn autopilot_state(
+        &self,
+        req: Request<pb::AutopilotStateRequest>,
+    ) -> Result<Response<pb::AutopilotStateResponse>, Status> {
+        self.ctx
+            .metrics
+            .observe("AutopilotState", async {
+                if let Some(mut leader) = leader_operator(&self.ctx).await? {
+                    return leader.autopilot_state(req.into_inner()).await;
+                }
+                Ok(Response::new(crate::cluster::autopilot::state(
+                    &self.ctx,
+                    self.ctx.gossip.as_ref(),
+                )))
+            })
+            .await
+    }
+
+    async fn members(
+        &self,
+        _req: Request<pb::MembersRequest>,
+    ) -> Result<Response<pb::MembersResponse>, Status> {
+        self.ctx
+            .metrics
+            .observe("Members", async {
+                let members = match &self.ctx.gossip {
+                    Some(g) => g
+                        .members()
+                        .into_iter()
+                        .map(|m| pb::GossipMember {
+                            name: m.member.name,
+                            address: m.member.gossip_addr.to_string(),
+                            role: format!("{:?}", m.member.role).to_lowercase(),
+                            datacenter: m.member.datacenter,
+                            state: format!("{:?}", m.state).to_lowercase(),
+                            server_addr: m.member.server_addr,
+                            grpc_addr: m.member.grpc_addr,
+                            version: m.member.version,
+                        })
+                        .collect(),
+                    None => vec![pb::GossipMember {
+                        name: self.ctx.node_name.clone(),
+                        address: String::new(),
+                        role: "server".into(),
+                        datacenter: self.ctx.datacenter.clone(),
+                        state: "alive".into(),
+                        server_addr: self.ctx.raft_addr.clone(),
+                        grpc_addr: self.ctx.grpc_addr.clone(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                    }],
+                };
+                Ok(Response::new(pb::MembersResponse { members }))
+            })
+            .await
+    }
+
     async fn raft_list_peers(
         &self,
         _req: Request<pb::RaftListPeersRequest>,

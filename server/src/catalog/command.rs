@@ -30,6 +30,9 @@ pub enum Command {
     },
     /// CA and intentions.
     Mesh(MeshCommand),
+    /// A write the client named: applied once, however often it is retried
+    /// (the outcome of the first time is returned again).
+    Once { request_id: String, cmd: Box<Command> },
     /// Replaces the whole catalog (snapshot restore). Entities keep the
     /// indexes they had in the snapshot.
     Restore {

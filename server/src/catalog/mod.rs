@@ -45,7 +45,13 @@ pub struct Catalog {
     /// Proxies by the service name they front: a service's mesh endpoints.
     proxies_by_destination: BTreeMap<String, BTreeSet<String>>,
     mesh: MeshState,
+    /// Outcomes of recently applied named writes, for retries.
+    recent: std::collections::HashMap<String, Outcome>,
+    recent_order: std::collections::VecDeque<String>,
 }
+
+/// How many named writes are remembered for deduplication.
+pub const RECENT_REQUESTS: usize = 65_536;
 
 impl Catalog {
     pub fn from_data(data: CatalogData) -> Self {
@@ -58,6 +64,9 @@ impl Catalog {
         }
         for ch in data.checks {
             c.insert_check(ch);
+        }
+        for (id, o) in data.recent_requests {
+            c.remember(id, o);
         }
         c.mesh.ca = data.ca;
         c.mesh.intentions = data
@@ -75,6 +84,22 @@ impl Catalog {
             checks: self.checks.values().cloned().collect(),
             ca: self.mesh.ca.clone(),
             intentions: self.mesh.intentions.values().cloned().collect(),
+            recent_requests: self
+                .recent_order
+                .iter()
+                .filter_map(|id| self.recent.get(id).map(|o| (id.clone(), o.clone())))
+                .collect(),
+        }
+    }
+
+    fn remember(&mut self, id: String, o: Outcome) {
+        if self.recent.insert(id.clone(), o).is_none() {
+            self.recent_order.push_back(id);
+        }
+        while self.recent_order.len() > RECENT_REQUESTS {
+            if let Some(old) = self.recent_order.pop_front() {
+                self.recent.remove(&old);
+            }
         }
     }
 
@@ -178,6 +203,14 @@ impl Catalog {
                 status,
                 output,
             } => self.update_ttl(index, check_id, *status, output, touched),
+            Command::Once { request_id, cmd } => {
+                if let Some(o) = self.recent.get(request_id) {
+                    return o.clone();
+                }
+                let o = self.apply(index, cmd, touched);
+                self.remember(request_id.clone(), o.clone());
+                o
+            }
             Command::Mesh(m) => {
                 touched.mesh = true;
                 self.mesh.apply(index, m)

@@ -158,4 +158,7 @@ pub struct CatalogData {
     pub ca: Option<super::mesh::CaState>,
     #[serde(default)]
     pub intentions: Vec<super::mesh::Intention>,
+    /// Recently applied named writes, oldest first, with their outcomes.
+    #[serde(default)]
+    pub recent_requests: Vec<(String, super::command::Outcome)>,
 }

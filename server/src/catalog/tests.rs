@@ -285,3 +285,29 @@ fn restore_replaces_everything_and_resets_watchers() {
     assert!(t.reset);
     assert_eq!(c.to_data(), saved);
 }
+
+#[test]
+fn a_named_write_applies_once_however_often_it_is_retried() {
+    let mut c = Catalog::default();
+    apply(&mut c, 1, register(vec![svc("web-1", "web", 80)], vec![]));
+    let once = |id: &str| Command::Once {
+        request_id: id.into(),
+        cmd: Box::new(Command::Deregister {
+            service_id: "web-1".into(),
+        }),
+    };
+    let (first, _) = apply(&mut c, 2, once("req-1"));
+    assert!(matches!(first, Outcome::Deregistered { .. }));
+    // The retry of the same request gets the same answer, not NOT_FOUND.
+    let (again, t) = apply(&mut c, 3, once("req-1"));
+    assert_eq!(again, first);
+    assert!(t.removed.is_empty(), "nothing is applied twice");
+    // A different request does run.
+    let (other, _) = apply(&mut c, 4, once("req-2"));
+    assert!(matches!(other, Outcome::NotFound { .. }));
+    // Remembered across a snapshot.
+    let back = Catalog::from_data(c.to_data());
+    let mut back = back;
+    let (after, _) = apply(&mut back, 5, once("req-1"));
+    assert_eq!(after, first);
+}

@@ -41,7 +41,7 @@ async fn shutdown_signal() {
 }
 
 pub async fn connect(c: &ClientArgs) -> anyhow::Result<Client> {
-    let client = Client::connect(&c.grpc_addr).await?;
+    let client = Client::connect(&c.grpc_addr).await?.stale(c.stale);
     Ok(match &c.token {
         Some(t) => client.with_token(t)?,
         None => client,
@@ -240,5 +240,71 @@ pub async fn snapshot_restore(c: &ClientArgs, file: &Path) -> anyhow::Result<()>
             "Restored snapshot taken at index {} (applied at index {})",
             resp.snapshot_index, resp.index
         )
+    })
+}
+
+pub async fn raft_remove_peer(c: &ClientArgs, node: &str) -> anyhow::Result<()> {
+    let resp = connect(c).await?.raft_remove_peer(node).await?;
+    emit(c.format, &resp, || {
+        println!(
+            "Removed {node} from the Raft configuration at index {}",
+            resp.index
+        )
+    })
+}
+
+pub async fn autopilot_state(c: &ClientArgs) -> anyhow::Result<()> {
+    let resp = connect(c).await?.autopilot_state().await?;
+    emit(c.format, &resp, || {
+        println!(
+            "Healthy: {}  Failure tolerance: {}  Leader last index: {}",
+            resp.healthy, resp.failure_tolerance, resp.leader_last_index
+        );
+        let rows: Vec<Vec<String>> = resp
+            .servers
+            .iter()
+            .map(|s| {
+                vec![
+                    s.node.clone(),
+                    s.address.clone(),
+                    if s.leader {
+                        "leader"
+                    } else if s.voter {
+                        "voter"
+                    } else {
+                        "learner"
+                    }
+                    .into(),
+                    if s.healthy { "healthy" } else { "unhealthy" }.into(),
+                    s.matched_index.to_string(),
+                    s.gossip.clone(),
+                ]
+            })
+            .collect();
+        table(
+            &["NODE", "ADDRESS", "ROLE", "HEALTH", "MATCHED INDEX", "GOSSIP"],
+            &rows,
+        );
+    })
+}
+
+pub async fn members(c: &ClientArgs) -> anyhow::Result<()> {
+    let resp = connect(c).await?.members().await?;
+    emit(c.format, &resp, || {
+        let rows: Vec<Vec<String>> = resp
+            .members
+            .iter()
+            .map(|m| {
+                vec![
+                    m.name.clone(),
+                    m.address.clone(),
+                    m.state.clone(),
+                    m.role.clone(),
+                    m.datacenter.clone(),
+                    m.version.clone(),
+                ]
+            })
+            .collect();
+        table(&["NODE", "ADDRESS", "STATUS", "ROLE", "DC", "VERSION"], &rows);
     })
 }

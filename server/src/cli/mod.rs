@@ -46,6 +46,14 @@ enum Cmd {
     Connect(ConnectCmd),
     /// Service-to-service authorization.
     Intention(IntentionCmd),
+    /// LAN gossip members and their state.
+    Members(MembersCmd),
+}
+
+#[derive(Args)]
+struct MembersCmd {
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 #[derive(Args)]
@@ -73,7 +81,7 @@ pub enum Format {
 /// How every command reaches an agent.
 #[derive(Args, Clone)]
 pub struct ClientArgs {
-    /// The agent's gRPC address.
+    /// The agent's gRPC address; several, comma-separated, to fail over.
     #[arg(
         long,
         env = "TRIBUNE_GRPC_ADDR",
@@ -87,6 +95,10 @@ pub struct ClientArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
     pub format: Format,
+    /// Read the serving agent's own state instead of a linearizable read
+    /// through the leader (faster; may lag).
+    #[arg(long, global = true)]
+    pub stale: bool,
 }
 
 #[derive(Args)]
@@ -191,12 +203,28 @@ enum OperatorSub {
         #[command(subcommand)]
         cmd: RaftSub,
     },
+    /// Autopilot: server health and failure tolerance.
+    Autopilot {
+        #[command(subcommand)]
+        cmd: AutopilotSub,
+    },
 }
 
 #[derive(Subcommand)]
 enum RaftSub {
     /// The Raft configuration and its leader.
     ListPeers,
+    /// Remove a server from the Raft configuration.
+    RemovePeer {
+        /// The server's node name.
+        node: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AutopilotSub {
+    /// Each server's health and the cluster's failure tolerance.
+    State,
 }
 
 #[derive(Args)]
@@ -263,9 +291,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             OperatorSub::Raft {
                 cmd: RaftSub::ListPeers,
             } => c::raft_list_peers(&s.client).await,
+            OperatorSub::Raft {
+                cmd: RaftSub::RemovePeer { node },
+            } => c::raft_remove_peer(&s.client, &node).await,
+            OperatorSub::Autopilot {
+                cmd: AutopilotSub::State,
+            } => c::autopilot_state(&s.client).await,
         },
         Cmd::Connect(s) => connect::run_connect(&s.client, s.cmd).await,
         Cmd::Intention(s) => connect::run_intention(&s.client, s.cmd).await,
+        Cmd::Members(s) => c::members(&s.client).await,
         Cmd::Snapshot(s) => match s.cmd {
             SnapshotSub::Save { file } => c::snapshot_save(&s.client, &file).await,
             SnapshotSub::Restore { file } => c::snapshot_restore(&s.client, &file).await,

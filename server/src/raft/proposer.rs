@@ -19,7 +19,7 @@ const MAX_BATCH: usize = 512;
 /// Entries in flight at once: one being fsynced while the next is formed.
 const IN_FLIGHT: usize = 2;
 
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ProposeError {
     #[error("this server is not the leader{}", leader_hint(.leader))]
     NotLeader { leader: Option<ServerNode> },
@@ -27,6 +27,8 @@ pub enum ProposeError {
     Raft(String),
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("the leader could not be reached: {0}")]
+    Unreachable(String),
 }
 
 fn leader_hint(l: &Option<ServerNode>) -> String {

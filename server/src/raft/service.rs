@@ -8,15 +8,25 @@ use tonic::{Request, Response, Status};
 use tribune_proto::raft::RaftPayload;
 use tribune_proto::raft::raft_server;
 
+use std::sync::Arc;
+
 use super::Raft;
+use crate::catalog::command::{Command, Outcome};
+use crate::cluster::RaftStatus;
+use crate::context::ServerContext;
+use crate::raft::proposer::ProposeError;
 
 pub struct RaftService {
     raft: Raft,
+    ctx: Arc<ServerContext>,
 }
 
 impl RaftService {
-    pub fn new(raft: Raft) -> Self {
-        RaftService { raft }
+    pub fn new(ctx: Arc<ServerContext>) -> Self {
+        RaftService {
+            raft: ctx.raft.clone(),
+            ctx,
+        }
     }
 }
 
@@ -46,5 +56,38 @@ impl raft_server::Raft for RaftService {
     async fn install_snapshot(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc = decode(req)?;
         encode(&self.raft.install_snapshot(rpc).await)
+    }
+
+    /// Only the leader's own proposer: a forwarded write is never forwarded again.
+    async fn propose(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let cmd: Command = decode(req)?;
+        let res: Result<(u64, Outcome), ProposeError> = self.ctx.proposer.propose(cmd).await;
+        encode(&res)
+    }
+
+    async fn read_index(&self, _req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let res: Result<u64, String> = self
+            .raft
+            .ensure_linearizable()
+            .await
+            .map(|l| l.map(|l| l.index).unwrap_or(0))
+            .map_err(|e| e.to_string());
+        encode(&res)
+    }
+
+    async fn status(&self, _req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let initialized = self.raft.is_initialized().await.unwrap_or(false);
+        let m = self.raft.metrics().borrow().clone();
+        encode(&RaftStatus {
+            node: self.ctx.node_name.clone(),
+            initialized,
+            leader: m.current_leader,
+            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+        })
+    }
+
+    async fn timeout_now(&self, _req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        tracing::info!("asked to take over leadership: campaigning");
+        encode(&self.raft.trigger().elect().await.is_ok())
     }
 }
