@@ -10,6 +10,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+pub mod cluster;
+pub mod linearizability;
 pub mod mesh;
 
 pub use tribune_client::{Client, api};

@@ -112,7 +112,11 @@ impl Gossip {
             changed,
         });
         let (cmds, rx) = mpsc::channel(16);
-        tokio::spawn(runtime::run(socket, me, join, cfg, shared.clone(), rx));
+        let span = tracing::info_span!("gossip", me = %me.name);
+        tokio::spawn(tracing::Instrument::instrument(
+            runtime::run(socket, me, join, cfg, shared.clone(), rx),
+            span,
+        ));
         Ok(Gossip { shared, cmds })
     }
 

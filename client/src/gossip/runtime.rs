@@ -48,8 +48,6 @@ pub(super) async fn run(
     let mut buf = vec![0u8; 65_536];
     let mut joined = join.is_empty();
     let mut retry = tokio::time::interval(cfg.retry_interval);
-    let span = tracing::info_span!("gossip", me = %me.name);
-    let _enter = span.enter();
 
     loop {
         tokio::select! {
