@@ -262,7 +262,7 @@ async fn every_server_restarted_keeps_all_state() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_server_joins_as_a_voter_and_remove_peer_takes_it_out() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let mut c = Cluster::start(3, &[]);
+    let c = Cluster::start(3, &[]);
     let client = c.client().await;
     client.register(instance("web", "web-1", 80)).await.unwrap();
     let ports = tribune_tests::Ports::free();
@@ -323,7 +323,7 @@ async fn histories_under_leader_failures_are_linearizable() {
                 // Paced, so the history stays small enough to search.
                 tokio::time::sleep(Duration::from_millis(4)).await;
                 let start = origin.elapsed().as_nanos() as u64;
-                if (i + k as u64) % 3 == 0 {
+                if (i + k as u64).is_multiple_of(3) {
                     let v = next_value.fetch_add(1, Ordering::Relaxed);
                     let mut r = instance("register", "reg", 80);
                     r.service.as_mut().unwrap().meta =
