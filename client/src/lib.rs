@@ -114,6 +114,11 @@ pub struct Client {
 /// How long a call keeps retrying across servers before it gives up.
 pub const RETRY_FOR: Duration = Duration::from_secs(20);
 
+/// How long one attempt may take before the next server is tried: a server
+/// that accepts connections but does not answer (frozen, partitioned) must
+/// not hold a call forever.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Metadata that names a write, so a retry applies once.
 pub const REQUEST_ID_HEADER: &str = "x-tribune-request-id";
 /// Metadata that asks for a read of the serving agent's own state.
@@ -265,7 +270,14 @@ impl Client {
                     .insert(CONSISTENCY_HEADER, MetadataValue::from_static("stale"));
             }
             let (i, ch) = self.channel();
-            match call(ch, r).await {
+            let res = match tokio::time::timeout(ATTEMPT_TIMEOUT, call(ch, r)).await {
+                Ok(res) => res,
+                Err(_) => Err(Status::unavailable(format!(
+                    "no answer from {} within {ATTEMPT_TIMEOUT:?}",
+                    self.channels[i].0
+                ))),
+            };
+            match res {
                 Ok(resp) => return Ok(resp.into_inner()),
                 Err(s) if retryable(&s) && started.elapsed() < RETRY_FOR => {
                     attempt += 1;

@@ -24,7 +24,7 @@ pub const CONSISTENCY_HEADER: &str = "x-tribune-consistency";
 pub const REQUEST_ID_HEADER: &str = "x-tribune-request-id";
 
 const LEADER_WAIT: Duration = Duration::from_secs(5);
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct ServerContext {
     pub node_name: String,

@@ -118,7 +118,12 @@ async fn killing_the_leader_under_writes_loses_nothing_ten_times() {
     let mut c = Cluster::start(3, &[]);
     let writers = Writers::start(c.client().await, 4, "kv");
     let mut elections = Vec::new();
-    for round in 0..10 {
+    // TRIBUNE_SOAK_ROUNDS=100 makes this a soak.
+    let rounds: usize = std::env::var("TRIBUNE_SOAK_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    for round in 0..rounds {
         let leader = c.leader(Duration::from_secs(10)).await.expect("a leader");
         let before = writers.acked.load(Ordering::Relaxed);
         c.servers[leader].kill9();
@@ -168,6 +173,78 @@ async fn killing_the_leader_under_writes_loses_nothing_ten_times() {
         "a new leader took {worst:?}; all: {elections:?}"
     );
     eprintln!("elections after kill -9 of the leader: {elections:?}");
+}
+
+/// The leader frozen (SIGSTOP): cut off from the majority in both
+/// directions. The majority elects a new leader and goes on; nothing
+/// acknowledged is lost; woken up (SIGCONT), the old leader finds a higher
+/// term and rejoins as a follower.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_isolated_leader_is_replaced_and_rejoins_as_a_follower() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut c = Cluster::start(3, &[]);
+    let writers = Writers::start(c.client().await, 3, "isolated");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let old = c.leader(Duration::from_secs(10)).await.unwrap();
+    let pid = c.servers[old].pid().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
+    // The majority: a new leader among the other two, and writes go on.
+    let others: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    let mut new_leader = None;
+    let t = Instant::now();
+    while new_leader.is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the majority elected no leader"
+        );
+        for &i in &others {
+            if let Ok(cl) = Client::connect(&c.servers[i].grpc_addr()).await
+                && let Ok(p) = cl.raft_peers().await
+                && let Some(l) = p.peers.iter().find(|p| p.leader)
+                && l.node != c.servers[old].node
+            {
+                new_leader = Some(l.node.clone());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = writers.acked.load(Ordering::Relaxed);
+    let t = Instant::now();
+    while writers.acked.load(Ordering::Relaxed) < before + 20 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "writes did not go on without the old leader"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap();
+    // The old leader rejoins as a follower of the new one.
+    let t = Instant::now();
+    loop {
+        let cl = Client::connect(&c.servers[old].grpc_addr()).await.unwrap();
+        let p = cl.stale(true).raft_peers().await.unwrap();
+        let me = p.peers.iter().find(|p| p.node == c.servers[old].node).unwrap();
+        let leader = p.peers.iter().find(|p| p.leader).map(|p| p.node.clone());
+        if !me.leader && leader == new_leader {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the old leader did not rejoin as a follower: {p:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let acked = writers.stop().await;
+    for s in &c.servers {
+        let present = ids_on(&s.grpc_addr(), "isolated").await;
+        assert!(acked.is_subset(&present), "{} lost acknowledged writes", s.node);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

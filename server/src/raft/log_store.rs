@@ -20,15 +20,20 @@ const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 
 const KEY_VOTE: &str = "vote";
-const KEY_COMMITTED: &str = "committed";
 const KEY_PURGED: &str = "last_purged";
 
 /// Version of the log record encoding (byte 0 of every record).
 const RECORD_V1: u8 = 1;
 
+/// Entries kept in memory after they are written: the state machine
+/// applies them right after the append, and followers are sent recent ones,
+/// so neither reads them back from disk or decodes them again.
+const CACHE_ENTRIES: usize = 1024;
+
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    recent: Arc<std::sync::Mutex<std::collections::BTreeMap<u64, Entry>>>,
 }
 
 fn io_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -70,7 +75,14 @@ impl LogStore {
             tx.open_table(META).map_err(io_err)?;
         }
         tx.commit().map_err(io_err)?;
-        Ok(LogStore { db: Arc::new(db) })
+        Ok(LogStore {
+            db: Arc::new(db),
+            recent: Arc::default(),
+        })
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, Entry>> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
@@ -141,6 +153,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&s) => s.saturating_add(1),
             Bound::Unbounded => 0,
         };
+        {
+            let cache = self.cache();
+            if cache.first_key_value().is_some_and(|(first, _)| *first <= start) {
+                return Ok(cache
+                    .range(start..)
+                    .take_while(|(k, _)| range.contains(*k))
+                    .map(|(_, e)| e.clone())
+                    .collect());
+            }
+        }
         let tx = self.db.begin_read().map_err(read_err)?;
         let t = tx.open_table(LOG).map_err(read_err)?;
         let mut out = Vec::new();
@@ -179,24 +201,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.meta(KEY_VOTE)
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Not needed for safety (Raft re-derives it), only to re-apply sooner
-        // after a restart: no fsync of its own; the next append carries it.
-        self.put_meta(KEY_COMMITTED, &committed, false).await
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
-    }
-
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
         let records = entries
-            .into_iter()
-            .map(|e| Ok((e.log_id.index, encode(&e)?)))
+            .iter()
+            .map(|e| Ok((e.log_id.index, encode(e)?)))
             .collect::<Result<Vec<_>, StorageError>>()?;
         let res = self
             .write(true, move |tx| {
@@ -209,6 +222,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .await;
         match res {
             Ok(()) => {
+                {
+                    let mut cache = self.cache();
+                    for e in entries {
+                        cache.insert(e.log_id.index, e);
+                    }
+                    while cache.len() > CACHE_ENTRIES {
+                        cache.pop_first();
+                    }
+                }
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
@@ -220,6 +242,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // The cache never holds what the disk does not: drop first.
+        self.cache().retain(|k, _| *k < log_id.index);
         self.write(true, move |tx| {
             let mut t = tx.open_table(LOG).map_err(io_err)?;
             t.retain_in(log_id.index.., |_, _| false).map_err(io_err)?;
@@ -229,6 +253,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.cache().retain(|k, _| *k > log_id.index);
         let purged = encode(&Some(log_id))?;
         // Purged entries are already in a snapshot; losing this commit in a
         // crash only brings them back, together with the old purge marker.
