@@ -7,8 +7,10 @@
 //! Tribune and then against etcd, and prints a table (or JSON).
 #![forbid(unsafe_code)]
 
+mod cluster;
 mod etcd;
 mod load;
+mod mesh;
 mod servers;
 mod tribune;
 
@@ -38,6 +40,13 @@ enum Cmd {
     /// Durable writes/s and p50/p99 commit latency: Tribune registrations
     /// against etcd puts, at each concurrency, servers started fresh.
     Writes(WritesArgs),
+    /// Leaf certificates signed per second on one core.
+    Sign(mesh::SignArgs),
+    /// xDS fan-out: N ADS streams, one catalog write, time until every stream has it.
+    XdsFanout(mesh::FanoutArgs),
+    /// Durable writes on 3 servers against a 3-member etcd, and the time
+    /// for writes to resume after kill -9 of the leader.
+    Cluster(cluster::ClusterArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -99,12 +108,17 @@ impl TribuneResult {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let Cli {
-        cmd: Cmd::Writes(args),
-    } = Cli::parse();
     // Dropping the run on Ctrl-C drops the servers, which kills them.
+    let run = async {
+        match Cli::parse().cmd {
+            Cmd::Writes(args) => writes(args).await,
+            Cmd::Sign(args) => mesh::sign(args),
+            Cmd::XdsFanout(args) => mesh::fanout(args).await,
+            Cmd::Cluster(args) => cluster::run(args).await,
+        }
+    };
     tokio::select! {
-        res = writes(args) => res,
+        res = run => res,
         _ = tokio::signal::ctrl_c() => bail!("interrupted"),
     }
 }

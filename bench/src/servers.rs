@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::Write;
-use std::net::TcpListener;
+use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -40,13 +40,81 @@ pub fn free_ports(n: usize) -> Result<Vec<u16>> {
         .collect()
 }
 
+/// A file all of a server's output is copied to.
+type LogFile = Arc<Mutex<std::fs::File>>;
+
+/// `n` distinct free UDP ports on 127.0.0.1 (for gossip), released like
+/// [`free_ports`]'s.
+pub fn free_udp_ports(n: usize) -> Result<Vec<u16>> {
+    let sockets = (0..n)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").context("binding UDP 127.0.0.1:0 to find a free port"))
+        .collect::<Result<Vec<_>>>()?;
+    sockets
+        .iter()
+        .map(|s| Ok(s.local_addr().context("reading a bound UDP port")?.port()))
+        .collect()
+}
+
 /// A running server process; killed when dropped.
 pub struct Server {
-    name: &'static str,
+    name: String,
     child: Child,
     tail: Arc<Mutex<VecDeque<String>>>,
     marker_seen: watch::Receiver<bool>,
     data_dir: TempDir,
+    /// How it was started, to start it again ([`Server::respawn`]).
+    program: PathBuf,
+    args: Vec<String>,
+    ready_marker: Option<&'static str>,
+    log: Option<LogFile>,
+}
+
+/// A started child process and the state its output drainers update.
+struct Launched {
+    child: Child,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    marker_seen: watch::Receiver<bool>,
+}
+
+/// Starts `program args...` with piped output drained into a fresh tail.
+fn launch(
+    name: &str,
+    program: &Path,
+    args: &[String],
+    ready_marker: Option<&'static str>,
+    log: Option<&LogFile>,
+) -> Result<Launched> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        // Its own process group: a Ctrl-C at the terminal reaches only the
+        // benchmark, which then kills the server itself.
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {name}: {} {}", program.display(), args.join(" ")))?;
+    let tail = Arc::new(Mutex::new(VecDeque::new()));
+    let (seen_tx, marker_seen) = watch::channel(false);
+    let seen_tx = Arc::new(seen_tx);
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(drain(
+            out,
+            tail.clone(),
+            log.cloned(),
+            ready_marker,
+            seen_tx.clone(),
+        ));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(drain(err, tail.clone(), log.cloned(), ready_marker, seen_tx));
+    }
+    Ok(Launched {
+        child,
+        tail,
+        marker_seen,
+    })
 }
 
 impl Server {
@@ -55,12 +123,13 @@ impl Server {
     /// signals readiness, watched by [`Server::marker_seen`]. With `log_dir`,
     /// all output also goes to `log_dir/NAME.log`.
     pub fn spawn(
-        name: &'static str,
+        name: impl Into<String>,
         program: &Path,
         args: impl FnOnce(&Path) -> Vec<String>,
         ready_marker: Option<&'static str>,
         log_dir: Option<&Path>,
     ) -> Result<Server> {
+        let name = name.into();
         let log = match log_dir {
             Some(dir) => {
                 let path = dir.join(format!("{name}.log"));
@@ -75,42 +144,65 @@ impl Server {
             .tempdir()
             .context("creating a temporary data directory")?;
         let args = args(data_dir.path());
-        let mut child = Command::new(program)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            // Its own process group: a Ctrl-C at the terminal reaches only the
-            // benchmark, which then kills the server itself.
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting {name}: {} {}", program.display(), args.join(" ")))?;
-        let tail = Arc::new(Mutex::new(VecDeque::new()));
-        let (seen_tx, marker_seen) = watch::channel(false);
-        let seen_tx = Arc::new(seen_tx);
-        if let Some(out) = child.stdout.take() {
-            tokio::spawn(drain(
-                out,
-                tail.clone(),
-                log.clone(),
-                ready_marker,
-                seen_tx.clone(),
-            ));
-        }
-        if let Some(err) = child.stderr.take() {
-            tokio::spawn(drain(err, tail.clone(), log, ready_marker, seen_tx));
-        }
+        let l = launch(&name, program, &args, ready_marker, log.as_ref())?;
         Ok(Server {
             name,
-            child,
-            tail,
-            marker_seen,
+            child: l.child,
+            tail: l.tail,
+            marker_seen: l.marker_seen,
             data_dir,
+            program: program.to_path_buf(),
+            args,
+            ready_marker,
+            log,
         })
     }
 
+    /// The server's name (also its log file's name).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Kills the process with SIGKILL (`kill -9`) and waits for it to exit.
+    /// Returns the moment the signal was sent.
+    pub async fn kill9(&mut self) -> Result<Instant> {
+        self.child
+            .start_kill()
+            .with_context(|| format!("killing {}", self.name))?;
+        let at = Instant::now();
+        self.child
+            .wait()
+            .await
+            .with_context(|| format!("waiting for {} to exit", self.name))?;
+        Ok(at)
+    }
+
+    /// Starts the server again, same program, arguments and data directory
+    /// (killing it first if it still runs). Wait for it with
+    /// [`Server::wait_ready`].
+    pub async fn respawn(&mut self) -> Result<()> {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.kill9().await?;
+        }
+        let l = launch(
+            &self.name,
+            &self.program,
+            &self.args,
+            self.ready_marker,
+            self.log.as_ref(),
+        )?;
+        self.child = l.child;
+        self.tail = l.tail;
+        self.marker_seen = l.marker_seen;
+        Ok(())
+    }
+
     /// The server's data directory.
+    /// The process ID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.data_dir.path()
     }
@@ -205,7 +297,7 @@ impl Drop for Server {
 async fn drain(
     pipe: impl AsyncRead + Unpin,
     tail: Arc<Mutex<VecDeque<String>>>,
-    log: Option<Arc<Mutex<std::fs::File>>>,
+    log: Option<LogFile>,
     marker: Option<&'static str>,
     seen: Arc<watch::Sender<bool>>,
 ) {

@@ -1,18 +1,20 @@
-//! The Tribune side: starting a single-server agent and registering unique
-//! service instances through `tribune-client`, one connection per client.
+//! The Tribune side: starting a single-server agent or a three-server
+//! cluster and registering unique service instances through
+//! `tribune-client`, one connection per client.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tribune_client::{Client, api};
 
 use crate::load::Writer;
-use crate::servers::{Server, free_ports};
+use crate::servers::{READY_TIMEOUT, Server, free_ports, free_udp_ports};
 
 /// The line a Tribune agent prints once it has a leader.
 const READY_MARKER: &str = "==> Ready";
@@ -25,66 +27,225 @@ pub struct Tribune {
     pub grpc_addr: String,
     /// HTTP address (health and `/metrics`).
     pub http_addr: String,
+    /// Server RPC (Raft) address, as `/v1/status/leader` names the leader.
+    pub server_addr: String,
+}
+
+/// How to start one agent: its name and addresses.
+struct AgentSpec {
+    node: String,
+    grpc_addr: String,
+    http_addr: String,
+    server_addr: String,
+    /// `--bootstrap-expect`.
+    expect: usize,
+    /// Gossip: this agent's LAN address and the one to join, in a cluster.
+    gossip: Option<(String, String)>,
+}
+
+impl AgentSpec {
+    /// An agent on three free TCP ports.
+    fn on_free_ports(node: &str, expect: usize) -> Result<AgentSpec> {
+        let ports = free_ports(3)?;
+        Ok(AgentSpec {
+            node: node.into(),
+            grpc_addr: format!("127.0.0.1:{}", ports[0]),
+            http_addr: format!("127.0.0.1:{}", ports[1]),
+            server_addr: format!("127.0.0.1:{}", ports[2]),
+            expect,
+            gossip: None,
+        })
+    }
+
+    /// `tribune agent --server ...` arguments for data directory `dir`.
+    fn args(&self, dir: &Path, log_level: Option<&str>) -> Vec<String> {
+        let mut a: Vec<String> = [
+            "agent",
+            "--server",
+            "--node",
+            &self.node,
+            "--data-dir",
+            &dir.display().to_string(),
+            "--bootstrap-expect",
+            &self.expect.to_string(),
+            "--grpc-addr",
+            &self.grpc_addr,
+            "--http-addr",
+            &self.http_addr,
+            "--server-addr",
+            &self.server_addr,
+        ]
+        .map(String::from)
+        .to_vec();
+        if let Some((lan, join)) = &self.gossip {
+            a.extend([
+                "--serf-lan-addr".into(),
+                lan.clone(),
+                "--retry-join".into(),
+                join.clone(),
+            ]);
+        } else {
+            // Any free UDP port: a lone server must not collide on 8301.
+            a.extend(["--serf-lan-addr".into(), "127.0.0.1:0".into()]);
+        }
+        if let Some(l) = log_level {
+            a.extend(["--log-level".into(), l.into()]);
+        }
+        a
+    }
+
+    /// Spawns the agent; does not wait for it.
+    fn spawn(
+        self,
+        name: String,
+        bin: &Path,
+        log_level: Option<&str>,
+        log_dir: Option<&Path>,
+    ) -> Result<Tribune> {
+        let server = Server::spawn(
+            name,
+            bin,
+            |dir| self.args(dir, log_level),
+            Some(READY_MARKER),
+            log_dir,
+        )?;
+        Ok(Tribune {
+            server,
+            grpc_addr: self.grpc_addr,
+            http_addr: self.http_addr,
+            server_addr: self.server_addr,
+        })
+    }
 }
 
 /// Starts `bin agent --server` on free ports with a fresh data directory and
 /// waits until it has elected itself leader. `log_dir`: see [`Server::spawn`].
 pub async fn start(bin: &Path, log_level: Option<&str>, log_dir: Option<&Path>) -> Result<Tribune> {
-    let ports = free_ports(3)?;
-    let grpc_addr = format!("127.0.0.1:{}", ports[0]);
-    let http_addr = format!("127.0.0.1:{}", ports[1]);
-    let server_addr = format!("127.0.0.1:{}", ports[2]);
-    let args = |dir: &Path| {
-        let mut a: Vec<String> = vec![
-            "agent".into(),
-            "--server".into(),
-            "--node".into(),
-            "bench".into(),
-            "--data-dir".into(),
-            dir.display().to_string(),
-            "--bootstrap-expect".into(),
-            "1".into(),
-            "--grpc-addr".into(),
-            grpc_addr.clone(),
-            "--http-addr".into(),
-            http_addr.clone(),
-            "--server-addr".into(),
-            server_addr.clone(),
-        ];
-        if let Some(l) = log_level {
-            a.extend(["--log-level".into(), l.into()]);
-        }
-        a
-    };
-    let mut server = Server::spawn("tribune", bin, args, Some(READY_MARKER), log_dir)?;
-    let http = http_addr.clone();
-    server
-        .wait_ready(|s| {
-            let seen = s.marker_seen();
-            let http = http.clone();
-            async move {
-                seen || http_get(&http, "/healthz")
-                    .await
-                    .is_ok_and(|(code, _)| code == 200)
-            }
-        })
-        .await?;
-    Ok(Tribune {
-        server,
-        grpc_addr,
-        http_addr,
-    })
+    let spec = AgentSpec::on_free_ports("bench", 1)?;
+    let mut node = spec.spawn("tribune".into(), bin, log_level, log_dir)?;
+    node.wait_ready().await?;
+    Ok(node)
 }
 
 impl Tribune {
-    /// The Raft index the server has applied (from `/healthz`).
-    pub async fn applied_index(&self) -> Result<u64> {
+    /// Waits until the agent prints its ready line or `/healthz` answers 200
+    /// (it knows a leader).
+    pub async fn wait_ready(&mut self) -> Result<()> {
+        let http = self.http_addr.clone();
+        self.server
+            .wait_ready(|s| {
+                let seen = s.marker_seen();
+                let http = http.clone();
+                async move {
+                    seen || http_get(&http, "/healthz")
+                        .await
+                        .is_ok_and(|(code, _)| code == 200)
+                }
+            })
+            .await
+    }
+
+    /// `/healthz`: the leader's node name (if known) and the applied index.
+    pub async fn health(&self) -> Result<(Option<String>, u64)> {
         let (code, body) = http_get(&self.http_addr, "/healthz").await?;
         let v: serde_json::Value = serde_json::from_str(&body)
             .with_context(|| format!("GET /healthz answered {code} with {body:?}"))?;
-        v["applied_index"]
+        let leader = v["leader"].as_str().map(String::from);
+        let applied = v["applied_index"]
             .as_u64()
-            .with_context(|| format!("GET /healthz answered {code} without applied_index: {body}"))
+            .with_context(|| format!("GET /healthz answered {code} without applied_index: {body}"))?;
+        Ok((leader, applied))
+    }
+
+    /// The leader's server RPC address by `/v1/status/leader` ("" if none).
+    pub async fn leader_addr(&self) -> Result<String> {
+        let (code, body) = http_get(&self.http_addr, "/v1/status/leader").await?;
+        serde_json::from_str(&body)
+            .with_context(|| format!("GET /v1/status/leader answered {code} with {body:?}"))
+    }
+
+    /// The Raft index the server has applied (from `/healthz`).
+    pub async fn applied_index(&self) -> Result<u64> {
+        Ok(self.health().await?.1)
+    }
+}
+
+/// Three Tribune servers on loopback that gossip and form one Raft cluster.
+pub struct TribuneCluster {
+    /// The servers s1, s2, s3.
+    pub members: Vec<Tribune>,
+}
+
+/// Starts three `agent --server --bootstrap-expect 3` on free ports, all
+/// joining s1's gossip address, and waits until each knows the leader.
+pub async fn start_cluster(
+    bin: &Path,
+    log_level: Option<&str>,
+    log_dir: Option<&Path>,
+) -> Result<TribuneCluster> {
+    let gossip = free_udp_ports(3)?;
+    let join = format!("127.0.0.1:{}", gossip[0]);
+    let mut members = Vec::new();
+    for (i, port) in gossip.iter().enumerate() {
+        let node = format!("s{}", i + 1);
+        let mut spec = AgentSpec::on_free_ports(&node, 3)?;
+        spec.gossip = Some((format!("127.0.0.1:{port}"), join.clone()));
+        members.push(spec.spawn(format!("tribune-{node}"), bin, log_level, log_dir)?);
+    }
+    for m in &mut members {
+        m.wait_ready().await?;
+    }
+    Ok(TribuneCluster { members })
+}
+
+impl TribuneCluster {
+    /// Every member's gRPC address.
+    pub fn grpc_addrs(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.grpc_addr.clone()).collect()
+    }
+
+    /// The index in `members` of the current leader, as the first member
+    /// that answers `/v1/status/leader` sees it.
+    pub async fn leader(&self) -> Result<usize> {
+        for m in &self.members {
+            let Ok(addr) = m.leader_addr().await else {
+                continue;
+            };
+            if let Some(i) = self.members.iter().position(|x| x.server_addr == addr) {
+                return Ok(i);
+            }
+        }
+        bail!("no Tribune server names a leader")
+    }
+
+    /// Waits until all members run, name the same leader and have applied
+    /// the same index (so a restarted one has caught up).
+    pub async fn wait_healthy(&mut self) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            for m in &mut self.members {
+                m.server.check_alive()?;
+            }
+            if self.in_agreement().await {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("the Tribune cluster did not agree on a leader and index within {READY_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Whether every member names the same leader and applied index.
+    async fn in_agreement(&self) -> bool {
+        let mut seen = Vec::new();
+        for m in &self.members {
+            match m.health().await {
+                Ok((Some(leader), applied)) => seen.push((leader, applied)),
+                _ => return false,
+            }
+        }
+        seen.windows(2).all(|w| w[0] == w[1])
     }
 }
 
@@ -123,12 +284,20 @@ impl Registrar {
     /// Connects client number `client` of a round with `round` clients.
     /// `meta_value` is the payload stored with each instance.
     pub async fn connect(addr: &str, round: usize, client: usize, meta_value: Arc<String>) -> Result<Self> {
+        Self::with_prefix(addr, format!("b{round}-{client}-"), meta_value)
+            .await
+            .with_context(|| format!("client {client}"))
+    }
+
+    /// Connects to `addr` (several comma-separated for failover), registering
+    /// `{id_prefix}{seq}`.
+    pub async fn with_prefix(addr: &str, id_prefix: String, meta_value: Arc<String>) -> Result<Self> {
         let c = Client::connect(addr)
             .await
-            .with_context(|| format!("connecting client {client} to Tribune at {addr}"))?;
+            .with_context(|| format!("connecting to Tribune at {addr}"))?;
         Ok(Registrar {
             client: c,
-            id_prefix: format!("b{round}-{client}-"),
+            id_prefix,
             meta_value,
         })
     }

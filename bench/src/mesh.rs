@@ -1,0 +1,432 @@
+//! Mesh benchmarks.
+//!
+//! - `sign`: leaf certificates signed per second on one core, through
+//!   `tribune_certs::sign_leaf` (a fresh P-256 key and an ECDSA signature
+//!   each).
+//! - `xds-fanout`: N ADS streams that speak the real protocol (subscribe to
+//!   CDS, LDS, EDS and SDS as an Envoy sidecar does, ACK every response)
+//!   against one Tribune server; then one catalog write (a new instance of
+//!   the service every stream has as upstream) and the time until each
+//!   stream holds the new endpoint; and the server's RSS per idle stream.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tribune_client::{Client, api};
+
+use crate::load::percentile;
+
+const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+const SDS: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+
+#[derive(clap::Args)]
+pub struct SignArgs {
+    /// How long to sign for.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    duration: Duration,
+}
+
+/// Signs leaves on this thread alone for `duration`.
+pub fn sign(args: SignArgs) -> Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    let root = tribune_certs::new_root("bench.tribune", "Tribune CA 1", 86_400 * 365, now)?;
+    let id = tribune_certs::service_spiffe_id("bench.tribune", "dc1", "web");
+    let start = Instant::now();
+    let mut n = 0u64;
+    let mut lat = Vec::new();
+    while start.elapsed() < args.duration {
+        let t = Instant::now();
+        let leaf = tribune_certs::sign_leaf(&root, &id, 72 * 3600, now)?;
+        lat.push(t.elapsed());
+        std::hint::black_box(leaf);
+        n += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    lat.sort();
+    println!(
+        "leaf certificates signed on one core: {:.0}/s ({n} in {secs:.1}s); p50 {:?}, p99 {:?}",
+        n as f64 / secs,
+        percentile(&lat, 50.0).unwrap_or_default(),
+        percentile(&lat, 99.0).unwrap_or_default()
+    );
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    Delta,
+    Sotw,
+}
+
+#[derive(clap::Args)]
+pub struct FanoutArgs {
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/tribune"))]
+    tribune_bin: PathBuf,
+    /// Stream counts; one run each.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    streams: Vec<usize>,
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "delta,sotw")]
+    modes: Vec<Mode>,
+    /// ADS streams per HTTP/2 connection.
+    #[arg(long, default_value_t = 100)]
+    per_connection: usize,
+    /// Services the sidecars front (each has its own leaf certificate).
+    #[arg(long, default_value_t = 100)]
+    services: usize,
+    /// Catalog writes to time, one after another.
+    #[arg(long, default_value_t = 3)]
+    changes: usize,
+}
+
+/// What one stream reports: its number, and how many endpoints it holds.
+type Report = (usize, usize, Instant);
+
+fn vm_rss_kib(pid: u32) -> Result<u64> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc/PID/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS line")
+}
+
+fn endpoints_in(resources: &[Any]) -> Option<usize> {
+    resources
+        .iter()
+        .filter(|a| a.type_url == EDS)
+        .filter_map(|a| ClusterLoadAssignment::decode(&*a.value).ok())
+        .map(|cla| cla.endpoints.iter().map(|l| l.lb_endpoints.len()).sum())
+        .max()
+}
+
+async fn sidecar(
+    client: &Client,
+    name: &str,
+    id: &str,
+    port: u32,
+    sidecar_port: u32,
+    upstream: bool,
+) -> Result<()> {
+    let req = api::RegisterRequest {
+        service: Some(api::ServiceSpec {
+            id: id.into(),
+            name: name.into(),
+            address: "127.0.0.1".into(),
+            port,
+            ..Default::default()
+        }),
+        sidecar: Some(api::SidecarSpec {
+            port: sidecar_port,
+            upstreams: if upstream {
+                vec![api::Upstream {
+                    destination_name: "api".into(),
+                    local_bind_port: 9191,
+                    ..Default::default()
+                }]
+            } else {
+                vec![]
+            },
+            address: String::new(),
+        }),
+        ..Default::default()
+    };
+    client
+        .register(req)
+        .await
+        .with_context(|| format!("registering {id}"))?;
+    Ok(())
+}
+
+struct StreamSpec {
+    n: usize,
+    proxy_id: String,
+    cluster: String,
+    sni: String,
+    leaf: String,
+}
+
+async fn run_delta(ch: Channel, s: StreamSpec, tx: mpsc::UnboundedSender<Report>) -> Result<()> {
+    let (req_tx, req_rx) = mpsc::channel::<DeltaDiscoveryRequest>(16);
+    let node = Node {
+        id: s.proxy_id.clone(),
+        cluster: s.cluster.clone(),
+        ..Default::default()
+    };
+    let subs: [(&str, Vec<String>); 4] = [
+        (CDS, vec![]),
+        (LDS, vec![]),
+        (EDS, vec![s.sni.clone()]),
+        (SDS, vec![s.leaf.clone(), "tribune-roots".into()]),
+    ];
+    for (t, names) in subs {
+        req_tx
+            .send(DeltaDiscoveryRequest {
+                node: Some(node.clone()),
+                type_url: t.into(),
+                resource_names_subscribe: names,
+                ..Default::default()
+            })
+            .await?;
+    }
+    let mut resp = AggregatedDiscoveryServiceClient::new(ch)
+        .delta_aggregated_resources(ReceiverStream::new(req_rx))
+        .await?
+        .into_inner();
+    while let Some(r) = resp.message().await? {
+        let any: Vec<Any> = r.resources.iter().filter_map(|x| x.resource.clone()).collect();
+        if let Some(n) = endpoints_in(&any) {
+            let _ = tx.send((s.n, n, Instant::now()));
+        }
+        req_tx
+            .send(DeltaDiscoveryRequest {
+                type_url: r.type_url.clone(),
+                response_nonce: r.nonce.clone(),
+                ..Default::default()
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+async fn run_sotw(ch: Channel, s: StreamSpec, tx: mpsc::UnboundedSender<Report>) -> Result<()> {
+    let (req_tx, req_rx) = mpsc::channel::<DiscoveryRequest>(16);
+    let node = Node {
+        id: s.proxy_id.clone(),
+        cluster: s.cluster.clone(),
+        ..Default::default()
+    };
+    let names: HashMap<&str, Vec<String>> = HashMap::from([
+        (CDS, vec![]),
+        (LDS, vec![]),
+        (EDS, vec![s.sni.clone()]),
+        (SDS, vec![s.leaf.clone(), "tribune-roots".into()]),
+    ]);
+    for (t, n) in &names {
+        req_tx
+            .send(DiscoveryRequest {
+                node: Some(node.clone()),
+                type_url: (*t).into(),
+                resource_names: n.clone(),
+                ..Default::default()
+            })
+            .await?;
+    }
+    let mut resp = AggregatedDiscoveryServiceClient::new(ch)
+        .stream_aggregated_resources(ReceiverStream::new(req_rx))
+        .await?
+        .into_inner();
+    while let Some(r) = resp.message().await? {
+        if let Some(n) = endpoints_in(&r.resources) {
+            let _ = tx.send((s.n, n, Instant::now()));
+        }
+        req_tx
+            .send(DiscoveryRequest {
+                type_url: r.type_url.clone(),
+                version_info: r.version_info.clone(),
+                response_nonce: r.nonce.clone(),
+                resource_names: names.get(r.type_url.as_str()).cloned().unwrap_or_default(),
+                ..Default::default()
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+struct FanoutResult {
+    streams: usize,
+    mode: Mode,
+    connect_secs: f64,
+    rss_per_stream_kib: f64,
+    /// Per change: p50, p99, last.
+    changes: Vec<(Duration, Duration, Duration)>,
+}
+
+/// Waits until every stream reports at least `want` endpoints; the time each
+/// first did, counted from `t0`.
+async fn wait_all(
+    rx: &mut mpsc::UnboundedReceiver<Report>,
+    held: &mut [usize],
+    want: usize,
+    t0: Instant,
+    limit: Duration,
+) -> Result<Vec<Duration>> {
+    let mut times = vec![None; held.len()];
+    for (i, h) in held.iter().enumerate() {
+        if *h >= want {
+            times[i] = Some(Duration::ZERO);
+        }
+    }
+    let mut missing = times.iter().filter(|t| t.is_none()).count();
+    let deadline = tokio::time::Instant::now() + limit;
+    while missing > 0 {
+        let Ok(Some((i, n, at))) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+            bail!(
+                "{missing} of {} streams did not get {want} endpoints within {limit:?}",
+                held.len()
+            );
+        };
+        held[i] = n;
+        if n >= want && times[i].is_none() {
+            times[i] = Some(at.saturating_duration_since(t0));
+            missing -= 1;
+        }
+    }
+    let mut out: Vec<Duration> = times.into_iter().flatten().collect();
+    out.sort();
+    Ok(out)
+}
+
+async fn fanout_one(args: &FanoutArgs, n: usize, mode: Mode) -> Result<FanoutResult> {
+    let t = crate::tribune::start(&args.tribune_bin, None, None).await?;
+    let pid = t.server.pid().context("the server has no pid")?;
+    let client = Client::connect(&t.grpc_addr).await?;
+    sidecar(&client, "api", "api-1", 9001, 21001, false).await?;
+    // The sidecars, written concurrently (group commit makes this quick).
+    let client = Arc::new(client);
+    let mut tasks = Vec::new();
+    for w in 0..64 {
+        let c = client.clone();
+        let services = args.services;
+        tasks.push(tokio::spawn(async move {
+            for i in (w..n).step_by(64) {
+                let svc = format!("app-{}", i % services);
+                sidecar(
+                    &c,
+                    &svc,
+                    &format!("app-{i}"),
+                    10_000,
+                    20_000 + (i % 40_000) as u32,
+                    true,
+                )
+                .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let td = loop {
+        match client.ca_roots().await {
+            Ok(r) => break r.trust_domain,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let sni = format!("api.default.dc1.internal.{td}");
+    let rss_before = vm_rss_kib(pid)?;
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
+    let started = Instant::now();
+    let mut channels = Vec::new();
+    for _ in 0..n.div_ceil(args.per_connection) {
+        let ch = Endpoint::from_shared(format!("http://{}", t.grpc_addr))?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .context("connecting an ADS channel")?;
+        channels.push(ch);
+    }
+    for i in 0..n {
+        let spec = StreamSpec {
+            n: i,
+            proxy_id: format!("app-{i}-sidecar-proxy"),
+            cluster: format!("app-{}", i % args.services),
+            sni: sni.clone(),
+            leaf: format!("tribune-leaf:app-{}", i % args.services),
+        };
+        let ch = channels[i / args.per_connection].clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let r = match mode {
+                Mode::Delta => run_delta(ch, spec, tx).await,
+                Mode::Sotw => run_sotw(ch, spec, tx).await,
+            };
+            if let Err(e) = r {
+                eprintln!("stream ended: {e:#}");
+            }
+        });
+    }
+    let mut held = vec![0usize; n];
+    wait_all(&mut rx, &mut held, 1, started, Duration::from_secs(120)).await?;
+    let connect_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after = vm_rss_kib(pid)?;
+
+    let mut changes = Vec::new();
+    for k in 0..args.changes {
+        let t0 = Instant::now();
+        sidecar(
+            &client,
+            "api",
+            &format!("api-{}", k + 2),
+            9002 + k as u32,
+            21_002 + k as u32,
+            false,
+        )
+        .await?;
+        let times = wait_all(&mut rx, &mut held, k + 2, t0, Duration::from_secs(60)).await?;
+        changes.push((
+            percentile(&times, 50.0).unwrap_or_default(),
+            percentile(&times, 99.0).unwrap_or_default(),
+            times.last().copied().unwrap_or_default(),
+        ));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(t);
+    Ok(FanoutResult {
+        streams: n,
+        mode,
+        connect_secs,
+        rss_per_stream_kib: rss_after.saturating_sub(rss_before) as f64 / n as f64,
+        changes,
+    })
+}
+
+pub async fn fanout(args: FanoutArgs) -> Result<()> {
+    let mut results = Vec::new();
+    for &n in &args.streams {
+        for &mode in &args.modes {
+            eprintln!("xds-fanout: {n} streams, {mode:?}...");
+            results.push(fanout_one(&args, n, mode).await?);
+        }
+    }
+    println!(
+        "| streams | mode | all connected and configured | change -> stream p50 | p99 | last stream | server RSS per idle stream |"
+    );
+    println!("|--:|---|--:|--:|--:|--:|--:|");
+    for r in &results {
+        // The worst of the timed changes, so one lucky write does not flatter.
+        let p50 = r.changes.iter().map(|c| c.0).max().unwrap_or_default();
+        let p99 = r.changes.iter().map(|c| c.1).max().unwrap_or_default();
+        let last = r.changes.iter().map(|c| c.2).max().unwrap_or_default();
+        println!(
+            "| {} | {:?} | {:.1} s | {:.0} ms | {:.0} ms | {:.0} ms | {:.1} KiB |",
+            r.streams,
+            r.mode,
+            r.connect_secs,
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3,
+            last.as_secs_f64() * 1e3,
+            r.rss_per_stream_kib
+        );
+    }
+    Ok(())
+}
