@@ -93,16 +93,21 @@ pub enum Placement {
 /// The failover measurement of one store.
 struct Failover {
     store: &'static str,
-    /// Kill-to-resume time of each round.
-    resumes: Vec<Duration>,
+    /// Kill-to-resume time of each round; `None`: writes did not resume
+    /// within [`RESUME_TIMEOUT`].
+    resumes: Vec<Option<Duration>>,
     /// Writes that failed for good (after their client's retries).
     errors: u64,
     first_error: Option<String>,
+    /// Why the rounds stopped early, if they did.
+    aborted: Option<String>,
 }
 
 impl Failover {
+    /// Resume times, ascending; a round that never resumed counts as
+    /// `Duration::MAX`.
     fn sorted(&self) -> Vec<Duration> {
-        let mut v = self.resumes.clone();
+        let mut v: Vec<Duration> = self.resumes.iter().map(|r| r.unwrap_or(Duration::MAX)).collect();
         v.sort_unstable();
         v
     }
@@ -112,7 +117,11 @@ impl Failover {
     }
 
     fn max(&self) -> Option<Duration> {
-        self.resumes.iter().max().copied()
+        self.sorted().last().copied()
+    }
+
+    fn stalled(&self) -> usize {
+        self.resumes.iter().filter(|r| r.is_none()).count()
     }
 }
 
@@ -387,9 +396,14 @@ async fn failover<C: UnderTest>(cluster: &mut C, args: &ClusterArgs) -> Result<F
         resumes: Vec::new(),
         errors: 0,
         first_error: None,
+        aborted: None,
     };
     for round in 0..args.failover_rounds {
-        cluster.wait_healthy().await?;
+        if let Err(e) = cluster.wait_healthy().await {
+            eprintln!("{:>7}: failover stopped: {e:#}", C::STORE);
+            out.aborted = Some(format!("{e:#}"));
+            return Ok(out);
+        }
         let mut writers = Vec::with_capacity(args.failover_writers);
         for i in 0..args.failover_writers {
             writers.push(cluster.writer(round, i, args.attempt_timeout).await?);
@@ -405,7 +419,8 @@ async fn failover<C: UnderTest>(cluster: &mut C, args: &ClusterArgs) -> Result<F
         let r = kill_and_measure(writers, server).await?;
         eprintln!(
             "writes resume after {} (first ack of an older write after {}), {} errors",
-            fmt_ms(Some(r.resume)),
+            r.resume
+                .map_or(format!("more than {RESUME_TIMEOUT:?}"), |d| fmt_ms(Some(d))),
             fmt_ms(r.first_ack),
             r.errors
         );
@@ -416,14 +431,17 @@ async fn failover<C: UnderTest>(cluster: &mut C, args: &ClusterArgs) -> Result<F
         }
         server.respawn().await?;
     }
-    cluster.wait_healthy().await?;
+    if let Err(e) = cluster.wait_healthy().await {
+        out.aborted = Some(format!("{e:#}"));
+    }
     Ok(out)
 }
 
 /// One failover round's result.
 struct Resume {
-    /// From the kill to the first acknowledgement of a write started after it.
-    resume: Duration,
+    /// From the kill to the first acknowledgement of a write started after
+    /// it; `None` if there was none within [`RESUME_TIMEOUT`].
+    resume: Option<Duration>,
     /// From the kill to the first acknowledgement of any write.
     first_ack: Option<Duration>,
     errors: u64,
@@ -466,17 +484,8 @@ async fn kill_and_measure<W: Writer>(writers: Vec<W>, server: &mut Server) -> Re
         errors += e;
         first_error = first_error.or(first);
     }
-    let Some(resume) = resumed else {
-        bail!(
-            "writes did not resume within {RESUME_TIMEOUT:?} of killing {}{}",
-            server.name(),
-            first_error
-                .map(|e| format!(" (first error: {e})"))
-                .unwrap_or_default()
-        );
-    };
     Ok(Resume {
-        resume,
+        resume: resumed,
         first_ack,
         errors,
         first_error,
@@ -526,9 +535,11 @@ fn report(
                 "store": f.store,
                 "attempt_timeout_ms": args.attempt_timeout.as_secs_f64() * 1e3,
                 "writers": args.failover_writers,
-                "resume_ms": f.resumes.iter().map(|d| d.as_secs_f64() * 1e3).collect::<Vec<_>>(),
-                "median_ms": f.median().map(|d| d.as_secs_f64() * 1e3),
-                "max_ms": f.max().map(|d| d.as_secs_f64() * 1e3),
+                "resume_ms": f.resumes.iter().map(|d| d.map(|d| d.as_secs_f64() * 1e3)).collect::<Vec<_>>(),
+                "median_ms": f.median().filter(|d| *d != Duration::MAX).map(|d| d.as_secs_f64() * 1e3),
+                "max_ms": f.max().filter(|d| *d != Duration::MAX).map(|d| d.as_secs_f64() * 1e3),
+                "stalled_rounds": f.stalled(),
+                "aborted": f.aborted,
                 "errors": f.errors,
                 "first_error": f.first_error,
             })).collect::<Vec<_>>(),
@@ -564,11 +575,15 @@ fn placement_text(p: Placement) -> &'static str {
 
 /// `failover tribune: median 0.71 s, max 0.80 s over 5 kills (0.70, ...)`.
 fn failover_line(f: &Failover, args: &ClusterArgs) -> String {
-    let secs = |d: Option<Duration>| d.map_or("-".into(), |d| format!("{:.2} s", d.as_secs_f64()));
+    let secs = |d: Option<Duration>| match d {
+        None => "-".into(),
+        Some(Duration::MAX) => format!("> {} s", RESUME_TIMEOUT.as_secs()),
+        Some(d) => format!("{:.2} s", d.as_secs_f64()),
+    };
     let all = f
         .resumes
         .iter()
-        .map(|d| format!("{:.2}", d.as_secs_f64()))
+        .map(|d| d.map_or("stalled".into(), |d| format!("{:.2}", d.as_secs_f64())))
         .collect::<Vec<_>>()
         .join(", ");
     format!(
@@ -584,7 +599,11 @@ fn failover_line(f: &Failover, args: &ClusterArgs) -> String {
             .as_deref()
             .map(|e| format!(" (first: {e})"))
             .unwrap_or_default()
-    )
+    ) + &f
+        .aborted
+        .as_deref()
+        .map(|e| format!("; stopped early: {e}"))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -599,12 +618,20 @@ mod tests {
     fn failover_median_and_max() {
         let f = Failover {
             store: "x",
-            resumes: vec![ms(900), ms(300), ms(500), ms(700), ms(100)],
+            resumes: [900, 300, 500, 700, 100].map(|v| Some(ms(v))).to_vec(),
             errors: 0,
             first_error: None,
+            aborted: None,
         };
         assert_eq!(f.median(), Some(ms(500)));
         assert_eq!(f.max(), Some(ms(900)));
+        let f = Failover {
+            resumes: vec![Some(ms(300)), None, Some(ms(100))],
+            ..f
+        };
+        assert_eq!(f.median(), Some(ms(300)));
+        assert_eq!(f.max(), Some(Duration::MAX));
+        assert_eq!(f.stalled(), 1);
     }
 
     #[test]

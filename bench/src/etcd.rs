@@ -39,13 +39,13 @@ struct MemberSpec {
 }
 
 impl MemberSpec {
-    fn on_free_ports(name: &str) -> Result<MemberSpec> {
-        let ports = free_ports(2)?;
-        Ok(MemberSpec {
+    /// A member on `ports`: client and peer.
+    fn on_ports(name: &str, ports: &[u16]) -> MemberSpec {
+        MemberSpec {
             name: name.into(),
             client_url: format!("http://127.0.0.1:{}", ports[0]),
             peer_url: format!("http://127.0.0.1:{}", ports[1]),
-        })
+        }
     }
 
     /// `NAME=PEER_URL`, for `--initial-cluster`.
@@ -104,7 +104,7 @@ impl MemberSpec {
 /// Starts `bin` as a one-member cluster on free ports with a fresh data
 /// directory and waits until it accepts a put. `log_dir`: see [`Server::spawn`].
 pub async fn start(bin: &Path, log_dir: Option<&Path>) -> Result<Etcd> {
-    let spec = MemberSpec::on_free_ports("bench")?;
+    let spec = MemberSpec::on_ports("bench", &free_ports(2)?);
     let mut node = spec.spawn("etcd".into(), bin, &spec.peer(), log_dir)?;
     node.wait_ready().await?;
     Ok(node)
@@ -150,9 +150,13 @@ pub struct EtcdCluster {
 /// Starts a three-member cluster on free ports and waits until every member
 /// accepts a put.
 pub async fn start_cluster(bin: &Path, log_dir: Option<&Path>) -> Result<EtcdCluster> {
-    let specs = (1..=3)
-        .map(|i| MemberSpec::on_free_ports(&format!("e{i}")))
-        .collect::<Result<Vec<_>>>()?;
+    // All at once, so no two members get the same port.
+    let ports = free_ports(6)?;
+    let specs: Vec<MemberSpec> = ports
+        .chunks(2)
+        .enumerate()
+        .map(|(i, p)| MemberSpec::on_ports(&format!("e{}", i + 1), p))
+        .collect();
     let initial = specs.iter().map(MemberSpec::peer).collect::<Vec<_>>().join(",");
     let mut members = specs
         .iter()

@@ -46,15 +46,19 @@ struct AgentSpec {
 impl AgentSpec {
     /// An agent on three free TCP ports.
     fn on_free_ports(node: &str, expect: usize) -> Result<AgentSpec> {
-        let ports = free_ports(3)?;
-        Ok(AgentSpec {
+        Ok(Self::on_ports(node, expect, &free_ports(3)?))
+    }
+
+    /// An agent on `ports`: gRPC, HTTP and server RPC.
+    fn on_ports(node: &str, expect: usize, ports: &[u16]) -> AgentSpec {
+        AgentSpec {
             node: node.into(),
             grpc_addr: format!("127.0.0.1:{}", ports[0]),
             http_addr: format!("127.0.0.1:{}", ports[1]),
             server_addr: format!("127.0.0.1:{}", ports[2]),
             expect,
             gossip: None,
-        })
+        }
     }
 
     /// `tribune agent --server ...` arguments for data directory `dir`.
@@ -184,11 +188,13 @@ pub async fn start_cluster(
     log_dir: Option<&Path>,
 ) -> Result<TribuneCluster> {
     let gossip = free_udp_ports(3)?;
+    // All at once, so no two members get the same port.
+    let tcp = free_ports(9)?;
     let join = format!("127.0.0.1:{}", gossip[0]);
     let mut members = Vec::new();
-    for (i, port) in gossip.iter().enumerate() {
+    for (i, (port, ports)) in gossip.iter().zip(tcp.chunks(3)).enumerate() {
         let node = format!("s{}", i + 1);
-        let mut spec = AgentSpec::on_free_ports(&node, 3)?;
+        let mut spec = AgentSpec::on_ports(&node, 3, ports);
         spec.gossip = Some((format!("127.0.0.1:{port}"), join.clone()));
         members.push(spec.spawn(format!("tribune-{node}"), bin, log_level, log_dir)?);
     }

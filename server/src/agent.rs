@@ -79,6 +79,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     .await?;
 
     let log_store = LogStore::open(&data_dir).context("opening the Raft log")?;
+    let log_reader = log_store.clone();
     let sm = StateMachineStore::open(&data_dir.join("snapshots"), settings.watch_history)
         .context("opening the state machine")?;
     let state = sm.shared();
@@ -86,12 +87,16 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let node_id = node_id_for(&settings.node);
     let config = openraft::Config {
         cluster_name: format!("tribune-{}", settings.datacenter),
+        // openraft 0.9 also uses the heartbeat interval as the timeout of every
+        // AppendEntries: it must leave room for a follower's fsync under load,
+        // and each AppendEntries carries few entries (each a batch of writes).
         // A follower campaigns after the leader lease (= election_timeout_max)
-        // plus its own randomized timeout: a dead leader is replaced in
-        // 0.6 to 0.8 s, and 600 ms of silence are tolerated under load.
-        heartbeat_interval: 80,
-        election_timeout_min: 200,
-        election_timeout_max: 400,
+        // plus its own randomized timeout: a dead leader is replaced in about
+        // 0.75 to 1 s.
+        heartbeat_interval: 100,
+        election_timeout_min: 250,
+        election_timeout_max: 500,
+        max_payload_entries: 8,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_threshold),
         max_in_snapshot_log_to_keep: settings.snapshot_keep_logs,
         ..Default::default()
@@ -137,7 +142,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
 
     let raft_server = tonic::transport::Server::builder()
         .add_service(
-            RaftServer::new(RaftService::new(ctx.clone()))
+            RaftServer::new(RaftService::new(ctx.clone(), log_reader))
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE),
         )

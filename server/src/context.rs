@@ -151,12 +151,9 @@ impl ServerContext {
             ));
         };
         let index = if id == self.node_id {
-            self.raft
-                .ensure_linearizable()
+            crate::raft::read_index(&self.raft)
                 .await
-                .map_err(|e| Status::unavailable(format!("leadership could not be confirmed: {e}")))?
-                .map(|l| l.index)
-                .unwrap_or(0)
+                .map_err(Status::unavailable)?
         } else {
             self.peers
                 .call::<_, Result<u64, String>>(&node.raft_addr, Method::ReadIndex, &(), LEADER_WAIT)

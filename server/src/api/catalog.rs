@@ -27,6 +27,20 @@ impl CatalogApi {
 
 type WatchStream = ReceiverStream<Result<pb::WatchEvent, Status>>;
 
+/// A service name to read or watch: a DNS label, or a sidecar's derived
+/// name ("<name>-sidecar-proxy"), which may run past 63 characters.
+fn queried_name(name: &str) -> Result<(), Status> {
+    validate::service_name("name", name)
+        .or_else(|e| {
+            if name.ends_with(convert::SIDECAR_SUFFIX) {
+                validate::id("name", name)
+            } else {
+                Err(e)
+            }
+        })
+        .map_err(invalid)
+}
+
 #[tonic::async_trait]
 impl Catalog for CatalogApi {
     async fn register(
@@ -151,16 +165,7 @@ impl Catalog for CatalogApi {
             .observe("GetService", async {
                 self.ctx.read_barrier(wants_stale(&req)).await?;
                 let req = req.into_inner();
-                validate::service_name("name", &req.name)
-                    .or_else(|e| {
-                        // Sidecar names are derived and may run past 63 characters.
-                        if req.name.ends_with(convert::SIDECAR_SUFFIX) {
-                            validate::id("name", &req.name)
-                        } else {
-                            Err(e)
-                        }
-                    })
-                    .map_err(invalid)?;
+                queried_name(&req.name)?;
                 let d = self.ctx.state.read();
                 let instances = d
                     .catalog
@@ -210,15 +215,7 @@ impl Catalog for CatalogApi {
             .metrics
             .observe("WatchService", async {
                 let req = req.into_inner();
-                validate::service_name("name", &req.name)
-                    .or_else(|e| {
-                        if req.name.ends_with(convert::SIDECAR_SUFFIX) {
-                            validate::id("name", &req.name)
-                        } else {
-                            Err(e)
-                        }
-                    })
-                    .map_err(invalid)?;
+                queried_name(&req.name)?;
                 Ok(Response::new(spawn_watch(
                     self.ctx.clone(),
                     Filter::Service(req.name),

@@ -28,7 +28,7 @@ const RECORD_V1: u8 = 1;
 /// Entries kept in memory after they are written: the state machine
 /// applies them right after the append, and followers are sent recent ones,
 /// so neither reads them back from disk or decodes them again.
-const CACHE_ENTRIES: usize = 1024;
+const CACHE_ENTRIES: usize = 256;
 
 #[derive(Clone)]
 pub struct LogStore {
@@ -128,6 +128,16 @@ impl LogStore {
             Ok(())
         })
         .await
+    }
+
+    /// The last log id this server holds (the newest entry, or what was
+    /// purged into a snapshot).
+    pub fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
+        if let Some((_, e)) = self.cache().last_key_value() {
+            return Ok(Some(e.log_id));
+        }
+        let purged: Option<LogId> = self.meta(KEY_PURGED)?;
+        Ok(self.last_entry_log_id()?.or(purged))
     }
 
     fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {

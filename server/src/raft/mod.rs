@@ -53,6 +53,22 @@ pub type StorageError = openraft::StorageError<NodeId>;
 pub type StoredMembership = openraft::StoredMembership<NodeId, ServerNode>;
 pub type Entry = openraft::Entry<TypeConfig>;
 
+/// The index a linearizable read must wait for: the leader confirms its
+/// leadership with a quorum, and the read waits for everything the leader
+/// holds, not only what openraft counts as committed. A leader restored from
+/// its vote after a restart does not know its commit index yet, and openraft
+/// 0.9's read index would then point at an old entry.
+pub async fn read_index(raft: &Raft) -> Result<u64, String> {
+    let confirmed = raft
+        .ensure_linearizable()
+        .await
+        .map_err(|e| format!("leadership could not be confirmed: {e}"))?
+        .map(|l| l.index)
+        .unwrap_or(0);
+    let last = raft.metrics().borrow().last_log_index.unwrap_or(0);
+    Ok(confirmed.max(last))
+}
+
 /// A stable numeric Raft ID for a node name (FNV-1a), so every server derives
 /// the same ID for a peer from its name alone.
 pub fn node_id_for(name: &str) -> NodeId {

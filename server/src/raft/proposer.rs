@@ -15,7 +15,7 @@ use crate::catalog::command::{Command, Outcome, Request};
 use crate::metrics::Metrics;
 
 /// At most this many commands share one log entry.
-const MAX_BATCH: usize = 512;
+const MAX_BATCH: usize = 256;
 /// Entries in flight at once: one being fsynced while the next is formed.
 const IN_FLIGHT: usize = 2;
 

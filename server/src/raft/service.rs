@@ -11,6 +11,7 @@ use tribune_proto::raft::raft_server;
 use std::sync::Arc;
 
 use super::Raft;
+use super::log_store::LogStore;
 use crate::catalog::command::{Command, Outcome};
 use crate::cluster::RaftStatus;
 use crate::context::ServerContext;
@@ -19,13 +20,15 @@ use crate::raft::proposer::ProposeError;
 pub struct RaftService {
     raft: Raft,
     ctx: Arc<ServerContext>,
+    log: LogStore,
 }
 
 impl RaftService {
-    pub fn new(ctx: Arc<ServerContext>) -> Self {
+    pub fn new(ctx: Arc<ServerContext>, log: LogStore) -> Self {
         RaftService {
             raft: ctx.raft.clone(),
             ctx,
+            log,
         }
     }
 }
@@ -49,7 +52,20 @@ impl raft_server::Raft for RaftService {
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let rpc = decode(req)?;
+        let rpc: openraft::raft::VoteRequest<u64> = decode(req)?;
+        // A candidate whose log is behind ours can never win. Refusing it
+        // here, before openraft sees it, keeps it from resetting our
+        // election timer: openraft 0.9 has no pre-vote, and a server that
+        // restarts with a stale log would otherwise delay the election that
+        // replaces a dead leader.
+        if let Ok(Some(mine)) = self.log.last_log_id()
+            && rpc.last_log_id < Some(mine)
+        {
+            let vote = self.raft.metrics().borrow().vote;
+            let resp: Result<openraft::raft::VoteResponse<u64>, openraft::error::RaftError<u64>> =
+                Ok(openraft::raft::VoteResponse::new(vote, Some(mine), false));
+            return encode(&resp);
+        }
         encode(&self.raft.vote(rpc).await)
     }
 
@@ -66,13 +82,7 @@ impl raft_server::Raft for RaftService {
     }
 
     async fn read_index(&self, _req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let res: Result<u64, String> = self
-            .raft
-            .ensure_linearizable()
-            .await
-            .map(|l| l.map(|l| l.index).unwrap_or(0))
-            .map_err(|e| e.to_string());
-        encode(&res)
+        encode(&super::read_index(&self.raft).await)
     }
 
     async fn status(&self, _req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
