@@ -131,6 +131,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let hub = crate::mesh::hub::XdsHub::new(ctx.clone());
     tokio::spawn(hub.clone().run());
     tokio::spawn(crate::mesh::ca::leader_duties(ctx.clone()));
+    tokio::spawn(crate::checks::run(ctx.clone()));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {

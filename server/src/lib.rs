@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod api;
 pub mod catalog;
+pub mod checks;
 pub mod cli;
 pub mod cluster;
 pub mod config;

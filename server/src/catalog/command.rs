@@ -28,6 +28,13 @@ pub enum Command {
         status: Status,
         output: String,
     },
+    /// A check's result, as the agent that runs it saw it (any kind of
+    /// check; only changes are sent).
+    CheckResult {
+        check_id: String,
+        status: Status,
+        output: String,
+    },
     /// CA and intentions.
     Mesh(MeshCommand),
     /// A write the client named: applied once, however often it is retried

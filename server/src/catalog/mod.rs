@@ -203,6 +203,19 @@ impl Catalog {
                 status,
                 output,
             } => self.update_ttl(index, check_id, *status, output, touched),
+            Command::CheckResult {
+                check_id,
+                status,
+                output,
+            } => {
+                if !self.checks.contains_key(check_id) {
+                    return Outcome::NotFound {
+                        what: format!("check {check_id:?}"),
+                    };
+                }
+                self.set_check_status(index, check_id, *status, output, false, touched);
+                Outcome::TtlUpdated
+            }
             Command::Once { request_id, cmd } => {
                 if let Some(o) = self.recent.get(request_id) {
                     return o.clone();
@@ -372,8 +385,28 @@ impl Catalog {
                 ),
             };
         }
-        if chk.status == status && chk.output == output {
-            return Outcome::TtlUpdated;
+        // Every TTL update counts, unchanged or not: it is what keeps the
+        // TTL from expiring (the agent's runner follows the modify index).
+        self.set_check_status(index, check_id, status, output, true, touched);
+        Outcome::TtlUpdated
+    }
+
+    /// Sets a check's status and output; the instances it covers are
+    /// touched. Unless `always`, an unchanged result changes nothing.
+    fn set_check_status(
+        &mut self,
+        index: u64,
+        check_id: &str,
+        status: Status,
+        output: &str,
+        always: bool,
+        touched: &mut Touched,
+    ) {
+        let Some(chk) = self.checks.get(check_id) else {
+            return;
+        };
+        if !always && chk.status == status && chk.output == output {
+            return;
         }
         let mut chk = chk.clone();
         self.remove_check(check_id);
@@ -387,7 +420,6 @@ impl Catalog {
             None => self.touch_node_instances(&chk.node.clone(), touched),
         }
         self.insert_check(chk);
-        Outcome::TtlUpdated
     }
 
     // === index maintenance ===

@@ -311,3 +311,34 @@ fn a_named_write_applies_once_however_often_it_is_retried() {
     let (after, _) = apply(&mut back, 5, once("req-1"));
     assert_eq!(after, first);
 }
+
+#[test]
+fn an_identical_ttl_update_still_counts_but_an_identical_check_result_does_not() {
+    let mut c = Catalog::default();
+    apply(
+        &mut c,
+        1,
+        register(
+            vec![svc("web-1", "web", 80)],
+            vec![ttl_check("c1", Some("web-1"), Status::Critical)],
+        ),
+    );
+    let ttl = |out: &str| Command::UpdateTtl {
+        check_id: "c1".into(),
+        status: Status::Passing,
+        output: out.into(),
+    };
+    apply(&mut c, 2, ttl("ok"));
+    // The same update again: it refreshes the TTL, so it is recorded.
+    apply(&mut c, 3, ttl("ok"));
+    assert_eq!(c.check("c1").unwrap().modify_index, 3);
+    // An agent's unchanged check result is not.
+    let result = Command::CheckResult {
+        check_id: "c1".into(),
+        status: Status::Passing,
+        output: "ok".into(),
+    };
+    let (_, t) = apply(&mut c, 4, result);
+    assert_eq!(c.check("c1").unwrap().modify_index, 3);
+    assert!(t.instances.is_empty());
+}
