@@ -195,12 +195,7 @@ async fn start(args: &ClusterArgs) -> Result<(Option<TribuneCluster>, Option<Etc
     }
     let mut etcd = None;
     if args.stores.contains(&Store::Etcd) {
-        let tools_etcd = concat!(env!("CARGO_MANIFEST_DIR"), "/../.tools/bin/etcd");
-        let bin = find_binary(
-            args.etcd_bin.as_deref(),
-            &["etcd", tools_etcd, "/usr/bin/etcd"],
-            "install it with `bash scripts/setup.sh` or pass --etcd-bin",
-        )?;
+        let bin = crate::etcd::binary(args.etcd_bin.as_deref())?;
         let c = crate::etcd::start_cluster(&bin, log_dir).await?;
         for m in &c.members {
             eprintln!(

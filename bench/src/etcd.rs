@@ -337,3 +337,13 @@ impl Writer for FailoverPutter {
         }
     }
 }
+
+/// The etcd binary: `explicit`, else `etcd` on PATH, `.tools/bin/etcd`, `/usr/bin/etcd`.
+pub fn binary(explicit: Option<&std::path::Path>) -> anyhow::Result<std::path::PathBuf> {
+    let tools_etcd = concat!(env!("CARGO_MANIFEST_DIR"), "/../.tools/bin/etcd");
+    crate::servers::find_binary(
+        explicit,
+        &["etcd", tools_etcd, "/usr/bin/etcd"],
+        "install it with `bash scripts/setup.sh` or pass --etcd-bin",
+    )
+}

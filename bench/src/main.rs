@@ -154,12 +154,7 @@ async fn writes(args: WritesArgs) -> Result<()> {
     }
     let mut etcd_node = None;
     if args.stores.contains(&Store::Etcd) {
-        let tools_etcd = concat!(env!("CARGO_MANIFEST_DIR"), "/../.tools/bin/etcd");
-        let bin = find_binary(
-            args.etcd_bin.as_deref(),
-            &["etcd", tools_etcd, "/usr/bin/etcd"],
-            "install it with `bash scripts/setup.sh` or pass --etcd-bin",
-        )?;
+        let bin = crate::etcd::binary(args.etcd_bin.as_deref())?;
         let node = etcd::start(&bin, log_dir).await?;
         eprintln!(
             "etcd:    {} (client {}, data {})",
