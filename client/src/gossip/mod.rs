@@ -7,6 +7,7 @@
 
 mod identity;
 mod runtime;
+pub mod tuning;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -2,7 +2,6 @@
 //! into the shared member table.
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
@@ -35,12 +34,7 @@ pub(super) async fn run(
 ) {
     // A restarted agent must win over its own earlier identity.
     me.incarnation = now_millis();
-    let size = NonZeroU32::new(cfg.cluster_size.max(1)).unwrap_or(NonZeroU32::MIN);
-    let mut config = foca::Config::new_lan(size);
-    config.periodic_announce = Some(foca::PeriodicParams {
-        frequency: std::time::Duration::from_secs(30),
-        num_members: std::num::NonZeroUsize::MIN,
-    });
+    let config = super::tuning::swim_config(cfg.cluster_size);
     let rng: StdRng = rand::make_rng();
     let mut foca: Swim = Foca::new(me.clone(), config, rng, PostcardCodec);
     let mut rt = AccumulatingRuntime::new();
