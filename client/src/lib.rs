@@ -18,6 +18,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod agent;
+pub mod checks;
 pub mod gossip;
 
 use std::time::Duration;
@@ -397,6 +399,46 @@ impl Client {
         };
         self.unary(true, req, |ch, r| async move {
             HealthClient::new(ch).update_ttl(r).await
+        })
+        .await
+    }
+
+    /// Records a check's result, as the agent that runs the check saw it.
+    pub async fn report_check(
+        &self,
+        check_id: &str,
+        status: api::HealthStatus,
+        output: &str,
+    ) -> Result<api::ReportCheckResponse, Error> {
+        let req = api::ReportCheckRequest {
+            check_id: check_id.to_string(),
+            status: status as i32,
+            output: output.to_string(),
+        };
+        self.unary(true, req, |ch, r| async move {
+            HealthClient::new(ch).report_check(r).await
+        })
+        .await
+    }
+
+    /// A node with its instances and node-level checks.
+    pub async fn get_node(&self, name: &str) -> Result<api::GetNodeResponse, Error> {
+        let req = api::GetNodeRequest {
+            name: name.to_string(),
+        };
+        self.unary(false, req, |ch, r| async move {
+            CatalogClient::new(ch).get_node(r).await
+        })
+        .await
+    }
+
+    /// Removes a node with everything on it.
+    pub async fn deregister_node(&self, name: &str) -> Result<api::DeregisterNodeResponse, Error> {
+        let req = api::DeregisterNodeRequest {
+            name: name.to_string(),
+        };
+        self.unary(true, req, |ch, r| async move {
+            CatalogClient::new(ch).deregister_node(r).await
         })
         .await
     }

@@ -28,13 +28,13 @@ use crate::raft::service::RaftService;
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{Raft, ServerNode, node_id_for};
 
-async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+pub(crate) async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen for {what} on {addr}"))
 }
 
-fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
     #[cfg(unix)]
     {
@@ -43,6 +43,11 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("restricting data dir {}", dir.display()))?;
     }
     Ok(())
+}
+
+/// LAN gossip settings of any agent.
+pub(crate) fn gossip_config(_settings: &Settings, _data_dir: &Path) -> anyhow::Result<GossipConfig> {
+    Ok(GossipConfig::default())
 }
 
 /// Runs a server agent until `shutdown` resolves.
@@ -74,7 +79,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
             incarnation: 0,
         },
         settings.retry_join.clone(),
-        GossipConfig::default(),
+        gossip_config(&settings, &data_dir)?,
     )
     .await?;
 
@@ -181,6 +186,11 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
             settings.bootstrap_expect as usize,
         ));
     }
+    tokio::spawn(crate::cluster::node_health::run(
+        ctx.clone(),
+        gossip.clone(),
+        settings.reconnect_timeout,
+    ));
     tokio::spawn(crate::cluster::autopilot::run(
         ctx.clone(),
         gossip.clone(),

@@ -91,6 +91,12 @@ pub struct AgentConfig {
     /// Remove servers gossip has seen dead for this long from Raft (e.g. 10m; default off).
     #[arg(long)]
     pub dead_server_cleanup_after: Option<String>,
+    /// Deregister a node gossip has seen dead for this long (default 72h; servers).
+    #[arg(long)]
+    pub reconnect_timeout: Option<String>,
+    /// How often a client agent compares the servers' copy of its node with its own (default 60s).
+    #[arg(long)]
+    pub anti_entropy_interval: Option<String>,
 }
 
 macro_rules! merge {
@@ -115,7 +121,8 @@ impl AgentConfig {
         merge!(cfg, flags;
             node, data_dir, datacenter, bootstrap_expect, bind, grpc_addr, http_addr, server_addr,
             serf_lan_addr, serf_wan_addr, log_level, snapshot_threshold, snapshot_keep_logs, watch_history,
-            default_intention, leaf_cert_ttl, ca_root_ttl, ca_sign_rate, dead_server_cleanup_after;
+            default_intention, leaf_cert_ttl, ca_root_ttl, ca_sign_rate, dead_server_cleanup_after,
+            reconnect_timeout, anti_entropy_interval;
             dev, server, log_json);
         if !flags.retry_join.is_empty() {
             cfg.retry_join = flags.retry_join;
@@ -128,6 +135,10 @@ impl AgentConfig {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub dev: bool,
+    /// A server (Raft voter); false for a client agent.
+    pub server: bool,
+    pub reconnect_timeout: std::time::Duration,
+    pub anti_entropy_interval: std::time::Duration,
     pub node: String,
     pub datacenter: String,
     /// `None` with --dev: a temporary directory.
@@ -183,13 +194,21 @@ fn host_name() -> String {
 
 impl Settings {
     pub fn resolve(cfg: &AgentConfig) -> anyhow::Result<Settings> {
-        if !cfg.dev && !cfg.server {
-            bail!(
-                "client agents (`tribune agent` without --server) are not available in this build yet; \
-                 run a server with `--server --bootstrap-expect N`, or `--dev`"
-            );
+        let server = cfg.dev || cfg.server;
+        if !server {
+            if let Some(n) = cfg.bootstrap_expect {
+                bail!(
+                    "--bootstrap-expect {n} is for servers: add --server, or leave it out for a client agent"
+                );
+            }
+            if cfg.retry_join.is_empty() {
+                bail!(
+                    "a client agent needs --retry-join with the LAN gossip address of a server or another agent"
+                );
+            }
         }
         let bootstrap_expect = match (cfg.dev, cfg.bootstrap_expect) {
+            (false, None) if !server => 0,
             (true, None | Some(1)) => 1,
             (true, Some(n)) => bail!("--dev runs a single server; --bootstrap-expect {n} does not apply"),
             (false, Some(0) | None) => {
@@ -212,7 +231,7 @@ impl Settings {
         let data_dir = match (&cfg.data_dir, cfg.dev) {
             (Some(d), _) => Some(d.clone()),
             (None, true) => None,
-            (None, false) => bail!("a server needs --data-dir"),
+            (None, false) => bail!("an agent needs --data-dir (where it keeps its state across restarts)"),
         };
         let node = match &cfg.node {
             Some(n) => n.clone(),
@@ -231,6 +250,19 @@ impl Settings {
         }
         Ok(Settings {
             dev: cfg.dev,
+            server,
+            reconnect_timeout: std::time::Duration::from_secs(secs(
+                "--reconnect-timeout",
+                cfg.reconnect_timeout.as_deref(),
+                72 * 3600,
+                1,
+            )?),
+            anti_entropy_interval: std::time::Duration::from_secs(secs(
+                "--anti-entropy-interval",
+                cfg.anti_entropy_interval.as_deref(),
+                60,
+                1,
+            )?),
             node,
             datacenter,
             data_dir,

@@ -10,6 +10,7 @@ pub mod api;
 pub mod catalog;
 pub mod checks;
 pub mod cli;
+pub mod client_agent;
 pub mod cluster;
 pub mod config;
 pub mod context;

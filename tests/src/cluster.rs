@@ -42,6 +42,19 @@ impl Cluster {
         Cluster { servers, _dir: dir }
     }
 
+    /// A client agent joining through every server's LAN gossip address;
+    /// returns once it is in sync with the servers.
+    pub fn start_client(&self, node: &str, extra: &[&str]) -> Agent {
+        let mut args: Vec<String> = Vec::new();
+        for s in &self.servers {
+            args.push("--retry-join".into());
+            args.push(s.ports.serf_addr());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        Agent::spawn_client(&self.data_dir().join(node), Ports::free(), node, &a, true)
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self._dir.path().to_path_buf()
     }

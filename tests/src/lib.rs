@@ -101,6 +101,8 @@ pub struct Agent {
     pub ports: Ports,
     pub data_dir: PathBuf,
     pub node: String,
+    /// A server agent; false for a client agent.
+    pub server: bool,
     extra: Vec<String>,
     log: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -133,6 +135,7 @@ impl Agent {
             ports,
             data_dir: data_dir.to_path_buf(),
             node: node.into(),
+            server: true,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log,
             _tmp: None,
@@ -145,7 +148,29 @@ impl Agent {
         a
     }
 
-    /// Waits for the agent's "==> Ready" line (a leader is known).
+    /// A client agent (no `--server`): `extra` carries --retry-join. With
+    /// `wait`, returns once it is in sync with the servers.
+    pub fn spawn_client(data_dir: &Path, ports: Ports, node: &str, extra: &[&str], wait: bool) -> Agent {
+        let mut a = Agent {
+            child: None,
+            ports,
+            data_dir: data_dir.to_path_buf(),
+            node: node.into(),
+            server: false,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: data_dir.with_extension("log"),
+            _tmp: None,
+            ready: None,
+        };
+        a.launch();
+        if wait {
+            a.wait_ready();
+        }
+        a
+    }
+
+    /// Waits for the agent's "==> Ready" line (a server: a leader is
+    /// known; a client agent: in sync with the servers).
     pub fn wait_ready(&mut self) {
         let Some(rx) = self.ready.take() else { return };
         if rx.recv_timeout(Duration::from_secs(30)).is_err() {
@@ -163,13 +188,17 @@ impl Agent {
             .append(true)
             .open(&self.log)
             .expect("agent log file");
-        let mut child = Command::new(tribune_bin())
-            .args(["agent", "--server", "--node", &self.node])
+        let mut cmd = Command::new(tribune_bin());
+        cmd.args(["agent", "--node", &self.node]);
+        if self.server {
+            cmd.arg("--server")
+                .args(["--server-addr", &format!("127.0.0.1:{}", self.ports.server)]);
+        }
+        let mut child = cmd
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--grpc-addr", &format!("127.0.0.1:{}", self.ports.grpc)])
             .args(["--http-addr", &format!("127.0.0.1:{}", self.ports.http)])
-            .args(["--server-addr", &format!("127.0.0.1:{}", self.ports.server)])
             .args(["--serf-lan-addr", &self.ports.serf_addr()])
             .args(&self.extra)
             .stdout(Stdio::piped())

@@ -20,7 +20,12 @@ pub struct Backend {
 
 impl Backend {
     pub fn start(body: &str) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        Backend::start_on(0, body)
+    }
+
+    /// The same on a given port (0: any), e.g. to bring a stopped backend back.
+    pub fn start_on(port: u16, body: &str) -> Backend {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind backend");
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("addr").port();
         let stop = Arc::new(AtomicBool::new(false));

@@ -205,6 +205,59 @@ impl Catalog for CatalogApi {
             .await
     }
 
+    async fn get_node(
+        &self,
+        req: Request<pb::GetNodeRequest>,
+    ) -> Result<Response<pb::GetNodeResponse>, Status> {
+        self.ctx
+            .metrics
+            .observe("GetNode", async {
+                self.ctx.read_barrier(wants_stale(&req)).await?;
+                let name = req.into_inner().name;
+                validate::node_name("name", &name).map_err(invalid)?;
+                let d = self.ctx.state.read();
+                let node = d
+                    .catalog
+                    .node(&name)
+                    .ok_or_else(|| Status::not_found(format!("node {name:?} is not registered")))?;
+                Ok(Response::new(pb::GetNodeResponse {
+                    index: d.applied_index(),
+                    node: Some(convert::node_to_pb(node)),
+                    instances: d
+                        .catalog
+                        .services_on(&name)
+                        .map(|s| convert::health_to_pb(&d.catalog.health_of(s)))
+                        .collect(),
+                    node_checks: d.catalog.node_checks(&name).map(convert::check_to_pb).collect(),
+                }))
+            })
+            .await
+    }
+
+    async fn deregister_node(
+        &self,
+        req: Request<pb::DeregisterNodeRequest>,
+    ) -> Result<Response<pb::DeregisterNodeResponse>, Status> {
+        let ctx = &self.ctx;
+        ctx.metrics
+            .observe("DeregisterNode", async {
+                let rid = request_id(&req);
+                let node = req.into_inner().name;
+                validate::node_name("name", &node).map_err(invalid)?;
+                match ctx
+                    .propose_once(rid, Command::DeregisterNode { node })
+                    .await
+                    .map_err(propose_error)?
+                {
+                    (index, Outcome::Deregistered { removed_ids }) => {
+                        Ok(Response::new(pb::DeregisterNodeResponse { index, removed_ids }))
+                    }
+                    (_, other) => Err(outcome_error(other)),
+                }
+            })
+            .await
+    }
+
     type WatchServiceStream = WatchStream;
 
     async fn watch_service(

@@ -184,7 +184,25 @@ fn check_of(
         Some(pb::check_definition::Kind::TtlMs(ms)) => CheckKind::Ttl {
             ttl_ms: v::ttl_ms(&f("ttl_ms"), ms)?,
         },
-        None => return err(f("kind"), "is required: one of http, tcp, grpc or ttl_ms"),
+        Some(pb::check_definition::Kind::AliasService(service_id)) => {
+            v::id(&f("alias_service"), &service_id)?;
+            if service_id == svc.id {
+                return err(f("alias_service"), "a check cannot mirror its own instance");
+            }
+            CheckKind::Alias { service_id }
+        }
+        Some(pb::check_definition::Kind::SerfHealth(_)) => {
+            return err(
+                f("serf_health"),
+                "is kept by the servers from LAN gossip and cannot be registered",
+            );
+        }
+        None => {
+            return err(
+                f("kind"),
+                "is required: one of http, tcp, grpc, ttl_ms or alias_service",
+            );
+        }
     };
     let is_ttl = matches!(kind, CheckKind::Ttl { .. });
     let interval_ms = match (c.interval_ms, is_ttl) {
@@ -201,6 +219,17 @@ fn check_of(
             );
         }
     };
+    for (name, n) in [
+        ("success_before_passing", c.success_before_passing),
+        ("failures_before_critical", c.failures_before_critical),
+    ] {
+        if n > v::MAX_CHECK_THRESHOLD {
+            return err(
+                f(name),
+                format!("{n} is too many: at most {}", v::MAX_CHECK_THRESHOLD),
+            );
+        }
+    }
     let status = match c.initial_status {
         0 => Status::Critical,
         s => status_from_pb(&f("initial_status"), s)?,
@@ -222,6 +251,8 @@ fn check_of(
             kind,
             interval_ms,
             timeout_ms,
+            success_before_passing: c.success_before_passing,
+            failures_before_critical: c.failures_before_critical,
         },
         status,
         output: String::new(),
@@ -423,6 +454,8 @@ pub fn check_to_pb(c: &Check) -> pb::Check {
         CheckKind::Tcp { address } => pb::check_definition::Kind::Tcp(address.clone()),
         CheckKind::Grpc { target } => pb::check_definition::Kind::Grpc(target.clone()),
         CheckKind::Ttl { ttl_ms } => pb::check_definition::Kind::TtlMs(*ttl_ms),
+        CheckKind::Alias { service_id } => pb::check_definition::Kind::AliasService(service_id.clone()),
+        CheckKind::Serf => pb::check_definition::Kind::SerfHealth(true),
     };
     pb::Check {
         id: c.id.clone(),
@@ -437,6 +470,8 @@ pub fn check_to_pb(c: &Check) -> pb::Check {
             interval_ms: c.definition.interval_ms,
             timeout_ms: c.definition.timeout_ms,
             initial_status: 0,
+            success_before_passing: c.definition.success_before_passing,
+            failures_before_critical: c.definition.failures_before_critical,
         }),
         status: status_to_pb(c.status),
         output: c.output.clone(),

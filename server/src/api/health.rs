@@ -48,6 +48,30 @@ impl Health for HealthApi {
             .await
     }
 
+    async fn report_check(
+        &self,
+        req: Request<pb::ReportCheckRequest>,
+    ) -> Result<Response<pb::ReportCheckResponse>, Status> {
+        let ctx = &self.ctx;
+        ctx.metrics
+            .observe("ReportCheck", async {
+                let rid = request_id(&req);
+                let req = req.into_inner();
+                validate::id("check_id", &req.check_id).map_err(invalid)?;
+                let status = status_from_pb("status", req.status).map_err(invalid)?;
+                let cmd = Command::CheckResult {
+                    check_id: req.check_id,
+                    status,
+                    output: validate::cap_output(&req.output),
+                };
+                match ctx.propose_once(rid, cmd).await.map_err(propose_error)? {
+                    (index, Outcome::TtlUpdated) => Ok(Response::new(pb::ReportCheckResponse { index })),
+                    (_, other) => Err(outcome_error(other)),
+                }
+            })
+            .await
+    }
+
     async fn list_checks(
         &self,
         req: Request<pb::ListChecksRequest>,

@@ -59,16 +59,29 @@ pub fn outcome_error(o: Outcome) -> Status {
     }
 }
 
-/// Every gRPC service of a server agent's API port.
-pub fn routes(ctx: Arc<ServerContext>, hub: Arc<crate::mesh::hub::XdsHub>) -> anyhow::Result<Routes> {
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
+/// Reflection over every Tribune proto and `grpc.health.v1`, v1 and
+/// v1alpha (grpcurl 1.8 speaks only v1alpha).
+#[allow(clippy::type_complexity)]
+pub fn reflection() -> anyhow::Result<(
+    tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+)> {
+    let v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tribune_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+    let v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tribune_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
+    Ok((v1, v1alpha))
+}
+
+/// Every gRPC service of a server agent's API port.
+pub fn routes(ctx: Arc<ServerContext>, hub: Arc<crate::mesh::hub::XdsHub>) -> anyhow::Result<Routes> {
+    let (reflection_v1, reflection_v1alpha) = reflection()?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(async move {
         health_reporter

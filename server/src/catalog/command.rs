@@ -22,6 +22,8 @@ pub enum Command {
     Register(Registration),
     /// Removes an instance, its checks and its sidecar.
     Deregister { service_id: String },
+    /// Removes a node with every instance and check on it.
+    DeregisterNode { node: String },
     /// Sets a TTL check's status.
     UpdateTtl {
         check_id: String,

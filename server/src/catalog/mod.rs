@@ -138,6 +138,24 @@ impl Catalog {
         self.checks.get(id)
     }
 
+    /// The instances on `node`.
+    pub fn services_on<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Service> + 'a {
+        self.by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.services.get(id))
+    }
+
+    /// The node-level checks of `node` (such as serf-health).
+    pub fn node_checks<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Check> + 'a {
+        self.node_checks
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.checks.get(id))
+    }
+
     /// Service names with their instance IDs, sorted by name.
     pub fn service_names(&self) -> impl Iterator<Item = (&String, &BTreeSet<String>)> {
         self.by_name.iter()
@@ -198,6 +216,7 @@ impl Catalog {
         match cmd {
             Command::Register(reg) => self.register(index, reg, touched),
             Command::Deregister { service_id } => self.deregister(service_id, touched),
+            Command::DeregisterNode { node } => self.deregister_node(node, touched),
             Command::UpdateTtl {
                 check_id,
                 status,
@@ -360,6 +379,32 @@ impl Catalog {
             removed_ids.push(sidecar);
         }
         self.remove_service(id, touched);
+        Outcome::Deregistered { removed_ids }
+    }
+
+    fn deregister_node(&mut self, node: &str, touched: &mut Touched) -> Outcome {
+        if !self.nodes.contains_key(node) {
+            return Outcome::NotFound {
+                what: format!("node {node:?}"),
+            };
+        }
+        let removed_ids: Vec<String> = self.by_node.get(node).into_iter().flatten().cloned().collect();
+        for id in &removed_ids {
+            self.remove_service(id, touched);
+        }
+        let node_checks: Vec<String> = self
+            .node_checks
+            .get(node)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        for id in node_checks {
+            self.remove_check(&id);
+        }
+        self.nodes.remove(node);
+        touched.nodes.remove(node);
+        touched.removed_nodes.insert(node.to_string());
         Outcome::Deregistered { removed_ids }
     }
 

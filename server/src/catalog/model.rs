@@ -99,10 +99,24 @@ impl Service {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CheckKind {
-    Http { url: String },
-    Tcp { address: String },
-    Grpc { target: String },
-    Ttl { ttl_ms: u64 },
+    Http {
+        url: String,
+    },
+    Tcp {
+        address: String,
+    },
+    Grpc {
+        target: String,
+    },
+    Ttl {
+        ttl_ms: u64,
+    },
+    /// Mirrors the health of another service instance.
+    Alias {
+        service_id: String,
+    },
+    /// A node's liveness as LAN gossip sees it, set by the leader.
+    Serf,
 }
 
 impl CheckKind {
@@ -112,6 +126,8 @@ impl CheckKind {
             CheckKind::Tcp { .. } => "tcp",
             CheckKind::Grpc { .. } => "grpc",
             CheckKind::Ttl { .. } => "ttl",
+            CheckKind::Alias { .. } => "alias",
+            CheckKind::Serf => "serf",
         }
     }
 }
@@ -121,6 +137,12 @@ pub struct CheckDefinition {
     pub kind: CheckKind,
     pub interval_ms: u64,
     pub timeout_ms: u64,
+    /// Consecutive successes before a check turns passing (0 and 1: at once).
+    #[serde(default)]
+    pub success_before_passing: u32,
+    /// Consecutive failures before a check turns critical (0 and 1: at once).
+    #[serde(default)]
+    pub failures_before_critical: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

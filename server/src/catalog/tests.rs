@@ -45,6 +45,8 @@ fn ttl_check(id: &str, service_id: Option<&str>, status: Status) -> Check {
             kind: CheckKind::Ttl { ttl_ms: 30_000 },
             interval_ms: 10_000,
             timeout_ms: 10_000,
+            success_before_passing: 0,
+            failures_before_critical: 0,
         },
         status,
         output: String::new(),

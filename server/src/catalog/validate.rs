@@ -13,6 +13,8 @@ pub const MAX_META_KEY_LEN: usize = 128;
 pub const MAX_META_VALUE_LEN: usize = 512;
 pub const MAX_ADDRESS_LEN: usize = 253;
 pub const MAX_CHECKS: usize = 32;
+/// success_before_passing / failures_before_critical at most.
+pub const MAX_CHECK_THRESHOLD: u32 = 100;
 pub const MAX_UPSTREAMS: usize = 64;
 pub const MAX_OUTPUT_LEN: usize = 4096;
 pub const MIN_INTERVAL_MS: u64 = 1_000;

@@ -15,7 +15,11 @@ pub async fn agent(flags: AgentConfig) -> anyhow::Result<()> {
     let cfg = AgentConfig::load(flags)?;
     crate::logging::init(cfg.log_level.as_deref(), cfg.log_json)?;
     let settings = Settings::resolve(&cfg)?;
-    crate::agent::run(settings, shutdown_signal()).await
+    if settings.server {
+        crate::agent::run(settings, shutdown_signal()).await
+    } else {
+        crate::client_agent::run(settings, shutdown_signal()).await
+    }
 }
 
 async fn shutdown_signal() {

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use tribune_client::api;
 
 #[derive(Args)]
-#[command(group(ArgGroup::new("check").args(["check_http", "check_tcp", "check_grpc", "check_ttl"])))]
+#[command(group(ArgGroup::new("check").args(["check_http", "check_tcp", "check_grpc", "check_ttl", "check_alias"])))]
 pub struct RegisterArgs {
     /// A TOML service definition instead of flags (see README).
     #[arg(conflicts_with_all = ["name", "id"])]
@@ -48,6 +48,15 @@ pub struct RegisterArgs {
     /// TTL check, e.g. 30s.
     #[arg(long)]
     pub check_ttl: Option<String>,
+    /// Alias check: mirror the health of this service instance ID.
+    #[arg(long)]
+    pub check_alias: Option<String>,
+    /// Consecutive successes before the check turns passing.
+    #[arg(long)]
+    pub success_before_passing: Option<u32>,
+    /// Consecutive failures before the check turns critical.
+    #[arg(long)]
+    pub failures_before_critical: Option<u32>,
     /// Check interval, e.g. 10s.
     #[arg(long)]
     pub interval: Option<String>,
@@ -93,8 +102,11 @@ pub struct CheckDef {
     pub tcp: Option<String>,
     pub grpc: Option<String>,
     pub ttl: Option<String>,
+    pub alias_service: Option<String>,
     pub interval: Option<String>,
     pub timeout: Option<String>,
+    pub success_before_passing: Option<u32>,
+    pub failures_before_critical: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -127,12 +139,12 @@ fn millis(what: &str, v: &Option<String>) -> anyhow::Result<u64> {
 impl CheckDef {
     fn to_pb(&self) -> anyhow::Result<api::CheckDefinition> {
         use api::check_definition::Kind;
-        let kinds = [&self.http, &self.tcp, &self.grpc, &self.ttl]
+        let kinds = [&self.http, &self.tcp, &self.grpc, &self.ttl, &self.alias_service]
             .iter()
             .filter(|k| k.is_some())
             .count();
         if kinds != 1 {
-            bail!("a check needs exactly one of http, tcp, grpc or ttl");
+            bail!("a check needs exactly one of http, tcp, grpc, ttl or alias_service");
         }
         let kind = if let Some(u) = &self.http {
             Kind::Http(u.clone())
@@ -140,6 +152,8 @@ impl CheckDef {
             Kind::Tcp(t.clone())
         } else if let Some(g) = &self.grpc {
             Kind::Grpc(g.clone())
+        } else if let Some(a) = &self.alias_service {
+            Kind::AliasService(a.clone())
         } else {
             Kind::TtlMs(millis("ttl", &self.ttl)?)
         };
@@ -150,6 +164,8 @@ impl CheckDef {
             interval_ms: millis("interval", &self.interval)?,
             timeout_ms: millis("timeout", &self.timeout)?,
             initial_status: 0,
+            success_before_passing: self.success_before_passing.unwrap_or(0),
+            failures_before_critical: self.failures_before_critical.unwrap_or(0),
         })
     }
 }
@@ -213,17 +229,28 @@ impl RegisterArgs {
         let any_check = self.check_http.is_some()
             || self.check_tcp.is_some()
             || self.check_grpc.is_some()
-            || self.check_ttl.is_some();
-        if !any_check && (self.interval.is_some() || self.timeout.is_some()) {
-            bail!("--interval and --timeout go with a --check-* flag");
+            || self.check_ttl.is_some()
+            || self.check_alias.is_some();
+        if !any_check
+            && (self.interval.is_some()
+                || self.timeout.is_some()
+                || self.success_before_passing.is_some()
+                || self.failures_before_critical.is_some())
+        {
+            bail!(
+                "--interval, --timeout, --success-before-passing and --failures-before-critical go with a --check-* flag"
+            );
         }
         let check = any_check.then(|| CheckDef {
             http: self.check_http.clone(),
             tcp: self.check_tcp.clone(),
             grpc: self.check_grpc.clone(),
             ttl: self.check_ttl.clone(),
+            alias_service: self.check_alias.clone(),
             interval: self.interval.clone(),
             timeout: self.timeout.clone(),
+            success_before_passing: self.success_before_passing,
+            failures_before_critical: self.failures_before_critical,
             ..Default::default()
         });
         let upstreams = self

@@ -5,6 +5,7 @@
 
 pub mod autopilot;
 pub mod bootstrap;
+pub mod node_health;
 pub mod peers;
 pub mod transfer;
 

@@ -1,0 +1,134 @@
+//! The services a client agent owns, kept on its disk: one file per
+//! instance, holding the registration as the app sent it. They survive a
+//! restart, and anti-entropy puts them back on the servers if lost there.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+
+use crate::api;
+
+/// The owned registrations, by service ID.
+pub struct LocalServices {
+    dir: PathBuf,
+    services: BTreeMap<String, api::RegisterRequest>,
+}
+
+fn file_name(id: &str) -> String {
+    // IDs are validated by the servers, but a file name must be safe for
+    // any string: hex says nothing about the ID and never clashes.
+    let hex: String = id.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}.reg")
+}
+
+impl LocalServices {
+    /// Loads what `dir` holds (creating it).
+    pub fn open(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut services = BTreeMap::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "reg") {
+                continue;
+            }
+            let bytes = std::fs::read(&path)?;
+            match api::RegisterRequest::decode(bytes.as_slice()) {
+                Ok(req) => {
+                    let id = req.service.as_ref().map(|s| s.id.clone()).unwrap_or_default();
+                    if !id.is_empty() {
+                        services.insert(id, req);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "skipping an unreadable local registration")
+                }
+            }
+        }
+        Ok(LocalServices {
+            dir: dir.to_path_buf(),
+            services,
+        })
+    }
+
+    /// Every owned registration.
+    pub fn all(&self) -> &BTreeMap<String, api::RegisterRequest> {
+        &self.services
+    }
+
+    /// Stores `req` (its service ID filled in) durably.
+    pub fn put(&mut self, req: api::RegisterRequest) -> std::io::Result<()> {
+        let id = req.service.as_ref().map(|s| s.id.clone()).unwrap_or_default();
+        let path = self.dir.join(file_name(&id));
+        let tmp = path.with_extension("tmp");
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&req.encode_to_vec())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        if let Ok(d) = std::fs::File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        self.services.insert(id, req);
+        Ok(())
+    }
+
+    /// Forgets `id`; true when it was owned.
+    pub fn remove(&mut self, id: &str) -> std::io::Result<bool> {
+        if self.services.remove(id).is_none() {
+            return Ok(false);
+        }
+        match std::fs::remove_file(self.dir.join(file_name(id))) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Instance IDs a registration owns: the service and its sidecar.
+    pub fn owned_ids(req: &api::RegisterRequest) -> Vec<String> {
+        let Some(s) = &req.service else { return Vec::new() };
+        let mut v = vec![s.id.clone()];
+        if req.sidecar.is_some() {
+            v.push(format!("{}-sidecar-proxy", s.id));
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registrations_survive_a_reopen_and_removal_sticks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = LocalServices::open(dir.path()).unwrap();
+        let req = api::RegisterRequest {
+            service: Some(api::ServiceSpec {
+                id: "web/1 ü".into(),
+                name: "web".into(),
+                port: 80,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        l.put(req.clone()).unwrap();
+        l.put(api::RegisterRequest {
+            service: Some(api::ServiceSpec {
+                id: "api-1".into(),
+                name: "api".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(l.remove("api-1").unwrap());
+        assert!(!l.remove("api-1").unwrap());
+        let again = LocalServices::open(dir.path()).unwrap();
+        assert_eq!(again.all().len(), 1);
+        assert_eq!(again.all().get("web/1 ü"), Some(&req));
+    }
+}

@@ -1,0 +1,383 @@
+//! Client agents beside three servers: services registered through a
+//! client agent, checks run by it, anti-entropy, and node health from
+//! gossip: a dead or frozen client agent's instances leave a real Envoy's
+//! endpoints within seconds and come back when it does.
+//!
+//! Each test starts its own datacenter; they run one at a time (six agents
+//! and an Envoy are enough for two cores).
+
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tribune_tests::Agent;
+use tribune_tests::cluster::Cluster;
+use tribune_tests::mesh::{Backend, Envoy, eventually};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Short timings so that failures show within a test's patience.
+const CLIENT_FLAGS: &[&str] = &["--anti-entropy-interval", "2s"];
+
+struct Dc {
+    cluster: Cluster,
+    clients: Vec<Agent>,
+}
+
+fn datacenter(server_flags: &[&str]) -> Dc {
+    let cluster = Cluster::start(3, server_flags);
+    let clients = (0..3)
+        .map(|i| cluster.start_client(&format!("c{i}"), CLIENT_FLAGS))
+        .collect();
+    Dc { cluster, clients }
+}
+
+/// The aggregate status of instance `id`, as the first server sees it.
+fn instance_status(server: &Agent, service: &str, id: &str) -> String {
+    let v = server.cli_json(&["catalog", "service", service]);
+    v["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["service"]["id"] == id)
+        .and_then(|i| i["status"].as_str())
+        .unwrap_or("absent")
+        .to_string()
+}
+
+/// `node`'s state in LAN gossip, as `server` sees it.
+fn member_state(server: &Agent, node: &str) -> String {
+    let v = server.cli_json(&["members"]);
+    v["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["name"] == node)
+        .filter_map(|m| m["state"].as_str())
+        // A restarted agent leaves its old identity behind: alive wins.
+        .min_by_key(|s| *s != "alive")
+        .unwrap_or("absent")
+        .to_string()
+}
+
+fn signal(agent: &Agent, sig: &str) {
+    let pid = agent.pid().expect("agent is running").to_string();
+    let ok = Command::new("kill").args([sig, &pid]).status().expect("kill");
+    assert!(ok.success(), "kill {sig} {pid}");
+}
+
+fn register(agent: &Agent, args: &[&str]) {
+    let mut a = vec!["services", "register"];
+    a.extend_from_slice(args);
+    agent.cli_ok(&a);
+}
+
+#[test]
+fn a_client_agent_runs_its_services_http_check() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dc = datacenter(&[]);
+    let (client, server) = (&dc.clients[0], &dc.cluster.servers[0]);
+    let backend = Backend::start("ok");
+    let port = backend.port;
+    let url = format!("http://127.0.0.1:{port}/health");
+    register(
+        client,
+        &[
+            "--name",
+            "web",
+            "--id",
+            "web-1",
+            "--port",
+            &port.to_string(),
+            "--check-http",
+            &url,
+            "--interval",
+            "1s",
+        ],
+    );
+    // Registered on the client agent's node, visible on every server.
+    let v = server.cli_json(&["catalog", "service", "web"]);
+    assert_eq!(v["instances"][0]["service"]["node"], "c0", "{v}");
+    assert!(
+        eventually(Duration::from_secs(5), || instance_status(server, "web", "web-1")
+            == "passing")
+        .is_some(),
+        "the check never passed"
+    );
+
+    // The backend stops: critical within the interval (plus the write).
+    drop(backend);
+    let t = eventually(Duration::from_secs(4), || {
+        instance_status(server, "web", "web-1") == "critical"
+    });
+    assert!(
+        t.is_some(),
+        "the check did not turn critical; agent log:\n{}",
+        client.log_tail()
+    );
+    let v = server.cli_json(&["catalog", "service", "web"]);
+    let output = v["instances"][0]["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["id"] == "service:web-1")
+        .and_then(|c| c["output"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        output.contains(&url),
+        "the check's output says what failed: {output:?}"
+    );
+
+    // Back on the same port: passing again.
+    let _backend = Backend::start_on(port, "ok");
+    assert!(
+        eventually(Duration::from_secs(4), || instance_status(server, "web", "web-1")
+            == "passing")
+        .is_some(),
+        "the check did not pass again"
+    );
+}
+
+#[test]
+fn anti_entropy_restores_what_the_servers_lost_and_removes_what_the_agent_does_not_own() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut dc = datacenter(&[]);
+    let server = &dc.cluster.servers[0];
+    register(
+        &dc.clients[1],
+        &[
+            "--name",
+            "api",
+            "--id",
+            "api-1",
+            "--port",
+            "9001",
+            "--check-ttl",
+            "30s",
+        ],
+    );
+    dc.clients[1].cli_ok(&["check", "pass", "service:api-1"]);
+    assert_eq!(instance_status(server, "api", "api-1"), "passing");
+
+    // Deregistered behind the agent's back: the agent puts it back.
+    server.cli_ok(&["services", "deregister", "api-1"]);
+    assert!(
+        eventually(Duration::from_secs(8), || instance_status(server, "api", "api-1")
+            != "absent")
+        .is_some(),
+        "anti-entropy did not restore api-1; agent log:\n{}",
+        dc.clients[1].log_tail()
+    );
+    // ... with the status the agent knows, not a fresh critical.
+    assert!(
+        eventually(Duration::from_secs(8), || instance_status(server, "api", "api-1")
+            == "passing")
+        .is_some(),
+        "anti-entropy did not restore api-1's check result"
+    );
+
+    // Registered on c1's node through a server, not through c1: removed.
+    let v = server.cli_json(&["catalog", "nodes"]);
+    assert!(v.to_string().contains("\"c1\""), "{v}");
+    server.cli_ok(&[
+        "services", "register", "--name", "stray", "--id", "stray-1", "--port", "1", "--node", "c1",
+    ]);
+    assert!(
+        eventually(Duration::from_secs(8), || instance_status(
+            server, "stray", "stray-1"
+        ) == "absent")
+        .is_some(),
+        "anti-entropy left an instance c1 does not own"
+    );
+
+    // The agent restarts: it still owns api-1 (kept on its disk).
+    dc.clients[1].restart();
+    server.cli_ok(&["services", "deregister", "api-1"]);
+    assert!(
+        eventually(Duration::from_secs(8), || instance_status(server, "api", "api-1")
+            != "absent")
+        .is_some(),
+        "a restarted agent forgot its services"
+    );
+
+    // A client agent refuses to register on another node.
+    let out = dc.clients[1].cli(&[
+        "services", "register", "--name", "x", "--port", "1", "--node", "c2",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("node"), "{out:?}");
+
+    // Leaving gracefully deregisters the node and everything on it.
+    let status = dc.clients[1].terminate();
+    assert!(status.success());
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            !server
+                .cli_json(&["catalog", "nodes"])
+                .to_string()
+                .contains("\"c1\"")
+        })
+        .is_some(),
+        "a node that left is still registered"
+    );
+    assert_eq!(instance_status(server, "api", "api-1"), "absent");
+}
+
+/// The `api` cluster's endpoints in `envoy`'s EDS.
+fn api_endpoints(envoy: &Envoy) -> usize {
+    let v = envoy.admin_json("/clusters?format=json");
+    v["cluster_statuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["name"].as_str().is_some_and(|n| n.starts_with("api.")))
+        .map(|c| c["host_statuses"].as_array().map_or(0, |h| h.len()))
+        .sum()
+}
+
+#[test]
+fn a_dead_client_agents_instances_leave_envoy_and_a_frozen_one_comes_back() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut dc = datacenter(&["--reconnect-timeout", "30s"]);
+    let web_backend = Backend::start("web");
+    // web on c0 with an upstream to api; api on c1 and on c2, each with a sidecar.
+    register(
+        &dc.clients[0],
+        &[
+            "--name",
+            "web",
+            "--id",
+            "web-1",
+            "--port",
+            &web_backend.port.to_string(),
+            "--sidecar-port",
+            &tribune_tests::free_port().to_string(),
+            "--upstream",
+            &format!("api:{}", tribune_tests::free_port()),
+        ],
+    );
+    for (i, c) in [(1, &dc.clients[1]), (2, &dc.clients[2])] {
+        let backend_port = tribune_tests::free_port().to_string();
+        let sidecar_port = tribune_tests::free_port().to_string();
+        register(
+            c,
+            &[
+                "--name",
+                "api",
+                "--id",
+                &format!("api-{i}"),
+                "--port",
+                &backend_port,
+                "--sidecar-port",
+                &sidecar_port,
+            ],
+        );
+    }
+    let server = &dc.cluster.servers[0];
+    for id in ["api-1", "api-2"] {
+        assert!(
+            eventually(Duration::from_secs(5), || instance_status(server, "api", id)
+                == "passing")
+            .is_some()
+        );
+    }
+    // web's Envoy talks xDS through its own client agent.
+    let envoy = Envoy::start(&dc.clients[0], "web-1", "delta");
+    assert!(
+        eventually(Duration::from_secs(10), || api_endpoints(&envoy) == 2).is_some(),
+        "envoy never had both api endpoints"
+    );
+
+    // kill -9 of c2: its instance leaves Envoy's EDS within 10 s.
+    let killed = Instant::now();
+    dc.clients[2].kill9();
+    let t = eventually(Duration::from_secs(10), || api_endpoints(&envoy) == 1);
+    assert!(
+        t.is_some(),
+        "api-2 still in envoy's EDS 10 s after its agent died; members: {}",
+        server.cli_ok(&["members"])
+    );
+    eprintln!("a dead agent's endpoint left Envoy after {:?}", killed.elapsed());
+    assert_eq!(instance_status(server, "api", "api-2"), "critical");
+    assert_eq!(member_state(server, "c2"), "down");
+
+    // SIGSTOP c1: suspect, then down (critical, out of EDS); SIGCONT: alive, passing, back.
+    signal(&dc.clients[1], "-STOP");
+    let mut seen = Vec::new();
+    let frozen = Instant::now();
+    while frozen.elapsed() < Duration::from_secs(20) {
+        let s = member_state(server, "c1");
+        if seen.last() != Some(&s) {
+            seen.push(s.clone());
+        }
+        if s == "down" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        seen.contains(&"suspect".to_string()),
+        "c1 was never suspect: {seen:?}"
+    );
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("down"),
+        "c1 never went down: {seen:?}"
+    );
+    assert!(eventually(Duration::from_secs(5), || api_endpoints(&envoy) == 0).is_some());
+    assert_eq!(instance_status(server, "api", "api-1"), "critical");
+    signal(&dc.clients[1], "-CONT");
+    assert!(
+        eventually(Duration::from_secs(15), || member_state(server, "c1") == "alive").is_some(),
+        "c1 did not come back alive; its log:\n{}",
+        dc.clients[1].log_tail()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || instance_status(
+            server, "api", "api-1"
+        ) == "passing")
+        .is_some()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || api_endpoints(&envoy) == 1).is_some(),
+        "api-1 did not come back to envoy"
+    );
+
+    // A dead node is deregistered after the reconnect timeout (30 s here).
+    assert!(
+        eventually(Duration::from_secs(40), || {
+            !server
+                .cli_json(&["catalog", "nodes"])
+                .to_string()
+                .contains("\"c2\"")
+        })
+        .is_some(),
+        "c2 was not deregistered after the reconnect timeout"
+    );
+}
+
+#[test]
+fn a_killed_server_rejoins_gossip_and_raft() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut dc = datacenter(&[]);
+    dc.cluster.servers[2].kill9();
+    assert!(
+        eventually(Duration::from_secs(15), || member_state(
+            &dc.cluster.servers[0],
+            "s2"
+        ) == "down")
+        .is_some()
+    );
+    dc.cluster.servers[2].restart();
+    let s0 = &dc.cluster.servers[0];
+    assert!(
+        eventually(Duration::from_secs(15), || member_state(s0, "s2") == "alive").is_some(),
+        "s2 is not alive in gossip after its restart"
+    );
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(dc.cluster.healthy(Duration::from_secs(20)));
+    // And the client agents still reach the servers through it.
+    let v = dc.clients[0].cli_json(&["operator", "raft", "list-peers"]);
+    assert_eq!(v["peers"].as_array().map(Vec::len), Some(3), "{v}");
+}
