@@ -64,7 +64,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let raft_listener = bind("server RPC", settings.server_addr).await?;
     let grpc_listener = bind("gRPC", settings.grpc_addr).await?;
     let http_listener = bind("HTTP", settings.http_addr).await?;
-    let raft_addr = raft_listener.local_addr()?;
+    // Other servers dial the advertised address (a NAT, a proxy) when one is given.
+    let raft_addr = settings
+        .advertise_server_addr
+        .unwrap_or(raft_listener.local_addr()?);
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let gossip = Gossip::start(
@@ -108,7 +111,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     }
     .validate()
     .context("raft settings")?;
-    let raft = Raft::new(node_id, Arc::new(config), Network, log_store, sm)
+    let source = Some(settings.server_addr.ip()).filter(|ip| !ip.is_unspecified());
+    let raft = Raft::new(node_id, Arc::new(config), Network { source }, log_store, sm)
         .await
         .context("starting raft")?;
     let metrics = Arc::new(Metrics::default());
@@ -130,7 +134,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         mesh: settings.mesh.clone(),
         leaves: crate::mesh::leaves::LeafCache::new(settings.mesh.sign_rate),
         xds_streams: Arc::default(),
-        peers: Default::default(),
+        peers: crate::cluster::peers::PeerClients::from_source(source),
         gossip: Some(gossip.clone()),
     });
     let hub = crate::mesh::hub::XdsHub::new(ctx.clone());

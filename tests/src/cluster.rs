@@ -13,6 +13,12 @@ pub struct Cluster {
 impl Cluster {
     /// `n` servers started at the same instant, bootstrapping through gossip.
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Cluster::start_each(n, |_| extra.clone())
+    }
+
+    /// The same, with flags for each server by its index.
+    pub fn start_each(n: usize, extra: impl Fn(usize) -> Vec<String>) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports: Vec<Ports> = (0..n).map(|_| Ports::free()).collect();
         let expect = n.to_string();
@@ -25,7 +31,7 @@ impl Cluster {
                     args.push("--retry-join".into());
                     args.push(other.serf_addr());
                 }
-                args.extend(extra.iter().map(|s| s.to_string()));
+                args.extend(extra(i));
                 let a: Vec<&str> = args.iter().map(String::as_str).collect();
                 Agent::spawn(
                     &dir.path().join(format!("s{i}")),

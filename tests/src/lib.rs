@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 pub mod cluster;
+pub mod faults;
 pub mod linearizability;
 pub mod mesh;
 
@@ -191,8 +192,11 @@ impl Agent {
         let mut cmd = Command::new(tribune_bin());
         cmd.args(["agent", "--node", &self.node]);
         if self.server {
-            cmd.arg("--server")
-                .args(["--server-addr", &format!("127.0.0.1:{}", self.ports.server)]);
+            cmd.arg("--server");
+            // A test may bind the server port elsewhere (see `faults`).
+            if !self.extra.iter().any(|a| a == "--server-addr") {
+                cmd.args(["--server-addr", &format!("127.0.0.1:{}", self.ports.server)]);
+            }
         }
         let mut child = cmd
             .arg("--data-dir")

@@ -3,12 +3,14 @@
 //! catch-up, restarts, membership changes, and a linearizability check.
 
 use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 use tribune_tests::cluster::Cluster;
+use tribune_tests::faults::Proxy;
 use tribune_tests::linearizability::{self, Event, Op};
 use tribune_tests::{Client, instance};
 
@@ -245,6 +247,120 @@ async fn an_isolated_leader_is_replaced_and_rejoins_as_a_follower() {
     let acked = writers.stop().await;
     for s in &c.servers {
         let present = ids_on(&s.grpc_addr(), "isolated").await;
+        assert!(acked.is_subset(&present), "{} lost acknowledged writes", s.node);
+    }
+}
+
+/// The leader alive but cut off from the majority by a network partition
+/// (fault-injecting proxies between the servers): it can no longer commit
+/// or answer a linearizable read; the majority elects a new leader and goes
+/// on; healed, the old leader rejoins as a follower and nothing acknowledged
+/// is lost anywhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partitioned_leader_cannot_commit_and_rejoins_as_a_follower() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    // Server i listens for Raft on 127.0.0.(11+i), behind proxy i, and dials
+    // the others from that IP: the proxies know who is calling.
+    let ips: Vec<IpAddr> = (0..3u8).map(|i| IpAddr::from([127, 0, 0, 11 + i])).collect();
+    let ports: Vec<u16> = (0..3).map(|_| tribune_tests::free_port()).collect();
+    let proxies: Vec<Proxy> = (0..3)
+        .map(|i| Proxy::start(SocketAddr::new(ips[i], ports[i])))
+        .collect();
+    let mut c = Cluster::start_each(3, |i| {
+        vec![
+            "--server-addr".into(),
+            SocketAddr::new(ips[i], ports[i]).to_string(),
+            "--advertise-server-addr".into(),
+            proxies[i].addr.to_string(),
+        ]
+    });
+    let writers = Writers::start(c.client().await, 3, "partition");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let old = c.leader(Duration::from_secs(10)).await.unwrap();
+    let others: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+
+    let cut = Instant::now();
+    proxies[old].block(&others.iter().map(|&i| ips[i]).collect::<Vec<_>>());
+    for &i in &others {
+        proxies[i].block(&[ips[old]]);
+    }
+
+    // The majority elects a new leader and writes go on.
+    let mut new_leader = None;
+    while new_leader.is_none() {
+        assert!(
+            cut.elapsed() < Duration::from_secs(15),
+            "the majority elected no leader"
+        );
+        for &i in &others {
+            if let Ok(cl) = Client::connect(&c.servers[i].grpc_addr()).await
+                && let Ok(p) = cl.stale(true).raft_peers().await
+                && let Some(l) = p.peers.iter().find(|p| p.leader)
+                && l.node != c.servers[old].node
+            {
+                new_leader = Some(l.node.clone());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("the majority had a new leader {:?} after the cut", cut.elapsed());
+    // Alive, still answering on its API port, but unable to commit.
+    let lone = Client::connect(&c.servers[old].grpc_addr()).await.unwrap();
+    let w = tokio::time::timeout(
+        Duration::from_secs(3),
+        lone.register(instance("partition-lost", "lost-1", 1)),
+    )
+    .await;
+    assert!(
+        !matches!(w, Ok(Ok(_))),
+        "the cut-off leader acknowledged a write: {w:?}"
+    );
+    let r = tokio::time::timeout(Duration::from_secs(3), lone.get_service("partition", false)).await;
+    assert!(
+        !matches!(r, Ok(Ok(_))),
+        "the cut-off leader answered a linearizable read"
+    );
+
+    let before = writers.acked.load(Ordering::Relaxed);
+    let t = Instant::now();
+    while writers.acked.load(Ordering::Relaxed) < before + 20 {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "writes did not go on in the majority"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The write the old leader took never reached the majority.
+    for &i in &others {
+        let got = ids_on(&c.servers[i].grpc_addr(), "partition-lost").await;
+        assert!(
+            got.is_empty(),
+            "{} holds a write the cut-off leader took",
+            c.servers[i].node
+        );
+    }
+
+    for p in &proxies {
+        p.heal();
+    }
+    let t = Instant::now();
+    loop {
+        let cl = Client::connect(&c.servers[old].grpc_addr()).await.unwrap();
+        let p = cl.stale(true).raft_peers().await.unwrap();
+        let me = p.peers.iter().find(|p| p.node == c.servers[old].node).unwrap();
+        let leader = p.peers.iter().find(|p| p.leader).map(|p| p.node.clone());
+        if !me.leader && leader == new_leader {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the old leader did not rejoin as a follower: {p:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let acked = writers.stop().await;
+    for s in &c.servers {
+        let present = ids_on(&s.grpc_addr(), "partition").await;
         assert!(acked.is_subset(&present), "{} lost acknowledged writes", s.node);
     }
 }

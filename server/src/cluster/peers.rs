@@ -25,6 +25,23 @@ pub enum PeerError {
 #[derive(Default)]
 pub struct PeerClients {
     channels: Mutex<HashMap<String, Channel>>,
+    source: Option<std::net::IpAddr>,
+}
+
+/// A lazily connected endpoint to another server's RPC port. Connections
+/// leave from `source`, the IP this server's RPC port is bound to, so that
+/// a multi-homed host (or a test's fault-injecting proxy) sees which server
+/// is calling.
+pub fn server_endpoint(
+    addr: &str,
+    source: Option<std::net::IpAddr>,
+    connect_timeout: Duration,
+) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .local_address(source)
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .connect_lazy())
 }
 
 #[derive(Clone, Copy)]
@@ -36,19 +53,25 @@ pub enum Method {
 }
 
 impl PeerClients {
+    /// Clients whose connections leave from `source` (see [`server_endpoint`]).
+    pub fn from_source(source: Option<std::net::IpAddr>) -> Self {
+        PeerClients {
+            source,
+            ..Default::default()
+        }
+    }
+
     fn channel(&self, addr: &str) -> Result<Channel, PeerError> {
         let mut m = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = m.get(addr) {
             return Ok(c.clone());
         }
-        let ch = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| PeerError::Unreachable {
+        let ch = server_endpoint(addr, self.source, Duration::from_secs(1)).map_err(|e| {
+            PeerError::Unreachable {
                 addr: addr.into(),
                 message: e.to_string(),
-            })?
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .connect_lazy();
+            }
+        })?;
         m.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }

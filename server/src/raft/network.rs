@@ -9,7 +9,7 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tribune_proto::raft::RaftPayload;
 use tribune_proto::raft::raft_client::RaftClient;
 
@@ -19,7 +19,10 @@ use super::{NodeId, ServerNode, TypeConfig};
 pub const MAX_RAFT_MESSAGE: usize = 64 * 1024 * 1024;
 
 #[derive(Clone, Default)]
-pub struct Network;
+pub struct Network {
+    /// The IP connections to peers leave from (see `cluster::peers::server_endpoint`).
+    pub source: Option<std::net::IpAddr>,
+}
 
 pub struct PeerClient {
     target: NodeId,
@@ -31,17 +34,17 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &ServerNode) -> PeerClient {
-        let client = Endpoint::from_shared(format!("http://{}", node.raft_addr))
-            .ok()
-            .map(|e| {
-                let ch = e
-                    .connect_timeout(std::time::Duration::from_secs(2))
-                    .tcp_nodelay(true)
-                    .connect_lazy();
-                RaftClient::new(ch)
-                    .max_decoding_message_size(MAX_RAFT_MESSAGE)
-                    .max_encoding_message_size(MAX_RAFT_MESSAGE)
-            });
+        let client = crate::cluster::peers::server_endpoint(
+            &node.raft_addr,
+            self.source,
+            std::time::Duration::from_secs(2),
+        )
+        .ok()
+        .map(|ch| {
+            RaftClient::new(ch)
+                .max_decoding_message_size(MAX_RAFT_MESSAGE)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE)
+        });
         PeerClient {
             target,
             addr: node.raft_addr.clone(),
