@@ -6,6 +6,7 @@
 //! other from a single `--retry-join` address.
 
 mod identity;
+pub mod keyring;
 mod runtime;
 pub mod tuning;
 
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use identity::{Member, Role};
+pub use keyring::{Keyring, KeyringError};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
