@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "tribune/v1/health.proto",
         "tribune/v1/operator.proto",
         "tribune/v1/connect.proto",
+        "tribune/v1/keyring.proto",
         "tribune/raft/v1/raft.proto",
     ];
     for f in files {

@@ -33,6 +33,7 @@ use tribune_proto::v1::catalog_client::CatalogClient;
 use tribune_proto::v1::connect_ca_client::ConnectCaClient;
 use tribune_proto::v1::health_client::HealthClient;
 use tribune_proto::v1::intentions_client::IntentionsClient;
+use tribune_proto::v1::keyring_client::KeyringClient;
 use tribune_proto::v1::operator_client::OperatorClient;
 
 /// The wire types of `tribune.v1`.
@@ -417,6 +418,18 @@ impl Client {
         };
         self.unary(true, req, |ch, r| async move {
             HealthClient::new(ch).report_check(r).await
+        })
+        .await
+    }
+
+    /// A gossip keyring operation on every alive member (each answers for itself).
+    pub async fn keyring(&self, op: api::KeyringOp, key: &str) -> Result<api::KeyringResponse, Error> {
+        let req = api::KeyringRequest {
+            op: op as i32,
+            key: key.to_string(),
+        };
+        self.unary(false, req, |ch, r| async move {
+            KeyringClient::new(ch).apply(r).await
         })
         .await
     }

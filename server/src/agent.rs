@@ -45,9 +45,21 @@ pub(crate) fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// LAN gossip settings of any agent.
-pub(crate) fn gossip_config(_settings: &Settings, _data_dir: &Path) -> anyhow::Result<GossipConfig> {
-    Ok(GossipConfig::default())
+/// LAN gossip settings of any agent: encrypted with `--encrypt`, and the
+/// keyring kept in `<data-dir>/serf/local.keyring` (which wins over
+/// `--encrypt` on a restart, so an installed or rotated key survives).
+pub(crate) fn gossip_config(settings: &Settings, data_dir: &Path) -> anyhow::Result<GossipConfig> {
+    let keyring = match &settings.encrypt {
+        Some(k) => Some(tribune_client::gossip::Keyring::new(k).context("--encrypt")?),
+        None => None,
+    };
+    let serf = data_dir.join("serf");
+    prepare_data_dir(&serf)?;
+    Ok(GossipConfig {
+        keyring,
+        keyring_file: Some(serf.join("local.keyring")),
+        ..GossipConfig::default()
+    })
 }
 
 /// Runs a server agent until `shutdown` resolves.

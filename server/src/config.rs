@@ -51,6 +51,9 @@ pub struct AgentConfig {
     /// Server RPC / Raft listen address (default BIND:8300).
     #[arg(long)]
     pub server_addr: Option<SocketAddr>,
+    /// Gossip encryption key (base64 of 32 bytes, from `tribune keygen`); every member needs it.
+    #[arg(long, value_name = "KEY")]
+    pub encrypt: Option<String>,
     /// The server RPC address other servers dial, when not --server-addr (a NAT, a proxy).
     #[arg(long)]
     pub advertise_server_addr: Option<SocketAddr>,
@@ -123,7 +126,7 @@ impl AgentConfig {
         };
         merge!(cfg, flags;
             node, data_dir, datacenter, bootstrap_expect, bind, grpc_addr, http_addr, server_addr,
-            serf_lan_addr, serf_wan_addr, advertise_server_addr, log_level, snapshot_threshold, snapshot_keep_logs, watch_history,
+            serf_lan_addr, serf_wan_addr, advertise_server_addr, encrypt, log_level, snapshot_threshold, snapshot_keep_logs, watch_history,
             default_intention, leaf_cert_ttl, ca_root_ttl, ca_sign_rate, dead_server_cleanup_after,
             reconnect_timeout, anti_entropy_interval;
             dev, server, log_json);
@@ -155,6 +158,7 @@ pub struct Settings {
     pub http_addr: SocketAddr,
     pub server_addr: SocketAddr,
     pub advertise_server_addr: Option<SocketAddr>,
+    pub encrypt: Option<String>,
     pub snapshot_threshold: u64,
     pub snapshot_keep_logs: u64,
     pub watch_history: usize,
@@ -287,6 +291,7 @@ impl Settings {
             http_addr: cfg.http_addr.unwrap_or(at(DEFAULT_HTTP_PORT)),
             server_addr: cfg.server_addr.unwrap_or(at(DEFAULT_SERVER_PORT)),
             advertise_server_addr: cfg.advertise_server_addr,
+            encrypt: cfg.encrypt.clone(),
             snapshot_threshold,
             snapshot_keep_logs: cfg.snapshot_keep_logs.unwrap_or(1024),
             watch_history: cfg.watch_history.unwrap_or(65_536),

@@ -7,12 +7,13 @@
 //! and an Envoy are enough for two cores).
 
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tribune_tests::Agent;
 use tribune_tests::cluster::Cluster;
 use tribune_tests::mesh::{Backend, Envoy, eventually};
+use tribune_tests::{Agent, Ports};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -25,9 +26,15 @@ struct Dc {
 }
 
 fn datacenter(server_flags: &[&str]) -> Dc {
+    datacenter_with(server_flags, &[])
+}
+
+fn datacenter_with(server_flags: &[&str], client_flags: &[&str]) -> Dc {
     let cluster = Cluster::start(3, server_flags);
+    let mut flags = CLIENT_FLAGS.to_vec();
+    flags.extend_from_slice(client_flags);
     let clients = (0..3)
-        .map(|i| cluster.start_client(&format!("c{i}"), CLIENT_FLAGS))
+        .map(|i| cluster.start_client(&format!("c{i}"), &flags))
         .collect();
     Dc { cluster, clients }
 }
@@ -380,4 +387,131 @@ fn a_killed_server_rejoins_gossip_and_raft() {
     // And the client agents still reach the servers through it.
     let v = dc.clients[0].cli_json(&["operator", "raft", "list-peers"]);
     assert_eq!(v["peers"].as_array().map(Vec::len), Some(3), "{v}");
+}
+
+fn keygen(agent: &Agent) -> String {
+    agent.cli_ok(&["keygen"]).trim().to_string()
+}
+
+/// States of `names` in `server`'s view, as a list of (name, state).
+fn states(server: &Agent, names: &[String]) -> Vec<(String, String)> {
+    names
+        .iter()
+        .map(|n| (n.clone(), member_state(server, n)))
+        .collect()
+}
+
+#[test]
+fn encrypted_gossip_keeps_keyless_agents_out_and_rotates_without_flapping() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // Any agent prints a key; `keygen` needs none running.
+    let k1 = String::from_utf8(
+        Command::new(tribune_tests::tribune_bin())
+            .arg("keygen")
+            .output()
+            .expect("keygen")
+            .stdout,
+    )
+    .expect("utf-8")
+    .trim()
+    .to_string();
+    let dc = datacenter_with(&["--encrypt", &k1], &["--encrypt", &k1]);
+    let server = &dc.cluster.servers[0];
+    let names: Vec<String> = ["s0", "s1", "s2", "c0", "c1", "c2"].map(String::from).to_vec();
+    assert!(states(server, &names).iter().all(|(_, s)| s == "alive"));
+
+    // Without the key, or with another: never a member.
+    let join = server.ports.serf_addr();
+    let base = dc.cluster.data_dir();
+    let k_other = keygen(server);
+    let _keyless = Agent::spawn_client(
+        &base.join("keyless"),
+        Ports::free(),
+        "keyless",
+        &["--retry-join", &join],
+        false,
+    );
+    let _other_key = Agent::spawn_client(
+        &base.join("otherkey"),
+        Ports::free(),
+        "otherkey",
+        &["--retry-join", &join, "--encrypt", &k_other],
+        false,
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    let members = server.cli_ok(&["members"]);
+    assert!(
+        !members.contains("keyless") && !members.contains("otherkey"),
+        "{members}"
+    );
+
+    // Rotate through a client agent while watching every member's state.
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (stop, names) = (stop.clone(), names.clone());
+        let addr = server.grpc_addr();
+        std::thread::spawn(move || {
+            let mut flaps = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let out = Command::new(tribune_tests::tribune_bin())
+                    .args(["members", "--format", "json", "--grpc-addr", &addr])
+                    .output()
+                    .expect("members");
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+                for m in v["members"].as_array().into_iter().flatten() {
+                    let name = m["name"].as_str().unwrap_or_default();
+                    if names.iter().any(|n| n == name) && m["state"] != "alive" {
+                        flaps.push(format!("{name}: {}", m["state"]));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            flaps
+        })
+    };
+    let k2 = keygen(server);
+    let c0 = &dc.clients[0];
+    c0.cli_ok(&["keyring", "--install", &k2]);
+    std::thread::sleep(Duration::from_secs(2));
+    c0.cli_ok(&["keyring", "--use", &k2]);
+    std::thread::sleep(Duration::from_secs(2));
+    c0.cli_ok(&["keyring", "--remove", &k1]);
+    std::thread::sleep(Duration::from_secs(4));
+    stop.store(true, Ordering::Relaxed);
+    let flaps = watcher.join().expect("watcher");
+    assert!(flaps.is_empty(), "members flapped during the rotation: {flaps:?}");
+
+    // Every member now holds the new key only.
+    let v = c0.cli_json(&["keyring", "--list"]);
+    let members = v["members"].as_array().cloned().unwrap_or_default();
+    assert_eq!(members.len(), 6, "{v}");
+    for m in &members {
+        assert_eq!(m["keys"], serde_json::json!([k2]), "{m}");
+    }
+    // Removing the key in use is refused, naming why.
+    let out = c0.cli(&["keyring", "--remove", &k2]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("primary"),
+        "{out:?}"
+    );
+
+    // A new agent with the old key stays out; with the new one it joins.
+    let _old_key = Agent::spawn_client(
+        &base.join("oldkey"),
+        Ports::free(),
+        "oldkey",
+        &["--retry-join", &join, "--encrypt", &k1],
+        false,
+    );
+    let _new_key = Agent::spawn_client(
+        &base.join("newkey"),
+        Ports::free(),
+        "newkey",
+        &["--retry-join", &join, "--encrypt", &k2],
+        true,
+    );
+    assert_eq!(member_state(server, "newkey"), "alive");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(member_state(server, "oldkey"), "absent");
 }

@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod connect;
 pub mod convert;
 pub mod health;
+pub mod keyring;
 pub mod operator;
 pub mod watch;
 
@@ -125,6 +126,9 @@ pub fn routes(ctx: Arc<ServerContext>, hub: Arc<crate::mesh::hub::XdsHub>) -> an
             ))
             .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
+        .add_service(tribune_proto::v1::keyring_server::KeyringServer::new(
+            keyring::KeyringApi::new(ctx.gossip.clone().ok_or_else(|| anyhow::anyhow!("no gossip"))?),
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

@@ -292,6 +292,53 @@ pub async fn autopilot_state(c: &ClientArgs) -> anyhow::Result<()> {
     })
 }
 
+pub async fn keyring(c: &ClientArgs, op: api::KeyringOp, key: &str) -> anyhow::Result<()> {
+    let resp = connect(c).await?.keyring(op, key).await?;
+    emit(c.format, &resp, || {
+        if op == api::KeyringOp::List {
+            // Per key: on how many members, and as how many members' primary.
+            let mut keys: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+            for m in resp.members.iter().filter(|m| m.ok) {
+                for (i, k) in m.keys.iter().enumerate() {
+                    let e = keys.entry(k.as_str()).or_default();
+                    e.0 += 1;
+                    e.1 += usize::from(i == 0);
+                }
+            }
+            let total = resp.members.len();
+            let rows: Vec<Vec<String>> = keys
+                .iter()
+                .map(|(k, (on, primary))| {
+                    vec![
+                        k.to_string(),
+                        format!("{on}/{total}"),
+                        format!("{primary}/{total}"),
+                    ]
+                })
+                .collect();
+            table(&["KEY", "MEMBERS", "PRIMARY ON"], &rows);
+        } else {
+            let ok = resp.members.iter().filter(|m| m.ok).count();
+            println!("Done on {ok} of {} members", resp.members.len());
+        }
+    })?;
+    let failed: Vec<String> = resp
+        .members
+        .iter()
+        .filter(|m| !m.ok)
+        .map(|m| format!("{}: {}", m.node, m.error))
+        .collect();
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "the keyring operation failed on {} of {} members:\n  {}",
+            failed.len(),
+            resp.members.len(),
+            failed.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
 pub async fn members(c: &ClientArgs) -> anyhow::Result<()> {
     let resp = connect(c).await?.members().await?;
     emit(c.format, &resp, || {

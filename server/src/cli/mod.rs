@@ -48,6 +48,29 @@ enum Cmd {
     Intention(IntentionCmd),
     /// LAN gossip members and their state.
     Members(MembersCmd),
+    /// Print a new gossip encryption key (base64 of 32 random bytes) for --encrypt.
+    Keygen,
+    /// Gossip encryption keys on every member: --list, --install, --use, --remove.
+    Keyring(KeyringCmd),
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("op").required(true).args(["list", "install", "use_key", "remove"])))]
+struct KeyringCmd {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Each key and how many members hold it (and as primary).
+    #[arg(long)]
+    list: bool,
+    /// Add KEY to every member's keyring (they decrypt with it from now on).
+    #[arg(long, value_name = "KEY")]
+    install: Option<String>,
+    /// Make KEY (installed) the one every member encrypts with.
+    #[arg(long = "use", value_name = "KEY")]
+    use_key: Option<String>,
+    /// Remove KEY (not the one in use) from every member.
+    #[arg(long, value_name = "KEY")]
+    remove: Option<String>,
 }
 
 #[derive(Args)]
@@ -301,6 +324,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Connect(s) => connect::run_connect(&s.client, s.cmd).await,
         Cmd::Intention(s) => connect::run_intention(&s.client, s.cmd).await,
         Cmd::Members(s) => c::members(&s.client).await,
+        Cmd::Keygen => {
+            println!("{}", tribune_client::gossip::Keyring::generate_key());
+            Ok(())
+        }
+        Cmd::Keyring(s) => {
+            use tribune_client::api::KeyringOp as Op;
+            let (op, key) = if let Some(k) = s.install {
+                (Op::Install, k)
+            } else if let Some(k) = s.use_key {
+                (Op::Use, k)
+            } else if let Some(k) = s.remove {
+                (Op::Remove, k)
+            } else {
+                (Op::List, String::new())
+            };
+            c::keyring(&s.client, op, &key).await
+        }
         Cmd::Snapshot(s) => match s.cmd {
             SnapshotSub::Save { file } => c::snapshot_save(&s.client, &file).await,
             SnapshotSub::Restore { file } => c::snapshot_restore(&s.client, &file).await,

@@ -18,7 +18,9 @@ use super::forward::forward;
 use crate::api::MAX_REQUEST_BYTES;
 
 /// The client agent's gRPC routes.
-pub fn routes(agent: Arc<LocalAgent>) -> anyhow::Result<Routes> {
+pub fn routes(agent: Arc<LocalAgent>, gossip: tribune_client::gossip::Gossip) -> anyhow::Result<Routes> {
+    let keyring =
+        tribune_proto::v1::keyring_server::KeyringServer::new(crate::api::keyring::KeyringApi::new(gossip));
     let catalog = CatalogServer::new(LocalCatalog { agent: agent.clone() })
         .max_decoding_message_size(MAX_REQUEST_BYTES);
     let health =
@@ -34,6 +36,7 @@ pub fn routes(agent: Arc<LocalAgent>) -> anyhow::Result<Routes> {
         .route_service("/tribune.v1.Catalog/Deregister", catalog)
         .route_service("/tribune.v1.Health/UpdateTtl", health)
         .route_service("/grpc.health.v1.Health/{*method}", grpc_health)
+        .route_service("/tribune.v1.Keyring/{*method}", keyring)
         .route_service("/grpc.reflection.v1.ServerReflection/{*method}", reflection_v1)
         .route_service(
             "/grpc.reflection.v1alpha.ServerReflection/{*method}",
