@@ -26,6 +26,8 @@ pub(super) async fn run(agent: Arc<LocalAgent>) {
                 synced_once = true;
                 follow(&agent, &mut runners, checks);
             }
+            // Before the first sync the servers may simply not be known yet.
+            Err(e) if !synced_once => tracing::debug!(error = %e, "not in sync with the servers yet"),
             Err(e) => tracing::warn!(error = %e, "anti-entropy could not sync with the servers"),
         }
         // Until the first sync, retry soon: the servers may not be known yet.
