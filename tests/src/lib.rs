@@ -57,20 +57,32 @@ pub fn tool(name: &str) -> PathBuf {
     p
 }
 
-/// A port nobody listens on right now.
+/// A loopback port free for both TCP and UDP right now, below the kernel's
+/// ephemeral range (32768 and up on Linux), so an outgoing connection
+/// cannot take it between this call and the agent binding it. Ports are
+/// handed out in turn from a start that depends on the process ID, so two
+/// test threads never get the same one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (start + n) % SPAN) as u16;
+        let tcp = TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {LOW} and {}", LOW + SPAN)
 }
 
-/// A UDP port nobody is bound to right now.
+/// A port free for UDP (and TCP: gossip uses both on one port number).
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback UDP port")
+    free_port()
 }
 
 #[derive(Clone, Debug)]
