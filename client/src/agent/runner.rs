@@ -1,5 +1,6 @@
 //! One task per check of the agent's node: probe on the interval, apply
-//! the thresholds, and tell the servers when the status or output changes.
+//! the thresholds, and tell the servers when the status changes (with the
+//! output that came with it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,10 +90,10 @@ async fn record(
         let mut states = lock(&agent.checks);
         let Some(st) = states.get_mut(id) else { return };
         let status = threshold.observe(st.status, result);
-        if status != st.status || output != st.output {
-            if status != st.status {
-                span.in_scope(|| tracing::info!(from = ?st.status, to = ?status, "check changed"));
-            }
+        // Only a status change is news: output that varies run to run
+        // would otherwise be a Raft write per run.
+        if status != st.status {
+            span.in_scope(|| tracing::info!(from = ?st.status, to = ?status, "check changed"));
             st.status = status;
             st.output = output.clone();
             st.reported = false;
