@@ -173,8 +173,9 @@ impl Catalog {
     pub fn health_of(&self, service: &Service) -> InstanceHealth {
         let own = self.checks_by_service.get(&service.id).into_iter().flatten();
         let node = self.node_checks.get(&service.node).into_iter().flatten();
-        let checks: Vec<Check> = node
-            .chain(own)
+        // The instance's own checks first: they are what its owner registered.
+        let checks: Vec<Check> = own
+            .chain(node)
             .filter_map(|id| self.checks.get(id))
             .cloned()
             .collect();
