@@ -10,7 +10,10 @@ use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use serde_json::json;
 
+use tribune_client::gossip::MemberState;
+
 use crate::context::ServerContext;
+use crate::metrics::StateLabel;
 
 pub fn router(ctx: Arc<ServerContext>) -> Router {
     Router::new()
@@ -43,6 +46,24 @@ async fn metrics(State(ctx): State<Arc<ServerContext>>) -> impl IntoResponse {
     ctx.metrics
         .applied_index
         .set(ctx.state.read().applied_index() as i64);
+    if let Some(g) = &ctx.gossip {
+        let m = &ctx.metrics;
+        let dropped = g.dropped_packets();
+        m.gossip_dropped
+            .inc_by(dropped.saturating_sub(m.gossip_dropped.get()));
+        let members = g.members();
+        for (state, name) in [
+            (MemberState::Alive, "alive"),
+            (MemberState::Suspect, "suspect"),
+            (MemberState::Down, "down"),
+            (MemberState::Left, "left"),
+        ] {
+            let n = members.iter().filter(|x| x.state == state).count();
+            m.gossip_members
+                .get_or_create(&StateLabel { state: name })
+                .set(n as i64);
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -31,6 +31,14 @@ pub struct Metrics {
     pub watches_open: Gauge,
     pub xds_streams_open: Gauge,
     pub xds: crate::mesh::ads::XdsMetrics,
+    /// Gossip packets that did not decrypt (wrong or no key), since start.
+    pub gossip_dropped: Counter,
+    pub gossip_members: Family<StateLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -76,8 +84,22 @@ impl Default for Metrics {
             "Configurations proxies rejected, by type",
             nacks.clone(),
         );
+        let gossip_dropped = Counter::default();
+        registry.register(
+            "gossip_dropped_packets",
+            "LAN gossip packets dropped because they did not decrypt",
+            gossip_dropped.clone(),
+        );
+        let gossip_members = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "gossip_members",
+            "LAN gossip members by state, as this agent sees them",
+            gossip_members.clone(),
+        );
         Metrics {
             registry,
+            gossip_dropped,
+            gossip_members,
             xds_streams_open,
             xds: crate::mesh::ads::XdsMetrics { nacks },
             commit_seconds,

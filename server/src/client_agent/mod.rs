@@ -144,5 +144,7 @@ async fn agent_self(State(s): State<HttpState>) -> Json<serde_json::Value> {
         "gossip_addr": me.gossip_addr.to_string(),
         "servers": servers,
         "services": s.agent.service_count(),
+        "gossip_encrypted": s.gossip.encrypted(),
+        "gossip_dropped_packets": s.gossip.dropped_packets(),
     }))
 }
