@@ -140,13 +140,26 @@ async fn garbage_on_any_port_is_refused_without_harm() {
     let agent = Agent::start(&[]);
     let c = agent.client().await;
     c.register(instance("web", "web-1", 80)).await.unwrap();
-    let before = catalog_dump(&c).await;
+    // The leader gives the node its serf-health check right after start.
+    let mut before = catalog_dump(&c).await;
+    for _ in 0..100 {
+        if before.to_string().contains("serf-health") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        before = catalog_dump(&c).await;
+    }
 
     let mut noise: Vec<u8> = (0..4096u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
     noise.extend_from_slice(b"\r\n\r\n");
-    for port in [agent.ports.grpc, agent.ports.server, agent.ports.http] {
+    // LAN gossip: junk datagrams, and junk on its TCP side.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    for chunk in noise.chunks(1024) {
+        let _ = udp.send_to(chunk, ("127.0.0.1", agent.ports.serf));
+    }
+    for port in [agent.ports.grpc, agent.ports.server, agent.ports.http, agent.ports.serf] {
         throw_garbage(port, &noise);
         throw_garbage(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         // An HTTP/2 preface followed by junk frames.
