@@ -98,10 +98,14 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     )
     .await?;
 
-    let log_store = LogStore::open(&data_dir).context("opening the Raft log")?;
+    let metrics = Arc::new(Metrics::default());
+    let log_store = LogStore::open(&data_dir)
+        .context("opening the Raft log")?
+        .with_append_histogram(metrics.log_append_seconds.clone());
     let log_reader = log_store.clone();
     let sm = StateMachineStore::open(&data_dir.join("snapshots"), settings.watch_history)
-        .context("opening the state machine")?;
+        .context("opening the state machine")?
+        .with_apply_histogram(metrics.apply_seconds.clone());
     let state = sm.shared();
 
     let node_id = node_id_for(&settings.node);
@@ -124,10 +128,13 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     .validate()
     .context("raft settings")?;
     let source = Some(settings.server_addr.ip()).filter(|ip| !ip.is_unspecified());
-    let raft = Raft::new(node_id, Arc::new(config), Network { source }, log_store, sm)
+    let network = Network {
+        source,
+        rpc_seconds: Some(metrics.append_entries_rpc_seconds.clone()),
+    };
+    let raft = Raft::new(node_id, Arc::new(config), network, log_store, sm)
         .await
         .context("starting raft")?;
-    let metrics = Arc::new(Metrics::default());
     let proposer = Proposer::start(raft.clone(), metrics.clone());
 
     let ctx = Arc::new(ServerContext {

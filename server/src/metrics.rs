@@ -31,6 +31,12 @@ pub struct Metrics {
     pub watches_open: Gauge,
     pub xds_streams_open: Gauge,
     pub xds: crate::mesh::ads::XdsMetrics,
+    /// The write path, stage by stage: the log append with its fsync (on
+    /// every server), the leader's AppendEntries round trip to a follower,
+    /// and applying entries to the catalog.
+    pub log_append_seconds: Histogram,
+    pub append_entries_rpc_seconds: Histogram,
+    pub apply_seconds: Histogram,
     /// Gossip packets that did not decrypt (wrong or no key), since start.
     pub gossip_dropped: Counter,
     pub gossip_members: Family<StateLabel, Gauge>,
@@ -84,6 +90,24 @@ impl Default for Metrics {
             "Configurations proxies rejected, by type",
             nacks.clone(),
         );
+        let log_append_seconds = Histogram::new(latency_buckets());
+        registry.register(
+            "raft_log_append_seconds",
+            "Raft log appends, fsync included",
+            log_append_seconds.clone(),
+        );
+        let append_entries_rpc_seconds = Histogram::new(latency_buckets());
+        registry.register(
+            "raft_append_entries_rpc_seconds",
+            "AppendEntries round trips from this leader to a follower",
+            append_entries_rpc_seconds.clone(),
+        );
+        let apply_seconds = Histogram::new(latency_buckets());
+        registry.register(
+            "raft_apply_seconds",
+            "Applying committed entries to the catalog",
+            apply_seconds.clone(),
+        );
         let gossip_dropped = Counter::default();
         registry.register(
             "gossip_dropped_packets",
@@ -98,6 +122,9 @@ impl Default for Metrics {
         );
         Metrics {
             registry,
+            log_append_seconds,
+            append_entries_rpc_seconds,
+            apply_seconds,
             gossip_dropped,
             gossip_members,
             xds_streams_open,

@@ -159,7 +159,12 @@ async fn garbage_on_any_port_is_refused_without_harm() {
     for chunk in noise.chunks(1024) {
         let _ = udp.send_to(chunk, ("127.0.0.1", agent.ports.serf));
     }
-    for port in [agent.ports.grpc, agent.ports.server, agent.ports.http, agent.ports.serf] {
+    for port in [
+        agent.ports.grpc,
+        agent.ports.server,
+        agent.ports.http,
+        agent.ports.serf,
+    ] {
         throw_garbage(port, &noise);
         throw_garbage(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         // An HTTP/2 preface followed by junk frames.

@@ -99,7 +99,7 @@ fn a_client_agent_runs_its_services_http_check() {
             "--check-http",
             &url,
             "--interval",
-            "1s",
+            "2s",
         ],
     );
     // Registered on the client agent's node, visible on every server.
@@ -112,16 +112,18 @@ fn a_client_agent_runs_its_services_http_check() {
         "the check never passed"
     );
 
-    // The backend stops: critical within the interval (plus the write).
+    // The backend stops: critical within the 2 s interval (plus up to 1 s
+    // for the write and for this poll to see it).
     drop(backend);
-    let t = eventually(Duration::from_secs(4), || {
+    let t = eventually(Duration::from_secs(3), || {
         instance_status(server, "web", "web-1") == "critical"
     });
     assert!(
         t.is_some(),
-        "the check did not turn critical; agent log:\n{}",
+        "the check did not turn critical within its interval; agent log:\n{}",
         client.log_tail()
     );
+    eprintln!("critical {:?} after the backend stopped", t.unwrap_or_default());
     let v = server.cli_json(&["catalog", "service", "web"]);
     let output = v["instances"][0]["checks"]
         .as_array()
@@ -136,10 +138,10 @@ fn a_client_agent_runs_its_services_http_check() {
         "the check's output says what failed: {output:?}"
     );
 
-    // Back on the same port: passing again.
+    // Back on the same port: passing again within the interval.
     let _backend = Backend::start_on(port, "ok");
     assert!(
-        eventually(Duration::from_secs(4), || instance_status(server, "web", "web-1")
+        eventually(Duration::from_secs(3), || instance_status(server, "web", "web-1")
             == "passing")
         .is_some(),
         "the check did not pass again"

@@ -34,6 +34,7 @@ const CACHE_ENTRIES: usize = 256;
 pub struct LogStore {
     db: Arc<Database>,
     recent: Arc<std::sync::Mutex<std::collections::BTreeMap<u64, Entry>>>,
+    append_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 fn io_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -78,7 +79,14 @@ impl LogStore {
         Ok(LogStore {
             db: Arc::new(db),
             recent: Arc::default(),
+            append_seconds: None,
         })
+    }
+
+    /// Times every append (fsync included) into `h`.
+    pub fn with_append_histogram(mut self, h: prometheus_client::metrics::histogram::Histogram) -> Self {
+        self.append_seconds = Some(h);
+        self
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, Entry>> {
@@ -221,6 +229,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .iter()
             .map(|e| Ok((e.log_id.index, encode(e)?)))
             .collect::<Result<Vec<_>, StorageError>>()?;
+        let started = std::time::Instant::now();
         let res = self
             .write(true, move |tx| {
                 let mut t = tx.open_table(LOG).map_err(io_err)?;
@@ -230,6 +239,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Ok(())
             })
             .await;
+        if let Some(h) = &self.append_seconds {
+            h.observe(started.elapsed().as_secs_f64());
+        }
         match res {
             Ok(()) => {
                 {

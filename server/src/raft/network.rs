@@ -22,12 +22,15 @@ pub const MAX_RAFT_MESSAGE: usize = 64 * 1024 * 1024;
 pub struct Network {
     /// The IP connections to peers leave from (see `cluster::peers::server_endpoint`).
     pub source: Option<std::net::IpAddr>,
+    /// Times AppendEntries round trips.
+    pub rpc_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 pub struct PeerClient {
     target: NodeId,
     addr: String,
     client: Option<RaftClient<Channel>>,
+    rpc_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -49,6 +52,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.raft_addr.clone(),
             client,
+            rpc_seconds: self.rpc_seconds.clone(),
         }
     }
 }
@@ -97,7 +101,12 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        self.call("append_entries", &rpc, &option).await
+        let started = std::time::Instant::now();
+        let res = self.call("append_entries", &rpc, &option).await;
+        if let Some(h) = &self.rpc_seconds {
+            h.observe(started.elapsed().as_secs_f64());
+        }
+        res
     }
 
     async fn install_snapshot(

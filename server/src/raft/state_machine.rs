@@ -69,6 +69,7 @@ pub struct StateMachineStore {
     shared: Arc<Shared>,
     dir: PathBuf,
     snapshot_seq: Arc<std::sync::atomic::AtomicU64>,
+    apply_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -82,6 +83,12 @@ fn snap_err(e: impl std::error::Error + 'static) -> StorageError {
 impl StateMachineStore {
     /// Opens the state machine in `dir`, loading the latest snapshot if any.
     /// `history` bounds the change feed kept for resuming watchers.
+    /// Times every apply into `h`.
+    pub fn with_apply_histogram(mut self, h: prometheus_client::metrics::histogram::Histogram) -> Self {
+        self.apply_seconds = Some(h);
+        self
+    }
+
     pub fn open(dir: &Path, history: usize) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir).map_err(sm_err)?;
         let path = dir.join(SNAPSHOT_FILE);
@@ -112,6 +119,7 @@ impl StateMachineStore {
             }),
             dir: dir.to_path_buf(),
             snapshot_seq: Arc::default(),
+            apply_seconds: None,
         })
     }
 
@@ -203,6 +211,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let started = std::time::Instant::now();
         let mut out = Vec::new();
         let last = {
             let mut d = self.shared.write();
@@ -232,6 +241,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
             d.applied_index()
         };
+        if let Some(h) = &self.apply_seconds {
+            h.observe(started.elapsed().as_secs_f64());
+        }
         self.shared.applied.send_replace(last);
         Ok(out)
     }
