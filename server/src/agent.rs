@@ -45,6 +45,23 @@ pub(crate) fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A trigger, and a maker of futures that resolve once it fires: one per
+/// listener, so that all of them drain together.
+pub(crate) fn stop_signal() -> (
+    watch::Sender<bool>,
+    impl Fn() -> futures::future::BoxFuture<'static, ()>,
+) {
+    let (tx, rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = rx.clone();
+        let f: futures::future::BoxFuture<'static, ()> = Box::pin(async move {
+            let _ = rx.wait_for(|s| *s).await;
+        });
+        f
+    };
+    (tx, stopped)
+}
+
 /// LAN gossip settings of any agent: encrypted with `--encrypt`, and the
 /// keyring kept in `<data-dir>/serf/local.keyring` (which wins over
 /// `--encrypt` on a restart, so an installed or rotated key survives).
@@ -161,13 +178,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     tokio::spawn(crate::mesh::ca::leader_duties(ctx.clone()));
     tokio::spawn(crate::checks::run(ctx.clone()));
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
+    let (stop_tx, stopped) = stop_signal();
 
     let raft_server = tonic::transport::Server::builder()
         .add_service(

@@ -29,6 +29,56 @@ async fn ids_on(addr: &str, name: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The leader some server among `others` names, once it is not `old`.
+async fn new_leader_among(c: &Cluster, others: &[usize], old: usize, limit: Duration) -> String {
+    let t = Instant::now();
+    loop {
+        assert!(
+            t.elapsed() < limit,
+            "the majority elected no leader within {limit:?}"
+        );
+        for &i in others {
+            if let Ok(cl) = Client::connect(&c.servers[i].grpc_addr()).await
+                && let Ok(p) = cl.stale(true).raft_peers().await
+                && let Some(l) = p.peers.iter().find(|p| p.leader)
+                && l.node != c.servers[old].node
+            {
+                return l.node.clone();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until server `old` is a follower of `new_leader`, as it sees it.
+async fn rejoins_as_follower(c: &Cluster, old: usize, new_leader: &str, limit: Duration) {
+    let t = Instant::now();
+    loop {
+        let cl = Client::connect(&c.servers[old].grpc_addr()).await.unwrap();
+        let p = cl.stale(true).raft_peers().await.unwrap();
+        let me = p.peers.iter().find(|p| p.node == c.servers[old].node).unwrap();
+        let leader = p.peers.iter().find(|p| p.leader).map(|p| p.node.as_str());
+        if !me.leader && leader == Some(new_leader) {
+            return;
+        }
+        assert!(
+            t.elapsed() < limit,
+            "the old leader did not rejoin as a follower: {p:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `writers` acknowledged 20 more writes.
+async fn writes_go_on(writers: &Writers, limit: Duration) {
+    let before = writers.acked.load(Ordering::Relaxed);
+    let t = Instant::now();
+    while writers.acked.load(Ordering::Relaxed) < before + 20 {
+        assert!(t.elapsed() < limit, "writes did not go on in the majority");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn three_servers_elect_one_leader_and_all_answer() {
     let _serial = ONE_AT_A_TIME.lock().await;
@@ -197,53 +247,14 @@ async fn an_isolated_leader_is_replaced_and_rejoins_as_a_follower() {
         .unwrap();
     // The majority: a new leader among the other two, and writes go on.
     let others: Vec<usize> = (0..3).filter(|i| *i != old).collect();
-    let mut new_leader = None;
-    let t = Instant::now();
-    while new_leader.is_none() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the majority elected no leader"
-        );
-        for &i in &others {
-            if let Ok(cl) = Client::connect(&c.servers[i].grpc_addr()).await
-                && let Ok(p) = cl.raft_peers().await
-                && let Some(l) = p.peers.iter().find(|p| p.leader)
-                && l.node != c.servers[old].node
-            {
-                new_leader = Some(l.node.clone());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let before = writers.acked.load(Ordering::Relaxed);
-    let t = Instant::now();
-    while writers.acked.load(Ordering::Relaxed) < before + 20 {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "writes did not go on without the old leader"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let new_leader = new_leader_among(&c, &others, old, Duration::from_secs(10)).await;
+    writes_go_on(&writers, Duration::from_secs(10)).await;
     std::process::Command::new("kill")
         .args(["-CONT", &pid])
         .status()
         .unwrap();
     // The old leader rejoins as a follower of the new one.
-    let t = Instant::now();
-    loop {
-        let cl = Client::connect(&c.servers[old].grpc_addr()).await.unwrap();
-        let p = cl.stale(true).raft_peers().await.unwrap();
-        let me = p.peers.iter().find(|p| p.node == c.servers[old].node).unwrap();
-        let leader = p.peers.iter().find(|p| p.leader).map(|p| p.node.clone());
-        if !me.leader && leader == new_leader {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the old leader did not rejoin as a follower: {p:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    rejoins_as_follower(&c, old, &new_leader, Duration::from_secs(10)).await;
     let acked = writers.stop().await;
     for s in &c.servers {
         let present = ids_on(&s.grpc_addr(), "isolated").await;
@@ -286,23 +297,7 @@ async fn a_partitioned_leader_cannot_commit_and_rejoins_as_a_follower() {
     }
 
     // The majority elects a new leader and writes go on.
-    let mut new_leader = None;
-    while new_leader.is_none() {
-        assert!(
-            cut.elapsed() < Duration::from_secs(15),
-            "the majority elected no leader"
-        );
-        for &i in &others {
-            if let Ok(cl) = Client::connect(&c.servers[i].grpc_addr()).await
-                && let Ok(p) = cl.stale(true).raft_peers().await
-                && let Some(l) = p.peers.iter().find(|p| p.leader)
-                && l.node != c.servers[old].node
-            {
-                new_leader = Some(l.node.clone());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let new_leader = new_leader_among(&c, &others, old, Duration::from_secs(15)).await;
     eprintln!("the majority had a new leader {:?} after the cut", cut.elapsed());
     // Alive, still answering on its API port, but unable to commit.
     let lone = Client::connect(&c.servers[old].grpc_addr()).await.unwrap();
@@ -321,15 +316,7 @@ async fn a_partitioned_leader_cannot_commit_and_rejoins_as_a_follower() {
         "the cut-off leader answered a linearizable read"
     );
 
-    let before = writers.acked.load(Ordering::Relaxed);
-    let t = Instant::now();
-    while writers.acked.load(Ordering::Relaxed) < before + 20 {
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "writes did not go on in the majority"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    writes_go_on(&writers, Duration::from_secs(15)).await;
     // The write the old leader took never reached the majority.
     for &i in &others {
         let got = ids_on(&c.servers[i].grpc_addr(), "partition-lost").await;
@@ -343,21 +330,7 @@ async fn a_partitioned_leader_cannot_commit_and_rejoins_as_a_follower() {
     for p in &proxies {
         p.heal();
     }
-    let t = Instant::now();
-    loop {
-        let cl = Client::connect(&c.servers[old].grpc_addr()).await.unwrap();
-        let p = cl.stale(true).raft_peers().await.unwrap();
-        let me = p.peers.iter().find(|p| p.node == c.servers[old].node).unwrap();
-        let leader = p.peers.iter().find(|p| p.leader).map(|p| p.node.clone());
-        if !me.leader && leader == new_leader {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "the old leader did not rejoin as a follower: {p:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    rejoins_as_follower(&c, old, &new_leader, Duration::from_secs(15)).await;
     let acked = writers.stop().await;
     for s in &c.servers {
         let present = ids_on(&s.grpc_addr(), "partition").await;

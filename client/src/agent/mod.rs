@@ -168,7 +168,7 @@ impl LocalAgent {
         let resp = self.client().await?.update_ttl(check_id, status, note).await?;
         if let Some(c) = lock(&self.checks).get_mut(check_id) {
             c.status = status;
-            c.output = runner::cap_output(note);
+            c.output = crate::checks::cap_output(note);
             c.reported = true;
             c.ttl_since = tokio::time::Instant::now();
         }

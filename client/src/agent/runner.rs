@@ -7,21 +7,7 @@ use std::time::Duration;
 
 use super::{LocalAgent, lock};
 use crate::api::{self, HealthStatus, check_definition::Kind};
-use crate::checks::{self, CheckResult, Threshold};
-
-/// Check output is kept, capped at 4 KiB on a character boundary (the
-/// servers cap it the same way).
-pub(super) fn cap_output(v: &str) -> String {
-    const MAX: usize = 4096;
-    if v.len() <= MAX {
-        return v.to_string();
-    }
-    let mut end = MAX;
-    while !v.is_char_boundary(end) {
-        end -= 1;
-    }
-    v[..end].to_string()
-}
+use crate::checks::{self, CheckResult, Threshold, cap_output};
 
 pub(super) async fn run(agent: Arc<LocalAgent>, id: String, def: api::CheckDefinition) {
     let interval = Duration::from_millis(def.interval_ms.max(1000));

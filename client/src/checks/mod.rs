@@ -8,6 +8,22 @@ mod threshold;
 pub use probe::{grpc, http, tcp};
 pub use threshold::Threshold;
 
+/// The most check output kept, in bytes (Consul keeps 4 KiB too).
+pub const MAX_OUTPUT_LEN: usize = 4096;
+
+/// Check output is kept, capped at [`MAX_OUTPUT_LEN`] on a character
+/// boundary; servers and client agents cap it the same way.
+pub fn cap_output(v: &str) -> String {
+    if v.len() <= MAX_OUTPUT_LEN {
+        return v.to_string();
+    }
+    let mut end = MAX_OUTPUT_LEN;
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    v[..end].to_string()
+}
+
 /// A check result: a status and the output that explains it.
 pub type CheckResult = (crate::api::HealthStatus, String);
 

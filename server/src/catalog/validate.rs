@@ -16,7 +16,7 @@ pub const MAX_CHECKS: usize = 32;
 /// success_before_passing / failures_before_critical at most.
 pub const MAX_CHECK_THRESHOLD: u32 = 100;
 pub const MAX_UPSTREAMS: usize = 64;
-pub const MAX_OUTPUT_LEN: usize = 4096;
+pub use tribune_client::checks::MAX_OUTPUT_LEN;
 pub const MIN_INTERVAL_MS: u64 = 1_000;
 pub const MAX_INTERVAL_MS: u64 = 24 * 3600 * 1000;
 pub const MAX_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
@@ -223,16 +223,7 @@ pub fn ttl_ms(field: &str, v: u64) -> Result<u64> {
 }
 
 /// Check output is kept but capped, on a character boundary.
-pub fn cap_output(v: &str) -> String {
-    if v.len() <= MAX_OUTPUT_LEN {
-        return v.to_string();
-    }
-    let mut end = MAX_OUTPUT_LEN;
-    while !v.is_char_boundary(end) {
-        end -= 1;
-    }
-    v[..end].to_string()
-}
+pub use tribune_client::checks::cap_output;
 
 #[cfg(test)]
 mod tests {

@@ -16,7 +16,6 @@ use anyhow::Context;
 use axum::Json;
 use axum::extract::State;
 use axum::routing::get;
-use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tribune_client::agent::{AgentSettings, LocalAgent};
 use tribune_client::gossip::{Gossip, Member, Role};
@@ -62,13 +61,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     )
     .context("loading the services this agent owns")?;
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
+    let (stop_tx, stopped) = crate::agent::stop_signal();
     let api_server = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("grpc_request", path = %req.uri().path()))
         .add_routes(api::routes(agent.clone(), gossip.clone())?)
