@@ -45,6 +45,25 @@ pub(crate) fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// This agent as it gossips itself.
+pub(crate) fn gossip_member(
+    settings: &Settings,
+    role: Role,
+    server_addr: String,
+    grpc_addr: SocketAddr,
+) -> Member {
+    Member {
+        name: settings.node.clone(),
+        gossip_addr: settings.serf_lan_addr,
+        role,
+        datacenter: settings.datacenter.clone(),
+        server_addr,
+        grpc_addr: grpc_addr.to_string(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        incarnation: 0,
+    }
+}
+
 /// A trigger, and a maker of futures that resolve once it fires: one per
 /// listener, so that all of them drain together.
 pub(crate) fn stop_signal() -> (
@@ -100,16 +119,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let gossip = Gossip::start(
-        Member {
-            name: settings.node.clone(),
-            gossip_addr: settings.serf_lan_addr,
-            role: Role::Server,
-            datacenter: settings.datacenter.clone(),
-            server_addr: raft_addr.to_string(),
-            grpc_addr: grpc_addr.to_string(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            incarnation: 0,
-        },
+        gossip_member(&settings, Role::Server, raft_addr.to_string(), grpc_addr),
         settings.retry_join.clone(),
         gossip_config(&settings, &data_dir)?,
     )

@@ -111,12 +111,11 @@ fn watch_for_trouble(agents: &[Gossip]) -> (Arc<AtomicBool>, Arc<std::sync::Mute
 
 const ALL3: [&str; 3] = ["a", "b", "c"];
 
-#[tokio::test]
-async fn three_members_with_one_key_join() {
-    let key = Keyring::generate_key();
-    let a = start("a", &[], keyed(&key)).await;
-    let b = start("b", &[&a], keyed(&key)).await;
-    let c = start("c", &[&a], keyed(&key)).await;
+/// Three members a, b, c with `key`, once each sees all three alive.
+async fn three_keyed(key: &str) -> (Gossip, Gossip, Gossip) {
+    let a = start("a", &[], keyed(key)).await;
+    let b = start("b", &[&a], keyed(key)).await;
+    let c = start("c", &[&a], keyed(key)).await;
     for g in [&a, &b, &c] {
         assert!(
             eventually(Duration::from_secs(10), || alive_names(g) == ALL3).await,
@@ -124,6 +123,15 @@ async fn three_members_with_one_key_join() {
             g.me().name,
             g.members()
         );
+    }
+    (a, b, c)
+}
+
+#[tokio::test]
+async fn three_members_with_one_key_join() {
+    let key = Keyring::generate_key();
+    let (a, b, c) = three_keyed(&key).await;
+    for g in [&a, &b, &c] {
         assert!(g.encrypted());
         assert_eq!(g.keyring_list(), vec![key.clone()]);
         assert_eq!(g.dropped_packets(), 0);
@@ -351,12 +359,7 @@ async fn messages_too_big_for_udp_go_over_tcp() {
 #[tokio::test]
 async fn graceful_leave_shows_as_left() {
     let key = Keyring::generate_key();
-    let a = start("a", &[], keyed(&key)).await;
-    let b = start("b", &[&a], keyed(&key)).await;
-    let c = start("c", &[&a], keyed(&key)).await;
-    for g in [&a, &b, &c] {
-        assert!(eventually(Duration::from_secs(10), || alive_names(g) == ALL3).await);
-    }
+    let (a, b, c) = three_keyed(&key).await;
     let (stop, trouble) = watch_for_trouble(&[a.clone(), b.clone()]);
     c.leave().await;
     for g in [&a, &b] {

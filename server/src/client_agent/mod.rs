@@ -18,7 +18,7 @@ use axum::extract::State;
 use axum::routing::get;
 use tokio_stream::wrappers::TcpListenerStream;
 use tribune_client::agent::{AgentSettings, LocalAgent};
-use tribune_client::gossip::{Gossip, Member, Role};
+use tribune_client::gossip::{Gossip, Role};
 
 use crate::agent::{bind, prepare_data_dir};
 use crate::config::Settings;
@@ -35,16 +35,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let gossip = Gossip::start(
-        Member {
-            name: settings.node.clone(),
-            gossip_addr: settings.serf_lan_addr,
-            role: Role::Client,
-            datacenter: settings.datacenter.clone(),
-            server_addr: String::new(),
-            grpc_addr: grpc_addr.to_string(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            incarnation: 0,
-        },
+        crate::agent::gossip_member(&settings, Role::Client, String::new(), grpc_addr),
         settings.retry_join.clone(),
         crate::agent::gossip_config(&settings, &data_dir)?,
     )
