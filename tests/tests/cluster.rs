@@ -29,6 +29,39 @@ async fn ids_on(addr: &str, name: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Server i listens for Raft on 127.0.0.(11+i), behind proxy i, and dials
+/// the others from that IP, so the proxies know who is calling.
+fn partitionable_cluster() -> (Cluster, Vec<Proxy>) {
+    let ports: Vec<u16> = (0..3).map(|_| tribune_tests::free_port()).collect();
+    let proxies: Vec<Proxy> = (0..3)
+        .map(|i| Proxy::start(SocketAddr::new(server_ip(i), ports[i])))
+        .collect();
+    let c = Cluster::start_each(3, |i| {
+        vec![
+            "--server-addr".into(),
+            SocketAddr::new(server_ip(i), ports[i]).to_string(),
+            "--advertise-server-addr".into(),
+            proxies[i].addr.to_string(),
+        ]
+    });
+    (c, proxies)
+}
+
+fn server_ip(i: usize) -> IpAddr {
+    IpAddr::from([127, 0, 0, 11 + i as u8])
+}
+
+/// Cuts server `who` off from the others, both ways; every process stays up.
+fn cut_off(proxies: &[Proxy], who: usize) {
+    let others: Vec<IpAddr> = (0..proxies.len()).filter(|i| *i != who).map(server_ip).collect();
+    proxies[who].block(&others);
+    for (i, p) in proxies.iter().enumerate() {
+        if i != who {
+            p.block(&[server_ip(who)]);
+        }
+    }
+}
+
 /// The leader some server among `others` names, once it is not `old`.
 async fn new_leader_among(c: &Cluster, others: &[usize], old: usize, limit: Duration) -> String {
     let t = Instant::now();
@@ -270,31 +303,14 @@ async fn an_isolated_leader_is_replaced_and_rejoins_as_a_follower() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partitioned_leader_cannot_commit_and_rejoins_as_a_follower() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    // Server i listens for Raft on 127.0.0.(11+i), behind proxy i, and dials
-    // the others from that IP: the proxies know who is calling.
-    let ips: Vec<IpAddr> = (0..3u8).map(|i| IpAddr::from([127, 0, 0, 11 + i])).collect();
-    let ports: Vec<u16> = (0..3).map(|_| tribune_tests::free_port()).collect();
-    let proxies: Vec<Proxy> = (0..3)
-        .map(|i| Proxy::start(SocketAddr::new(ips[i], ports[i])))
-        .collect();
-    let mut c = Cluster::start_each(3, |i| {
-        vec![
-            "--server-addr".into(),
-            SocketAddr::new(ips[i], ports[i]).to_string(),
-            "--advertise-server-addr".into(),
-            proxies[i].addr.to_string(),
-        ]
-    });
+    let (mut c, proxies) = partitionable_cluster();
     let writers = Writers::start(c.client().await, 3, "partition");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let old = c.leader(Duration::from_secs(10)).await.unwrap();
     let others: Vec<usize> = (0..3).filter(|i| *i != old).collect();
 
     let cut = Instant::now();
-    proxies[old].block(&others.iter().map(|&i| ips[i]).collect::<Vec<_>>());
-    for &i in &others {
-        proxies[i].block(&[ips[old]]);
-    }
+    cut_off(&proxies, old);
 
     // The majority elects a new leader and writes go on.
     let new_leader = new_leader_among(&c, &others, old, Duration::from_secs(15)).await;
@@ -469,11 +485,12 @@ async fn a_new_server_joins_as_a_voter_and_remove_peer_takes_it_out() {
 
 /// Concurrent clients write and read one register (a service instance's
 /// meta value) through different servers while leaders are killed; the
-/// recorded history must be linearizable.
+/// recorded history must be linearizable, through two leader kills and a
+/// partition that cuts the leader off.
 #[tokio::test(flavor = "multi_thread")]
 async fn histories_under_leader_failures_are_linearizable() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let mut c = Cluster::start(3, &[]);
+    let (mut c, proxies) = partitionable_cluster();
     let origin = Instant::now();
     let history = Arc::new(Mutex::new(Vec::<Event>::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -537,6 +554,17 @@ async fn histories_under_leader_failures_are_linearizable() {
         c.servers[leader].kill9();
         tokio::time::sleep(Duration::from_millis(1500)).await;
         c.servers[leader].restart();
+    }
+    // Then the leader cut off by a partition while alive, and healed.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let leader = c.leader(Duration::from_secs(10)).await.unwrap();
+    cut_off(&proxies, leader);
+    // The cut is real: the others elect a leader of their own.
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    new_leader_among(&c, &others, leader, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    for p in &proxies {
+        p.heal();
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
