@@ -89,7 +89,9 @@ async fn run_one(ctx: Arc<ServerContext>, id: String, def: CheckDefinition) {
             let output = cap_output(&output);
             // Only a status change travels through Raft: output that varies
             // run to run (timings, counters) would otherwise be a write per run.
-            if status != current.status {
+            // The first result goes too, so a check that starts as it was
+            // registered (critical) still says why.
+            if status != current.status || (current.output.is_empty() && !output.is_empty()) {
                 let cmd = Command::CheckResult {
                     check_id: id.clone(),
                     status,

@@ -126,3 +126,36 @@ async fn a_ttl_check_expires_unless_updated() {
     let out = agent.cli_json(&["catalog", "service", "batch"]);
     assert_eq!(out["instances"][0]["checks"][0]["output"], "TTL expired");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_check_that_fails_from_the_start_says_why() {
+    let agent = Agent::start(&[]);
+    let closed = free_port();
+    agent.cli_ok(&[
+        "services",
+        "register",
+        "--name",
+        "down",
+        "--port",
+        "1",
+        "--check-tcp",
+        &format!("127.0.0.1:{closed}"),
+        "--interval",
+        "1s",
+    ]);
+    // Registered critical and still critical: no status change, but the
+    // first result's output is recorded.
+    let output = || {
+        let v = agent.cli_json(&["catalog", "service", "down"]);
+        v["instances"][0]["checks"][0]["output"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || output().contains("TCP connect")).is_some(),
+        "no output recorded: {:?}",
+        output()
+    );
+    assert_eq!(status(&agent, "down"), "critical");
+}

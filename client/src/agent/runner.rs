@@ -78,8 +78,13 @@ async fn record(
         let status = threshold.observe(st.status, result);
         // Only a status change is news: output that varies run to run
         // would otherwise be a Raft write per run.
-        if status != st.status {
-            span.in_scope(|| tracing::info!(from = ?st.status, to = ?status, "check changed"));
+        // The first result goes too, so a check that starts as it was
+        // registered (critical) still says why.
+        let first = st.output.is_empty() && !output.is_empty();
+        if status != st.status || first {
+            if status != st.status {
+                span.in_scope(|| tracing::info!(from = ?st.status, to = ?status, "check changed"));
+            }
             st.status = status;
             st.output = output.clone();
             st.reported = false;
