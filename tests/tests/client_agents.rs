@@ -389,6 +389,51 @@ fn a_killed_server_rejoins_gossip_and_raft() {
     // And the client agents still reach the servers through it.
     let v = dc.clients[0].cli_json(&["operator", "raft", "list-peers"]);
     assert_eq!(v["peers"].as_array().map(Vec::len), Some(3), "{v}");
+
+    // A service registered through a server's own API lives on that
+    // server's node: a graceful restart of the server (it leaves gossip)
+    // must not deregister it.
+    register(
+        &dc.cluster.servers[1],
+        &[
+            "--name",
+            "db",
+            "--id",
+            "db-1",
+            "--port",
+            "5432",
+            "--check-ttl",
+            "1h",
+        ],
+    );
+    dc.cluster.servers[1].cli_ok(&["check", "pass", "service:db-1"]);
+    let status = dc.cluster.servers[1].terminate();
+    assert!(status.success());
+    assert!(
+        eventually(Duration::from_secs(10), || member_state(
+            &dc.cluster.servers[0],
+            "s1"
+        ) == "left")
+        .is_some(),
+        "s1 did not leave gracefully"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_ne!(
+        instance_status(&dc.cluster.servers[0], "db", "db-1"),
+        "absent",
+        "a server that left lost its node's services"
+    );
+    dc.cluster.servers[1].relaunch();
+    dc.cluster.servers[1].wait_ready();
+    assert!(
+        eventually(Duration::from_secs(15), || instance_status(
+            &dc.cluster.servers[0],
+            "db",
+            "db-1"
+        ) == "passing")
+        .is_some(),
+        "db-1 did not pass again once its server was back"
+    );
 }
 
 fn keygen(agent: &Agent) -> String {

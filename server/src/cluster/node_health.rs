@@ -1,15 +1,18 @@
 //! Node health from LAN gossip, on the leader (Consul's `serfHealth`): every
 //! member of this datacenter gets a node-level `serf-health` check, passing
 //! while gossip sees it alive and critical once gossip declares it dead, so
-//! the node's instances leave every proxy's endpoints. A member that left
-//! gracefully is deregistered at once; a dead one after the reconnect
-//! timeout. Only changes are proposed.
+//! the node's instances leave every proxy's endpoints. A client agent that
+//! left gracefully is deregistered at once; a dead one after the reconnect
+//! timeout (it registers its services again when it comes back). A server's
+//! node is never deregistered this way: services registered through a
+//! server's own API live on its node, and nothing would bring them back
+//! after a rolling restart; a server that left is only critical.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tribune_client::gossip::{Gossip, MemberState, MemberStatus};
+use tribune_client::gossip::{Gossip, MemberState, MemberStatus, Role};
 
 use crate::catalog::command::{Command, Registration};
 use crate::catalog::model::{Check, CheckDefinition, CheckKind, Node, Status};
@@ -74,7 +77,12 @@ async fn reconcile(
                 d.catalog.check(&check_id(&name)).map(|c| c.status),
             )
         };
-        let cmd = match m.state {
+        let server = m.member.role == Role::Server;
+        let state = match m.state.clone() {
+            MemberState::Left if server => MemberState::Down,
+            other => other,
+        };
+        let cmd = match state {
             MemberState::Alive => {
                 down_since.remove(&name);
                 match (node, check) {
@@ -89,7 +97,7 @@ async fn reconcile(
             MemberState::Suspect => None,
             MemberState::Down => {
                 let since = *down_since.entry(name.clone()).or_insert_with(Instant::now);
-                if node.is_some() && since.elapsed() >= reconnect_timeout {
+                if node.is_some() && !server && since.elapsed() >= reconnect_timeout {
                     tracing::info!(node = %name, "dead for longer than the reconnect timeout: deregistering");
                     Some(Command::DeregisterNode { node: name.clone() })
                 } else if check.is_some_and(|s| s != Status::Critical) {
