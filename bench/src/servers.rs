@@ -43,16 +43,19 @@ pub fn free_ports(n: usize) -> Result<Vec<u16>> {
 /// A file all of a server's output is copied to.
 type LogFile = Arc<Mutex<std::fs::File>>;
 
-/// `n` distinct free UDP ports on 127.0.0.1 (for gossip), released like
-/// [`free_ports`]'s.
+/// `n` distinct ports on 127.0.0.1 free for both UDP and TCP (gossip uses
+/// both on one port number), released like [`free_ports`]'s.
 pub fn free_udp_ports(n: usize) -> Result<Vec<u16>> {
-    let sockets = (0..n)
-        .map(|_| UdpSocket::bind("127.0.0.1:0").context("binding UDP 127.0.0.1:0 to find a free port"))
-        .collect::<Result<Vec<_>>>()?;
-    sockets
-        .iter()
-        .map(|s| Ok(s.local_addr().context("reading a bound UDP port")?.port()))
-        .collect()
+    let mut held = Vec::new();
+    while held.len() < n {
+        let udp = UdpSocket::bind("127.0.0.1:0").context("binding UDP 127.0.0.1:0 to find a free port")?;
+        let port = udp.local_addr().context("reading a bound UDP port")?.port();
+        // Keep it only when TCP is free on the same port too.
+        if let Ok(tcp) = TcpListener::bind(("127.0.0.1", port)) {
+            held.push((port, udp, tcp));
+        }
+    }
+    Ok(held.into_iter().map(|(p, _, _)| p).collect())
 }
 
 /// A running server process; killed when dropped.

@@ -85,13 +85,11 @@ async fn run_one(ctx: Arc<ServerContext>, id: String, def: CheckDefinition) {
             CheckKind::Serf => None,
         };
         if let Some((result, output)) = result {
-            let status = from_pb(threshold.observe(to_pb(current.status), result));
+            let held = to_pb(current.status);
+            let status = threshold.observe(held, result);
             let output = cap_output(&output);
-            // Only a status change travels through Raft: output that varies
-            // run to run (timings, counters) would otherwise be a write per run.
-            // The first result goes too, so a check that starts as it was
-            // registered (critical) still says why.
-            if status != current.status || (current.output.is_empty() && !output.is_empty()) {
+            if probe::is_news(held, &current.output, status, &output) {
+                let status = from_pb(status);
                 let cmd = Command::CheckResult {
                     check_id: id.clone(),
                     status,

@@ -80,11 +80,6 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port between {LOW} and {}", LOW + SPAN)
 }
 
-/// A port free for UDP (and TCP: gossip uses both on one port number).
-pub fn free_udp_port() -> u16 {
-    free_port()
-}
-
 #[derive(Clone, Debug)]
 pub struct Ports {
     pub grpc: u16,
@@ -99,7 +94,7 @@ impl Ports {
             grpc: free_port(),
             http: free_port(),
             server: free_port(),
-            serf: free_udp_port(),
+            serf: free_port(), // gossip: UDP and TCP on one port
         }
     }
 

@@ -86,11 +86,6 @@ impl LocalAgent {
         &self.servers
     }
 
-    /// This agent's settings.
-    pub fn settings(&self) -> &AgentSettings {
-        &self.settings
-    }
-
     /// Returns once the agent has been in sync with the servers.
     pub async fn wait_synced(&self) {
         let _ = self.synced.subscribe().wait_for(|s| *s).await;

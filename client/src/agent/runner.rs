@@ -76,12 +76,7 @@ async fn record(
         let mut states = lock(&agent.checks);
         let Some(st) = states.get_mut(id) else { return };
         let status = threshold.observe(st.status, result);
-        // Only a status change is news: output that varies run to run
-        // would otherwise be a Raft write per run.
-        // The first result goes too, so a check that starts as it was
-        // registered (critical) still says why.
-        let first = st.output.is_empty() && !output.is_empty();
-        if status != st.status || first {
+        if checks::is_news(st.status, &st.output, status, &output) {
             if status != st.status {
                 span.in_scope(|| tracing::info!(from = ?st.status, to = ?status, "check changed"));
             }

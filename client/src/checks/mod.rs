@@ -27,16 +27,15 @@ pub fn cap_output(v: &str) -> String {
 /// A check result: a status and the output that explains it.
 pub type CheckResult = (crate::api::HealthStatus, String);
 
-/// The aggregate of an instance's checks, as an alias check mirrors it:
-/// the worst of them, passing when there are none.
-pub fn worst(statuses: impl IntoIterator<Item = crate::api::HealthStatus>) -> crate::api::HealthStatus {
-    use crate::api::HealthStatus as H;
-    let rank = |s: H| match s {
-        H::Passing => 0,
-        H::Warning => 1,
-        _ => 2,
-    };
-    statuses
-        .into_iter()
-        .fold(H::Passing, |a, b| if rank(b) > rank(a) { b } else { a })
+/// Whether a result is news for the servers. Only a status change is:
+/// output that varies run to run (timings, counters) would otherwise be a
+/// Raft write per run. The first output is news too, so a check that keeps
+/// the status it was registered with (critical) still says why.
+pub fn is_news(
+    held: crate::api::HealthStatus,
+    held_output: &str,
+    status: crate::api::HealthStatus,
+    output: &str,
+) -> bool {
+    status != held || (held_output.is_empty() && !output.is_empty())
 }
