@@ -247,12 +247,13 @@ async fn killing_the_leader_under_writes_loses_nothing_ten_times() {
     eprintln!("elections after kill -9 of the leader: {elections:?}");
     // About 0.75 to 1 s: the leader lease plus a randomized election timeout.
     // Under load on 2 cores some rounds need a second election (2 to 3 s),
-    // so the median is what is held to the target; see the issue notes.
+    // so the median is what is held to the issue's "a new leader within
+    // 2 s"; the 1 s failover target is the benchmark's (BENCHMARKS.md).
     let median = elections[elections.len() / 2];
     let within_2s = elections.iter().filter(|e| **e < Duration::from_secs(2)).count();
     let worst = elections.last().copied().unwrap_or_default();
     assert!(
-        median < Duration::from_millis(1500),
+        median < Duration::from_secs(2),
         "median election {median:?}; all: {elections:?}"
     );
     eprintln!("{within_2s} of {} elections within 2 s", elections.len());
