@@ -57,6 +57,11 @@ pub struct LocalAgent {
     checks: Mutex<BTreeMap<String, CheckState>>,
     wake: Notify,
     synced: tokio::sync::watch::Sender<bool>,
+    /// Held by a registration or deregistration from the servers' answer
+    /// to the agent's own copy, and by a whole anti-entropy round: a round
+    /// in between would see the instance on the servers but not here, and
+    /// remove it as not owned.
+    ownership: tokio::sync::Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -75,6 +80,7 @@ impl LocalAgent {
             checks: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
             synced: tokio::sync::watch::channel(false).0,
+            ownership: tokio::sync::Mutex::new(()),
         });
         let span = tracing::info_span!("anti_entropy", node = %agent.settings.node);
         tokio::spawn(tracing::Instrument::instrument(sync::run(agent.clone()), span));
@@ -116,6 +122,7 @@ impl LocalAgent {
         if req.node_address.is_empty() {
             req.node_address = self.settings.address.clone();
         }
+        let _owning = self.ownership.lock().await;
         let resp = self.client().await?.register(req.clone()).await?;
         if let Some(s) = req.service.as_mut()
             && s.id.is_empty()
@@ -134,6 +141,7 @@ impl LocalAgent {
 
     /// Removes a service from the servers and from this agent.
     pub async fn deregister(&self, id: &str) -> Result<api::DeregisterResponse, Error> {
+        let _owning = self.ownership.lock().await;
         let owned = lock(&self.local).all().get(id).map(LocalServices::owned_ids);
         let resp = match self.client().await?.deregister(id).await {
             Ok(r) => r,

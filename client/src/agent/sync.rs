@@ -17,7 +17,11 @@ pub(super) async fn run(agent: Arc<LocalAgent>) {
     let mut runners: HashMap<String, (api::CheckDefinition, JoinHandle<()>)> = HashMap::new();
     let mut synced_once = false;
     loop {
-        match sync_once(&agent).await {
+        let round = {
+            let _owning = agent.ownership.lock().await;
+            sync_once(&agent).await
+        };
+        match round {
             Ok(checks) => {
                 if !synced_once {
                     tracing::info!("in sync with the servers");
