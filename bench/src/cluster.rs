@@ -256,6 +256,10 @@ async fn throughput_round(
             writers.push(Registrar::with_prefix(addr, format!("c{tag}-{i}-"), value.clone()).await?);
         }
         let before = c.members[0].applied_index().await?;
+        let mut stages_before = Vec::new();
+        for m in &c.members {
+            stages_before.push(m.stages().await?);
+        }
         let summary = phase("tribune", writers, window).await?;
         for m in &mut c.members {
             m.server.check_alive()?;
@@ -273,6 +277,15 @@ async fn throughput_round(
             r.summary.acked,
             r.writes_per_entry()
         );
+        let leader = c.leader().await?;
+        for (i, (m, before)) in c.members.iter().zip(&stages_before).enumerate() {
+            let role = if i == leader { "leader" } else { "follower" };
+            eprintln!(
+                "         s{} ({role}): {}",
+                i + 1,
+                m.stages().await?.since(before)
+            );
+        }
         round.tribune = Some(r);
     }
     if let Some(c) = etcd {

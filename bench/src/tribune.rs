@@ -172,6 +172,59 @@ impl Tribune {
     pub async fn applied_index(&self) -> Result<u64> {
         Ok(self.health().await?.1)
     }
+
+    /// The server's per-stage write histograms from `/metrics`.
+    pub async fn stages(&self) -> Result<Stages> {
+        let (code, body) = http_get(&self.http_addr, "/metrics").await?;
+        if code != 200 {
+            bail!("GET /metrics answered {code}");
+        }
+        Ok(Stages::parse(&body))
+    }
+}
+
+/// Sum and count of each `tribune_raft_<stage>_seconds` histogram.
+#[derive(Debug, Default, Clone)]
+pub struct Stages(HashMap<&'static str, (f64, f64)>);
+
+impl Stages {
+    pub const NAMES: [&'static str; 5] = [
+        "commit",
+        "log_append",
+        "append_entries_rpc",
+        "append_entries_handle",
+        "apply",
+    ];
+
+    fn parse(text: &str) -> Stages {
+        let mut out = HashMap::new();
+        for stage in Self::NAMES {
+            let prefix = format!("tribune_raft_{stage}_seconds");
+            let value = |suffix: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{prefix}_{suffix} ")))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            };
+            if let (Some(sum), Some(count)) = (value("sum"), value("count")) {
+                out.insert(stage, (sum, count));
+            }
+        }
+        Stages(out)
+    }
+
+    /// "stage mean (n)" for each stage observed between `before` and `self`.
+    pub fn since(&self, before: &Stages) -> String {
+        Self::NAMES
+            .iter()
+            .filter_map(|s| {
+                let (sum, count) = self.0.get(s)?;
+                let (sum0, count0) = before.0.get(s).copied().unwrap_or_default();
+                let n = count - count0;
+                (n > 0.0).then(|| format!("{s} {:.2} ms (n={n})", (sum - sum0) / n * 1e3))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// Three Tribune servers on loopback that gossip and form one Raft cluster.

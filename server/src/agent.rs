@@ -12,7 +12,6 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tribune_client::gossip::{Gossip, GossipConfig, Member, Role};
 use tribune_proto::raft::raft_server::RaftServer;
 
@@ -62,6 +61,12 @@ pub(crate) fn gossip_member(
         version: env!("CARGO_PKG_VERSION").into(),
         incarnation: 0,
     }
+}
+
+/// Accepted gRPC connections with Nagle's algorithm off. tonic sets
+/// `TCP_NODELAY` only on listeners it binds itself.
+pub(crate) fn grpc_incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// A trigger, and a maker of futures that resolve once it fires: one per
@@ -196,11 +201,11 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(raft_listener), stopped());
+        .serve_with_incoming_shutdown(grpc_incoming(raft_listener), stopped());
     let api_server = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("grpc_request", path = %req.uri().path()))
         .add_routes(crate::api::routes(ctx.clone(), hub)?)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stopped());
+        .serve_with_incoming_shutdown(grpc_incoming(grpc_listener), stopped());
     let http_server =
         axum::serve(http_listener, crate::http::router(ctx.clone())).with_graceful_shutdown(stopped());
     let servers = tokio::spawn(async move {

@@ -36,6 +36,9 @@ pub struct Metrics {
     /// and applying entries to the catalog.
     pub log_append_seconds: Histogram,
     pub append_entries_rpc_seconds: Histogram,
+    /// A follower's share of that round trip: decoding, its own append and
+    /// encoding the reply.
+    pub append_entries_handle_seconds: Histogram,
     pub apply_seconds: Histogram,
     /// Gossip packets that did not decrypt (wrong or no key), since start.
     pub gossip_dropped: Counter,
@@ -102,6 +105,12 @@ impl Default for Metrics {
             "AppendEntries round trips from this leader to a follower",
             append_entries_rpc_seconds.clone(),
         );
+        let append_entries_handle_seconds = Histogram::new(latency_buckets());
+        registry.register(
+            "raft_append_entries_handle_seconds",
+            "AppendEntries handled on this follower, from the request's arrival to its reply",
+            append_entries_handle_seconds.clone(),
+        );
         let apply_seconds = Histogram::new(latency_buckets());
         registry.register(
             "raft_apply_seconds",
@@ -124,6 +133,7 @@ impl Default for Metrics {
             registry,
             log_append_seconds,
             append_entries_rpc_seconds,
+            append_entries_handle_seconds,
             apply_seconds,
             gossip_dropped,
             gossip_members,

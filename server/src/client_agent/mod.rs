@@ -16,7 +16,6 @@ use anyhow::Context;
 use axum::Json;
 use axum::extract::State;
 use axum::routing::get;
-use tokio_stream::wrappers::TcpListenerStream;
 use tribune_client::agent::{AgentSettings, LocalAgent};
 use tribune_client::gossip::{Gossip, Role};
 
@@ -56,7 +55,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let api_server = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("grpc_request", path = %req.uri().path()))
         .add_routes(api::routes(agent.clone(), gossip.clone())?)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stopped());
+        .serve_with_incoming_shutdown(crate::agent::grpc_incoming(grpc_listener), stopped());
     let http_server = axum::serve(http_listener, http_router(agent.clone(), gossip.clone()))
         .with_graceful_shutdown(stopped());
     let servers = tokio::spawn(async move {

@@ -47,8 +47,14 @@ fn encode<T: Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
 #[tonic::async_trait]
 impl raft_server::Raft for RaftService {
     async fn append_entries(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let started = std::time::Instant::now();
         let rpc = decode(req)?;
-        encode(&self.raft.append_entries(rpc).await)
+        let reply = encode(&self.raft.append_entries(rpc).await);
+        self.ctx
+            .metrics
+            .append_entries_handle_seconds
+            .observe(started.elapsed().as_secs_f64());
+        reply
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
