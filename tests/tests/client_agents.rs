@@ -39,15 +39,23 @@ fn datacenter_with(server_flags: &[&str], client_flags: &[&str]) -> Dc {
     Dc { cluster, clients }
 }
 
-/// The aggregate status of instance `id`, as the first server sees it.
-fn instance_status(server: &Agent, service: &str, id: &str) -> String {
+/// Instance `id` with its checks and status, as the first server sees it
+/// (null when absent).
+fn instance(server: &Agent, service: &str, id: &str) -> serde_json::Value {
     let v = server.cli_json(&["catalog", "service", service]);
     v["instances"]
         .as_array()
         .into_iter()
         .flatten()
         .find(|i| i["service"]["id"] == id)
-        .and_then(|i| i["status"].as_str())
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The aggregate status of instance `id`, as the first server sees it.
+fn instance_status(server: &Agent, service: &str, id: &str) -> String {
+    instance(server, service, id)["status"]
+        .as_str()
         .unwrap_or("absent")
         .to_string()
 }
@@ -184,6 +192,42 @@ fn anti_entropy_restores_what_the_servers_lost_and_removes_what_the_agent_does_n
             == "passing")
         .is_some(),
         "anti-entropy did not restore api-1's check result"
+    );
+
+    // Nothing changed: rounds (every 2 s here) write nothing.
+    let modified = || instance(server, "api", "api-1")["service"]["modify_index"].clone();
+    let before = modified();
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        modified(),
+        before,
+        "anti-entropy rewrote an instance that had not changed"
+    );
+
+    // Changed behind the agent's back (same ID, port and check count, but
+    // the check probes something else): the agent's copy wins again.
+    server.cli_ok(&[
+        "services",
+        "register",
+        "--name",
+        "api",
+        "--id",
+        "api-1",
+        "--port",
+        "9001",
+        "--node",
+        "c1",
+        "--check-http",
+        "http://127.0.0.1:1/",
+    ]);
+    assert!(
+        eventually(Duration::from_secs(8), || {
+            let i = instance(server, "api", "api-1");
+            i["checks"][0]["definition"]["kind"]["TtlMs"] == 30_000 && i["status"] == "passing"
+        })
+        .is_some(),
+        "anti-entropy kept a check the agent did not register: {}",
+        instance(server, "api", "api-1")
     );
 
     // Registered on c1's node through a server, not through c1: removed.

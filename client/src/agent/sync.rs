@@ -88,18 +88,89 @@ async fn node_view(client: &Client, node: &str) -> Result<BTreeMap<String, api::
 }
 
 /// Whether the servers' copy of an instance is not what the agent registered.
+/// Fields the servers fill in with defaults (the address, a sidecar's
+/// local service) are compared only when the registration sets them.
 fn differs(req: &api::RegisterRequest, held: &BTreeMap<String, api::InstanceHealth>) -> bool {
     let Some(spec) = &req.service else { return false };
     let Some(h) = held.get(&spec.id) else { return true };
     let Some(s) = &h.service else { return true };
-    let own_checks = h.checks.iter().filter(|c| c.service_id == spec.id).count();
+    instance_differs(spec, s) || checks_differ(req, spec, h) || sidecar_differs(req, spec, held)
+}
+
+fn instance_differs(spec: &api::ServiceSpec, s: &api::ServiceInstance) -> bool {
     s.name != spec.name
         || s.port != spec.port
         || (!spec.address.is_empty() && s.address != spec.address)
         || s.tags != spec.tags
         || s.meta != spec.meta
-        || own_checks != req.checks.len()
-        || (req.sidecar.is_some() && !held.contains_key(&format!("{}-sidecar-proxy", spec.id)))
+        || s.kind != spec.kind
+        || spec.proxy.as_ref().is_some_and(|p| {
+            s.proxy.as_ref().is_none_or(|q| {
+                q.destination_service_name != p.destination_service_name
+                    || upstreams_differ(&p.upstreams, &q.upstreams)
+            })
+        })
+}
+
+/// The check IDs the servers give a registration's checks: its own, or
+/// `service:<id>` and `service:<id>:<n>` by position.
+fn check_ids(req: &api::RegisterRequest, service_id: &str) -> Vec<String> {
+    req.checks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| match (c.id.is_empty(), i) {
+            (false, _) => c.id.clone(),
+            (true, 0) => format!("service:{service_id}"),
+            (true, i) => format!("service:{service_id}:{}", i + 1),
+        })
+        .collect()
+}
+
+/// A check missing, extra, or probing something else than registered.
+fn checks_differ(req: &api::RegisterRequest, spec: &api::ServiceSpec, h: &api::InstanceHealth) -> bool {
+    let held: BTreeMap<&str, Option<&api::check_definition::Kind>> = h
+        .checks
+        .iter()
+        .filter(|c| c.service_id == spec.id)
+        .map(|c| (c.id.as_str(), c.definition.as_ref().and_then(|d| d.kind.as_ref())))
+        .collect();
+    let ids = check_ids(req, &spec.id);
+    held.len() != ids.len()
+        || ids
+            .iter()
+            .zip(&req.checks)
+            .any(|(id, c)| held.get(id.as_str()) != Some(&c.kind.as_ref()))
+}
+
+fn sidecar_differs(
+    req: &api::RegisterRequest,
+    spec: &api::ServiceSpec,
+    held: &BTreeMap<String, api::InstanceHealth>,
+) -> bool {
+    let Some(sc) = &req.sidecar else { return false };
+    let Some(s) = held
+        .get(&format!("{}-sidecar-proxy", spec.id))
+        .and_then(|h| h.service.as_ref())
+    else {
+        return true;
+    };
+    s.port != sc.port
+        || (!sc.address.is_empty() && s.address != sc.address)
+        || s.proxy
+            .as_ref()
+            .is_none_or(|p| upstreams_differ(&sc.upstreams, &p.upstreams))
+}
+
+/// Upstreams by destination and local port; the bind address and the
+/// datacenter count only when the registration names them.
+fn upstreams_differ(want: &[api::Upstream], have: &[api::Upstream]) -> bool {
+    want.len() != have.len()
+        || want.iter().zip(have).any(|(w, h)| {
+            w.destination_name != h.destination_name
+                || w.local_bind_port != h.local_bind_port
+                || (!w.local_bind_address.is_empty() && w.local_bind_address != h.local_bind_address)
+                || (!w.datacenter.is_empty() && w.datacenter != h.datacenter)
+        })
 }
 
 /// One round; returns the checks of the owned instances, for the runners.
@@ -214,5 +285,94 @@ mod tests {
         let mut with_sidecar = req("web-1", 80);
         with_sidecar.sidecar = Some(api::SidecarSpec::default());
         assert!(differs(&with_sidecar, &held("web-1", 80)));
+    }
+
+    fn ttl_check(id: &str) -> api::CheckDefinition {
+        api::CheckDefinition {
+            id: id.into(),
+            kind: Some(api::check_definition::Kind::TtlMs(10_000)),
+            ..Default::default()
+        }
+    }
+
+    fn held_check(id: &str, kind: api::check_definition::Kind) -> api::Check {
+        api::Check {
+            id: id.into(),
+            service_id: "web-1".into(),
+            definition: Some(api::CheckDefinition {
+                id: id.into(),
+                kind: Some(kind),
+                interval_ms: 10_000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_check_changed_behind_the_agents_back_is_registered_again() {
+        use api::check_definition::Kind;
+        let mut r = req("web-1", 80);
+        r.checks = vec![ttl_check(""), ttl_check("custom")];
+        let mut h = held("web-1", 80);
+        let inst = h.get_mut("web-1").expect("held");
+        // As the servers store them: default ID by position, defaults filled in.
+        inst.checks = vec![
+            held_check("service:web-1", Kind::TtlMs(10_000)),
+            held_check("custom", Kind::TtlMs(10_000)),
+        ];
+        assert!(!differs(&r, &h));
+
+        let inst = h.get_mut("web-1").expect("held");
+        inst.checks[1] = held_check("custom", Kind::Http("http://10.0.0.1/".into()));
+        assert!(differs(&r, &h), "same IDs, another probe");
+
+        let inst = h.get_mut("web-1").expect("held");
+        inst.checks[1] = held_check("other", Kind::TtlMs(10_000));
+        assert!(differs(&r, &h), "same count, another ID");
+    }
+
+    #[test]
+    fn a_changed_sidecar_or_kind_is_registered_again() {
+        let mut r = req("web-1", 80);
+        r.sidecar = Some(api::SidecarSpec {
+            port: 21000,
+            upstreams: vec![api::Upstream {
+                destination_name: "api".into(),
+                local_bind_port: 9191,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let sidecar = |port: u32, bind: u32| api::InstanceHealth {
+            service: Some(api::ServiceInstance {
+                id: "web-1-sidecar-proxy".into(),
+                port,
+                proxy: Some(api::ProxyConfig {
+                    destination_service_name: "web".into(),
+                    upstreams: vec![api::Upstream {
+                        destination_name: "api".into(),
+                        local_bind_address: "127.0.0.1".into(),
+                        local_bind_port: bind,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut h = held("web-1", 80);
+        h.insert("web-1-sidecar-proxy".into(), sidecar(21000, 9191));
+        assert!(!differs(&r, &h));
+        h.insert("web-1-sidecar-proxy".into(), sidecar(21001, 9191));
+        assert!(differs(&r, &h), "sidecar port");
+        h.insert("web-1-sidecar-proxy".into(), sidecar(21000, 9192));
+        assert!(differs(&r, &h), "upstream's local port");
+
+        h.insert("web-1-sidecar-proxy".into(), sidecar(21000, 9191));
+        let inst = h.get_mut("web-1").and_then(|i| i.service.as_mut()).expect("held");
+        inst.kind = api::ServiceKind::MeshGateway as i32;
+        assert!(differs(&r, &h), "kind");
     }
 }
