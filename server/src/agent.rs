@@ -187,11 +187,16 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         xds_streams: Arc::default(),
         peers: crate::cluster::peers::PeerClients::from_source(source),
         gossip: Some(gossip.clone()),
+        leader_contact: Default::default(),
     });
     let hub = crate::mesh::hub::XdsHub::new(ctx.clone());
     tokio::spawn(hub.clone().run());
     tokio::spawn(crate::mesh::ca::leader_duties(ctx.clone()));
     tokio::spawn(crate::checks::run(ctx.clone()));
+    tokio::spawn(crate::cluster::fast_failover::run(
+        ctx.clone(),
+        log_reader.clone(),
+    ));
 
     let (stop_tx, stopped) = stop_signal();
 

@@ -5,6 +5,7 @@
 
 pub mod autopilot;
 pub mod bootstrap;
+pub mod fast_failover;
 pub mod node_health;
 pub mod peers;
 pub mod transfer;
@@ -18,4 +19,7 @@ pub struct RaftStatus {
     pub initialized: bool,
     pub leader: Option<u64>,
     pub applied_index: u64,
+    /// The last entry in this server's log (absent from older servers).
+    #[serde(default)]
+    pub last_log: Option<crate::raft::LogId>,
 }

@@ -48,6 +48,7 @@ fn encode<T: Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
 impl raft_server::Raft for RaftService {
     async fn append_entries(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let started = std::time::Instant::now();
+        self.ctx.leader_contact.touch();
         let rpc = decode(req)?;
         let reply = encode(&self.raft.append_entries(rpc).await);
         self.ctx
@@ -99,6 +100,7 @@ impl raft_server::Raft for RaftService {
             initialized,
             leader: m.current_leader,
             applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            last_log: self.log.last_log_id().ok().flatten(),
         })
     }
 
