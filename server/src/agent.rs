@@ -147,14 +147,18 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         // AppendEntries: it must leave room for a follower's fsync under load,
         // and each AppendEntries carries few entries (each a batch of writes).
         // A follower campaigns after the leader lease (= election_timeout_max)
-        // plus its own randomized timeout: a dead leader is replaced in about
-        // 0.75 to 1 s.
+        // plus its own randomized timeout, 0.75 to 1 s; a leader whose port
+        // refuses connections is replaced sooner (`cluster::elections`).
         heartbeat_interval: 100,
         election_timeout_min: 250,
         election_timeout_max: 500,
         max_payload_entries: 8,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_threshold),
         max_in_snapshot_log_to_keep: settings.snapshot_keep_logs,
+        snapshot_max_chunk_size: crate::raft::network::SNAPSHOT_CHUNK_BYTES,
+        // Per chunk: a chunk is JSON on the wire (about 3.6 bytes per byte)
+        // and the follower writes it to disk before it answers.
+        install_snapshot_timeout: 2_000,
         ..Default::default()
     }
     .validate()
@@ -193,10 +197,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     tokio::spawn(hub.clone().run());
     tokio::spawn(crate::mesh::ca::leader_duties(ctx.clone()));
     tokio::spawn(crate::checks::run(ctx.clone()));
-    tokio::spawn(crate::cluster::fast_failover::run(
-        ctx.clone(),
-        log_reader.clone(),
-    ));
+    tokio::spawn(crate::cluster::elections::run(ctx.clone(), log_reader.clone()));
 
     let (stop_tx, stopped) = stop_signal();
 

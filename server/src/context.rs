@@ -46,8 +46,8 @@ pub struct ServerContext {
     pub xds_streams: Arc<crate::mesh::status::StreamRegistry>,
     pub peers: PeerClients,
     pub gossip: Option<Gossip>,
-    /// When an AppendEntries last arrived (see `cluster::fast_failover`).
-    pub leader_contact: crate::cluster::fast_failover::LeaderContact,
+    /// When an AppendEntries last arrived (see `cluster::elections`).
+    pub leader_contact: crate::cluster::elections::LeaderContact,
 }
 
 /// Whether the request asked for a stale read.

@@ -14,6 +14,9 @@ use tribune_tests::faults::Proxy;
 use tribune_tests::linearizability::{self, Event, Op};
 use tribune_tests::{Client, instance};
 
+/// The server's `raft::network::SNAPSHOT_CHUNK_BYTES`.
+const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
 /// Cluster tests run one at a time: each runs 3 to 5 servers, and timing
 /// (elections within 2 s) is part of what they check on a 2-core machine.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
@@ -427,6 +430,104 @@ async fn a_follower_that_missed_compacted_logs_catches_up_by_snapshot() {
     assert!(
         log.contains("raft snapshot installed"),
         "the follower caught up without a snapshot?"
+    );
+}
+
+/// A log line without its terminal colour codes.
+fn without_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The issue's size: a follower that missed a compacted log receives a
+/// snapshot of 100,000 instances, streamed in several chunks.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_of_100_000_instances_reaches_a_restarted_follower() {
+    const SERVICES: usize = 100;
+    const PER_SERVICE: usize = 1_000;
+    const WRITERS: usize = 64;
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut c = Cluster::start(3, &["--snapshot-threshold", "2000", "--snapshot-keep-logs", "5"]);
+    let leader = c.leader(Duration::from_secs(10)).await.unwrap();
+    let follower = (leader + 1) % 3;
+    c.servers[follower].kill9();
+    let client = Client::connect(&c.servers[leader].grpc_addr()).await.unwrap();
+    let writers = (0..WRITERS).map(|w| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            for i in (w..SERVICES * PER_SERVICE).step_by(WRITERS) {
+                let name = format!("big-{}", i % SERVICES);
+                client
+                    .register(instance(&name, &format!("b-{i}"), 80))
+                    .await
+                    .unwrap_or_else(|e| panic!("registering b-{i}: {e}"));
+            }
+        })
+    });
+    for w in futures::future::join_all(writers).await {
+        w.unwrap();
+    }
+
+    c.servers[follower].restart();
+    let stale = Client::connect(&c.servers[follower].grpc_addr())
+        .await
+        .unwrap()
+        .stale(true);
+    let t = Instant::now();
+    for s in 0..SERVICES {
+        let name = format!("big-{s}");
+        loop {
+            let n = match stale.get_service(&name, false).await {
+                Ok(r) => r.instances.len(),
+                Err(_) => 0,
+            };
+            if n == PER_SERVICE {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(120) {
+                let leader_log =
+                    std::fs::read_to_string(c.data_dir().join(format!("s{leader}.log"))).unwrap_or_default();
+                let snapshot_lines: Vec<&str> =
+                    leader_log.lines().filter(|l| l.contains("snapshot")).collect();
+                panic!(
+                    "after 120 s the follower has {n} of {PER_SERVICE} instances of {name}\n\
+                     leader's snapshot lines (last 20):\n{}\nfollower's log:\n{}",
+                    snapshot_lines[snapshot_lines.len().saturating_sub(20)..].join("\n"),
+                    c.servers[follower].log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let log = std::fs::read_to_string(c.data_dir().join(format!("s{follower}.log"))).unwrap_or_default();
+    let installed = log
+        .lines()
+        .filter(|l| l.contains("raft snapshot installed"))
+        .filter_map(|l| {
+            let digits: String = without_ansi(l.split("bytes").nth(1)?)
+                .trim_start_matches('=')
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse::<usize>().ok()
+        })
+        .max()
+        .expect("the follower caught up without a snapshot");
+    assert!(
+        installed > SNAPSHOT_CHUNK_BYTES,
+        "a snapshot of {installed} bytes fits in one {SNAPSHOT_CHUNK_BYTES}-byte chunk"
     );
 }
 

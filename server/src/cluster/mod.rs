@@ -5,7 +5,7 @@
 
 pub mod autopilot;
 pub mod bootstrap;
-pub mod fast_failover;
+pub mod elections;
 pub mod node_health;
 pub mod peers;
 pub mod transfer;

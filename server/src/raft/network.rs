@@ -17,6 +17,8 @@ use super::{NodeId, ServerNode, TypeConfig};
 
 /// Raft messages between servers may be large (snapshot chunks, batches).
 pub const MAX_RAFT_MESSAGE: usize = 64 * 1024 * 1024;
+/// A snapshot travels in chunks of this many bytes, one call each.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
 
 #[derive(Clone, Default)]
 pub struct Network {
