@@ -156,8 +156,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_threshold),
         max_in_snapshot_log_to_keep: settings.snapshot_keep_logs,
         snapshot_max_chunk_size: crate::raft::network::SNAPSHOT_CHUNK_BYTES,
-        // Per chunk: a chunk is JSON on the wire (about 3.6 bytes per byte)
-        // and the follower writes it to disk before it answers.
+        // Per chunk: the follower writes it to disk before it answers, on
+        // a machine that may be busy with writes.
         install_snapshot_timeout: 2_000,
         ..Default::default()
     }

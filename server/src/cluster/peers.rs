@@ -91,7 +91,10 @@ impl PeerClients {
         let mut client = RaftClient::new(self.channel(addr)?)
             .max_decoding_message_size(MAX_RAFT_MESSAGE)
             .max_encoding_message_size(MAX_RAFT_MESSAGE);
-        let mut r = tonic::Request::new(RaftPayload { data });
+        let mut r = tonic::Request::new(RaftPayload {
+            data,
+            chunk: Vec::new(),
+        });
         r.set_timeout(timeout);
         let reply = match method {
             Method::Propose => client.propose(r).await,

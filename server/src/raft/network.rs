@@ -67,6 +67,7 @@ impl PeerClient {
         &mut self,
         method: &'static str,
         req: &Req,
+        chunk: Vec<u8>,
         option: &RPCOption,
     ) -> RpcResult<Resp, E>
     where
@@ -80,7 +81,7 @@ impl PeerClient {
             ))));
         };
         let data = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut request = tonic::Request::new(RaftPayload { data });
+        let mut request = tonic::Request::new(RaftPayload { data, chunk });
         request.set_timeout(option.hard_ttl());
         let reply = match method {
             "append_entries" => client.append_entries(request).await,
@@ -104,7 +105,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
         let started = std::time::Instant::now();
-        let res = self.call("append_entries", &rpc, &option).await;
+        let res = self.call("append_entries", &rpc, Vec::new(), &option).await;
         if let Some(h) = &self.rpc_seconds {
             h.observe(started.elapsed().as_secs_f64());
         }
@@ -113,13 +114,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 
     async fn install_snapshot(
         &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
+        mut rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.call("install_snapshot", &rpc, &option).await
+        let chunk = std::mem::take(&mut rpc.data);
+        self.call("install_snapshot", &rpc, chunk, &option).await
     }
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
-        self.call("vote", &rpc, &option).await
+        self.call("vote", &rpc, Vec::new(), &option).await
     }
 }

@@ -40,7 +40,12 @@ fn decode<T: DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
 
 fn encode<T: Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
     serde_json::to_vec(v)
-        .map(|data| Response::new(RaftPayload { data }))
+        .map(|data| {
+            Response::new(RaftPayload {
+                data,
+                chunk: Vec::new(),
+            })
+        })
         .map_err(|e| Status::internal(format!("encoding raft reply: {e}")))
 }
 
@@ -77,7 +82,14 @@ impl raft_server::Raft for RaftService {
     }
 
     async fn install_snapshot(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let rpc = decode(req)?;
+        let payload = req.into_inner();
+        let mut rpc: openraft::raft::InstallSnapshotRequest<super::TypeConfig> =
+            serde_json::from_slice(&payload.data)
+                .map_err(|e| Status::invalid_argument(format!("data: not a raft message: {e}")))?;
+        // The chunk travels raw beside the request (see `network.rs`).
+        if !payload.chunk.is_empty() {
+            rpc.data = payload.chunk;
+        }
         encode(&self.raft.install_snapshot(rpc).await)
     }
 
