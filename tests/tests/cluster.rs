@@ -511,7 +511,10 @@ async fn a_snapshot_of_100_000_instances_reaches_a_restarted_follower() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    eprintln!("the restarted follower had all instances {:?} after its restart", t.elapsed());
+    eprintln!(
+        "the restarted follower had all instances {:?} after its restart",
+        t.elapsed()
+    );
     let log = std::fs::read_to_string(c.data_dir().join(format!("s{follower}.log"))).unwrap_or_default();
     let installed = log
         .lines()
