@@ -52,6 +52,14 @@ fn instance(server: &Agent, service: &str, id: &str) -> serde_json::Value {
         .unwrap_or_default()
 }
 
+/// Whether `node` is in the catalog, as `server` sees it.
+fn node_registered(server: &Agent, node: &str) -> bool {
+    server
+        .cli_json(&["catalog", "nodes"])
+        .to_string()
+        .contains(&format!("\"{node}\""))
+}
+
 /// The aggregate status of instance `id`, as the first server sees it.
 fn instance_status(server: &Agent, service: &str, id: &str) -> String {
     instance(server, service, id)["status"]
@@ -231,8 +239,7 @@ fn anti_entropy_restores_what_the_servers_lost_and_removes_what_the_agent_does_n
     );
 
     // Registered on c1's node through a server, not through c1: removed.
-    let v = server.cli_json(&["catalog", "nodes"]);
-    assert!(v.to_string().contains("\"c1\""), "{v}");
+    assert!(node_registered(server, "c1"));
     server.cli_ok(&[
         "services", "register", "--name", "stray", "--id", "stray-1", "--port", "1", "--node", "c1",
     ]);
@@ -265,13 +272,7 @@ fn anti_entropy_restores_what_the_servers_lost_and_removes_what_the_agent_does_n
     let status = dc.clients[1].terminate();
     assert!(status.success());
     assert!(
-        eventually(Duration::from_secs(5), || {
-            !server
-                .cli_json(&["catalog", "nodes"])
-                .to_string()
-                .contains("\"c1\"")
-        })
-        .is_some(),
+        eventually(Duration::from_secs(5), || !node_registered(server, "c1")).is_some(),
         "a node that left is still registered"
     );
     assert_eq!(instance_status(server, "api", "api-1"), "absent");
@@ -399,13 +400,7 @@ fn a_dead_client_agents_instances_leave_envoy_and_a_frozen_one_comes_back() {
 
     // A dead node is deregistered after the reconnect timeout (30 s here).
     assert!(
-        eventually(Duration::from_secs(40), || {
-            !server
-                .cli_json(&["catalog", "nodes"])
-                .to_string()
-                .contains("\"c2\"")
-        })
-        .is_some(),
+        eventually(Duration::from_secs(40), || !node_registered(server, "c2")).is_some(),
         "c2 was not deregistered after the reconnect timeout"
     );
 }

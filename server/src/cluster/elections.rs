@@ -169,23 +169,34 @@ fn would_grant(mine: Option<LogId>, voters: usize, others: &[(u64, Option<Option
 /// The leader this follower follows, when it has been silent and its Raft
 /// port refuses connections.
 async fn dead_leader(ctx: &ServerContext) -> Option<u64> {
-    let m = ctx.raft.metrics().borrow().clone();
-    let leader = m.current_leader.filter(|l| *l != ctx.node_id)?;
-    if m.state != ServerState::Follower {
-        return None;
-    }
+    // Every tick: read what is needed under the borrow, clone nothing else.
+    let (leader, addr) = {
+        let m = ctx.raft.metrics();
+        let m = m.borrow();
+        let leader = m.current_leader.filter(|l| *l != ctx.node_id)?;
+        if m.state != ServerState::Follower {
+            return None;
+        }
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&leader)?
+            .raft_addr
+            .clone();
+        (leader, addr)
+    };
     if ctx.leader_contact.silent_for()? < SILENT_BEFORE_PROBE {
         return None;
     }
-    let node = m.membership_config.membership().get_node(&leader)?.clone();
-    match tokio::time::timeout(ASK_TIMEOUT, tokio::net::TcpStream::connect(&node.raft_addr)).await {
+    match tokio::time::timeout(ASK_TIMEOUT, tokio::net::TcpStream::connect(&addr)).await {
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(leader),
         _ => None,
     }
 }
 
 fn still_following(ctx: &ServerContext, leader: u64) -> bool {
-    let m = ctx.raft.metrics().borrow().clone();
+    let m = ctx.raft.metrics();
+    let m = m.borrow();
     m.state == ServerState::Follower && m.current_leader == Some(leader)
 }
 

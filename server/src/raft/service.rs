@@ -34,7 +34,11 @@ impl RaftService {
 }
 
 fn decode<T: DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
-    serde_json::from_slice(&req.into_inner().data)
+    decode_data(&req.into_inner().data)
+}
+
+fn decode_data<T: DeserializeOwned>(data: &[u8]) -> Result<T, Status> {
+    serde_json::from_slice(data)
         .map_err(|e| Status::invalid_argument(format!("data: not a raft message: {e}")))
 }
 
@@ -83,9 +87,7 @@ impl raft_server::Raft for RaftService {
 
     async fn install_snapshot(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let payload = req.into_inner();
-        let mut rpc: openraft::raft::InstallSnapshotRequest<super::TypeConfig> =
-            serde_json::from_slice(&payload.data)
-                .map_err(|e| Status::invalid_argument(format!("data: not a raft message: {e}")))?;
+        let mut rpc: openraft::raft::InstallSnapshotRequest<super::TypeConfig> = decode_data(&payload.data)?;
         // The chunk travels raw beside the request (see `network.rs`).
         if !payload.chunk.is_empty() {
             rpc.data = payload.chunk;
