@@ -10,7 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "tribune/v1/operator.proto",
         "tribune/v1/connect.proto",
         "tribune/v1/keyring.proto",
-        "tribune/raft/v1/raft.proto",
+        "tribune/server/v1/server.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

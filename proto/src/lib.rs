@@ -9,10 +9,10 @@ pub mod v1 {
     tonic::include_proto!("tribune.v1");
 }
 
-/// Server-to-server Raft transport, package `tribune.raft.v1`.
-pub mod raft {
+/// Server-to-server RPC (Raft and the rest), package `tribune.server.v1`.
+pub mod server {
     #![allow(missing_docs, clippy::all)]
-    tonic::include_proto!("tribune.raft.v1");
+    tonic::include_proto!("tribune.server.v1");
 }
 
 /// Encoded `FileDescriptorSet` of every Tribune proto, for gRPC reflection.

@@ -13,7 +13,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tribune_client::gossip::{Gossip, GossipConfig, Member, Role};
-use tribune_proto::raft::raft_server::RaftServer;
+use tribune_proto::server::server_rpc_server::ServerRpcServer;
 
 use crate::catalog::command::{Command, Registration};
 use crate::catalog::model::Node;
@@ -21,11 +21,12 @@ use crate::config::Settings;
 use crate::context::ServerContext;
 use crate::metrics::Metrics;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{MAX_RAFT_MESSAGE, Network};
 use crate::raft::proposer::Proposer;
-use crate::raft::service::RaftService;
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{Raft, ServerNode, node_id_for};
+use crate::rpc::peers::PeerClients;
+use crate::rpc::raft_network::{Network, SNAPSHOT_CHUNK_BYTES};
+use crate::rpc::service::ServerRpcService;
 
 pub(crate) async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
@@ -104,7 +105,7 @@ pub(crate) fn gossip_config(settings: &Settings, data_dir: &Path) -> anyhow::Res
 }
 
 /// Runs a server agent until `shutdown` resolves.
-pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let (data_dir, _tmp): (PathBuf, Option<tempfile::TempDir>) = match &settings.data_dir {
         Some(d) => (d.clone(), None),
         None => {
@@ -155,7 +156,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         max_payload_entries: 8,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_threshold),
         max_in_snapshot_log_to_keep: settings.snapshot_keep_logs,
-        snapshot_max_chunk_size: crate::raft::network::SNAPSHOT_CHUNK_BYTES,
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
         // Per chunk: the follower writes it to disk before it answers, on
         // a machine that may be busy with writes.
         install_snapshot_timeout: 2_000,
@@ -164,8 +165,9 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     .validate()
     .context("raft settings")?;
     let source = Some(settings.server_addr.ip()).filter(|ip| !ip.is_unspecified());
+    let peers = Arc::new(PeerClients::from_source(source));
     let network = Network {
-        source,
+        peers: peers.clone(),
         rpc_seconds: Some(metrics.append_entries_rpc_seconds.clone()),
     };
     let raft = Raft::new(node_id, Arc::new(config), network, log_store, sm)
@@ -189,7 +191,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         mesh: settings.mesh.clone(),
         leaves: crate::mesh::leaves::LeafCache::new(settings.mesh.sign_rate),
         xds_streams: Arc::default(),
-        peers: crate::cluster::peers::PeerClients::from_source(source),
+        peers,
         gossip: Some(gossip.clone()),
         leader_contact: Default::default(),
     });
@@ -201,11 +203,20 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
 
     let (stop_tx, stopped) = stop_signal();
 
+    let rpc_service = ServerRpcService {
+        node_name: ctx.node_name.clone(),
+        raft: raft.clone(),
+        proposer: ctx.proposer.clone(),
+        log: log_reader,
+        metrics: ctx.metrics.clone(),
+        leader_contact: ctx.leader_contact.clone(),
+    };
     let raft_server = tonic::transport::Server::builder()
+        .trace_fn(|req| tracing::info_span!("server_rpc", path = %req.uri().path()))
         .add_service(
-            RaftServer::new(RaftService::new(ctx.clone(), log_reader))
-                .max_decoding_message_size(MAX_RAFT_MESSAGE)
-                .max_encoding_message_size(MAX_RAFT_MESSAGE),
+            ServerRpcServer::new(rpc_service)
+                .max_decoding_message_size(crate::rpc::MAX_MESSAGE)
+                .max_encoding_message_size(crate::rpc::MAX_MESSAGE),
         )
         .serve_with_incoming_shutdown(grpc_incoming(raft_listener), stopped());
     let api_server = tonic::transport::Server::builder()

@@ -19,7 +19,7 @@ use crate::catalog::validate::cap_output;
 use crate::context::ServerContext;
 
 /// Keeps one runner per check of this node, following the catalog.
-pub async fn run(ctx: Arc<ServerContext>) {
+pub(crate) async fn run(ctx: Arc<ServerContext>) {
     let mut runners: HashMap<String, (CheckDefinition, JoinHandle<()>)> = HashMap::new();
     let mut applied = ctx.state.applied();
     loop {

@@ -7,16 +7,15 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-pub const DEFAULT_SERVER_PORT: u16 = 8300;
-pub const DEFAULT_SERF_LAN_PORT: u16 = 8301;
-pub const DEFAULT_SERF_WAN_PORT: u16 = 8302;
-pub const DEFAULT_HTTP_PORT: u16 = 8500;
-pub const DEFAULT_GRPC_PORT: u16 = 8502;
+pub(crate) const DEFAULT_SERVER_PORT: u16 = 8300;
+pub(crate) const DEFAULT_SERF_LAN_PORT: u16 = 8301;
+pub(crate) const DEFAULT_HTTP_PORT: u16 = 8500;
+pub(crate) const DEFAULT_GRPC_PORT: u16 = 8502;
 
 /// Everything an agent can be told, as the TOML config file spells it.
 #[derive(Debug, Clone, Default, Deserialize, clap::Args)]
 #[serde(default, deny_unknown_fields)]
-pub struct AgentConfig {
+pub(crate) struct AgentConfig {
     /// One server on 127.0.0.1, data in a temporary directory, bootstrapped at once.
     #[arg(long)]
     pub dev: bool,
@@ -114,7 +113,7 @@ macro_rules! merge {
 
 impl AgentConfig {
     /// Reads `--config-file` (if given) and lays the flags over it.
-    pub fn load(flags: AgentConfig) -> anyhow::Result<AgentConfig> {
+    pub(crate) fn load(flags: AgentConfig) -> anyhow::Result<AgentConfig> {
         let mut cfg = match &flags.config_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -139,7 +138,7 @@ impl AgentConfig {
 
 /// The settings an agent runs with, every default filled in.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub dev: bool,
     /// A server (Raft voter); false for a client agent.
     pub server: bool,
@@ -201,7 +200,7 @@ fn host_name() -> String {
 }
 
 impl Settings {
-    pub fn resolve(cfg: &AgentConfig) -> anyhow::Result<Settings> {
+    pub(crate) fn resolve(cfg: &AgentConfig) -> anyhow::Result<Settings> {
         let server = cfg.dev || cfg.server;
         if !server {
             if let Some(n) = cfg.bootstrap_expect {

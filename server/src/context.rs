@@ -10,23 +10,23 @@ use tonic::Status;
 use tribune_client::gossip::Gossip;
 
 use crate::catalog::command::{Command, Outcome};
-use crate::cluster::peers::{Method, PeerClients};
 use crate::mesh::MeshSettings;
 use crate::mesh::leaves::LeafCache;
 use crate::metrics::Metrics;
 use crate::raft::proposer::{ProposeError, Proposer};
 use crate::raft::state_machine::Shared;
 use crate::raft::{NodeId, Raft, ServerNode};
+use crate::rpc::peers::PeerClients;
 
 /// gRPC metadata asking for a read of this server's own state.
-pub const CONSISTENCY_HEADER: &str = "x-tribune-consistency";
+pub(crate) const CONSISTENCY_HEADER: &str = "x-tribune-consistency";
 /// gRPC metadata naming a write, so a retried write applies once.
-pub const REQUEST_ID_HEADER: &str = "x-tribune-request-id";
+pub(crate) const REQUEST_ID_HEADER: &str = "x-tribune-request-id";
 
 const LEADER_WAIT: Duration = Duration::from_secs(5);
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub struct ServerContext {
+pub(crate) struct ServerContext {
     pub node_name: String,
     pub node_id: NodeId,
     pub datacenter: String,
@@ -44,14 +44,14 @@ pub struct ServerContext {
     pub leaves: LeafCache,
     /// Open ADS streams and their ACK/NACK state.
     pub xds_streams: Arc<crate::mesh::status::StreamRegistry>,
-    pub peers: PeerClients,
+    pub peers: Arc<PeerClients>,
     pub gossip: Option<Gossip>,
     /// When an AppendEntries last arrived (see `cluster::elections`).
-    pub leader_contact: crate::cluster::elections::LeaderContact,
+    pub leader_contact: Arc<crate::rpc::service::LeaderContact>,
 }
 
 /// Whether the request asked for a stale read.
-pub fn wants_stale<T>(req: &tonic::Request<T>) -> bool {
+pub(crate) fn wants_stale<T>(req: &tonic::Request<T>) -> bool {
     req.metadata()
         .get(CONSISTENCY_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -59,7 +59,7 @@ pub fn wants_stale<T>(req: &tonic::Request<T>) -> bool {
 }
 
 /// The request's ID, when the client named it.
-pub fn request_id<T>(req: &tonic::Request<T>) -> Option<String> {
+pub(crate) fn request_id<T>(req: &tonic::Request<T>) -> Option<String> {
     req.metadata()
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -69,7 +69,7 @@ pub fn request_id<T>(req: &tonic::Request<T>) -> Option<String> {
 
 impl ServerContext {
     /// The current leader, waiting up to `limit` for one to be elected.
-    pub async fn wait_leader(&self, limit: Duration) -> Option<(NodeId, ServerNode)> {
+    pub(crate) async fn wait_leader(&self, limit: Duration) -> Option<(NodeId, ServerNode)> {
         let mut m = self.raft.metrics();
         let deadline = tokio::time::Instant::now() + limit;
         loop {
@@ -94,7 +94,7 @@ impl ServerContext {
 
     /// Commits `cmd` through the leader, wherever it is. Tagged with
     /// `request_id`, a retried write is applied once.
-    pub async fn propose_once(
+    pub(crate) async fn propose_once(
         &self,
         request_id: Option<String>,
         cmd: Command,
@@ -109,7 +109,7 @@ impl ServerContext {
         self.propose(cmd).await
     }
 
-    pub async fn propose(&self, cmd: Command) -> Result<(u64, Outcome), ProposeError> {
+    pub(crate) async fn propose(&self, cmd: Command) -> Result<(u64, Outcome), ProposeError> {
         let mut last = ProposeError::NotLeader { leader: None };
         for attempt in 0..4 {
             if attempt > 0 {
@@ -122,12 +122,7 @@ impl ServerContext {
                 self.proposer.propose(cmd.clone()).await
             } else {
                 self.peers
-                    .call::<_, Result<(u64, Outcome), ProposeError>>(
-                        &node.raft_addr,
-                        Method::Propose,
-                        &cmd,
-                        FORWARD_TIMEOUT,
-                    )
+                    .propose(&node.raft_addr, &cmd, FORWARD_TIMEOUT)
                     .await
                     .unwrap_or_else(|e| Err(ProposeError::Unreachable(e.to_string())))
             };
@@ -143,7 +138,7 @@ impl ServerContext {
     /// Makes the next local read linearizable: confirmed by the leader's
     /// quorum, and this server has applied everything the leader had
     /// committed. A stale read skips it.
-    pub async fn read_barrier(&self, stale: bool) -> Result<(), Status> {
+    pub(crate) async fn read_barrier(&self, stale: bool) -> Result<(), Status> {
         if stale {
             return Ok(());
         }
@@ -158,7 +153,7 @@ impl ServerContext {
                 .map_err(Status::unavailable)?
         } else {
             self.peers
-                .call::<_, Result<u64, String>>(&node.raft_addr, Method::ReadIndex, &(), LEADER_WAIT)
+                .read_index(&node.raft_addr, LEADER_WAIT)
                 .await
                 .map_err(|e| Status::unavailable(e.to_string()))?
                 .map_err(Status::unavailable)?
@@ -174,7 +169,7 @@ impl ServerContext {
     }
 
     /// The current leader as openraft sees it.
-    pub fn leader(&self) -> Option<ServerNode> {
+    pub(crate) fn leader(&self) -> Option<ServerNode> {
         let m = self.raft.metrics().borrow().clone();
         let id = m.current_leader?;
         m.membership_config.membership().get_node(&id).cloned()

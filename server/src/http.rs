@@ -15,7 +15,7 @@ use tribune_client::gossip::MemberState;
 use crate::context::ServerContext;
 use crate::metrics::StateLabel;
 
-pub fn router(ctx: Arc<ServerContext>) -> Router {
+pub(crate) fn router(ctx: Arc<ServerContext>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

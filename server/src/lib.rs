@@ -4,18 +4,24 @@
 //! Data flows one way: API write -> proposer -> Raft log -> state machine
 //! (catalog) -> change feed -> watchers. See ARCHITECTURE.md.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
-pub mod agent;
-pub mod api;
-pub mod catalog;
-pub mod checks;
-pub mod cli;
-pub mod client_agent;
-pub mod cluster;
-pub mod config;
-pub mod context;
-pub mod http;
-pub mod logging;
-pub mod mesh;
-pub mod metrics;
-pub mod raft;
+mod agent;
+mod api;
+mod catalog;
+mod checks;
+mod cli;
+mod client_agent;
+mod cluster;
+mod codec;
+mod config;
+mod context;
+mod http;
+mod logging;
+mod mesh;
+mod metrics;
+mod raft;
+mod rpc;
+
+/// The `tribune` command line: parses the arguments and runs the command.
+pub use cli::main;

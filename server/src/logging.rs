@@ -2,7 +2,7 @@
 
 use tracing_subscriber::EnvFilter;
 
-pub fn init(level: Option<&str>, json: bool) -> anyhow::Result<()> {
+pub(crate) fn init(level: Option<&str>, json: bool) -> anyhow::Result<()> {
     let filter = match level {
         Some(l) => EnvFilter::try_new(l).map_err(|e| anyhow::anyhow!("--log-level {l:?}: {e}"))?,
         None => {

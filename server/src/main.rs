@@ -2,5 +2,5 @@
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
-    tribune_server::cli::main()
+    tribune_server::main()
 }

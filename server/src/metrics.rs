@@ -11,17 +11,17 @@ use prometheus_client::registry::Registry;
 use tracing::Instrument;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct GrpcLabels {
+pub(crate) struct GrpcLabels {
     pub method: &'static str,
     pub code: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct MethodLabel {
+pub(crate) struct MethodLabel {
     pub method: &'static str,
 }
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// Time from a write's submission to its commit and apply.
     pub commit_seconds: Histogram,
@@ -46,7 +46,7 @@ pub struct Metrics {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StateLabel {
+pub(crate) struct StateLabel {
     pub state: &'static str,
 }
 
@@ -149,7 +149,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -157,7 +157,7 @@ impl Metrics {
     }
 
     /// Runs one gRPC handler inside a span, counting it by method and code.
-    pub async fn observe<T>(
+    pub(crate) async fn observe<T>(
         &self,
         method: &'static str,
         fut: impl Future<Output = Result<T, tonic::Status>>,
@@ -208,10 +208,10 @@ fn code_name(c: tonic::Code) -> &'static str {
 }
 
 /// Holds one open stream in a gauge for as long as it lives.
-pub struct GaugeGuard(Gauge);
+pub(crate) struct GaugeGuard(Gauge);
 
 impl GaugeGuard {
-    pub fn new(g: &Gauge) -> Self {
+    pub(crate) fn new(g: &Gauge) -> Self {
         g.inc();
         GaugeGuard(g.clone())
     }

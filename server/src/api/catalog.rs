@@ -15,12 +15,12 @@ use crate::catalog::model::Status as Health;
 use crate::catalog::validate;
 use crate::context::{ServerContext, request_id, wants_stale};
 
-pub struct CatalogApi {
+pub(crate) struct CatalogApi {
     ctx: Arc<ServerContext>,
 }
 
 impl CatalogApi {
-    pub fn new(ctx: Arc<ServerContext>) -> Self {
+    pub(crate) fn new(ctx: Arc<ServerContext>) -> Self {
         CatalogApi { ctx }
     }
 }

@@ -16,12 +16,12 @@ use crate::mesh::ca::{self, CaError};
 use crate::mesh::leaves::LeafError;
 use crate::mesh::now_unix;
 
-pub struct ConnectApi {
+pub(crate) struct ConnectApi {
     ctx: Arc<ServerContext>,
 }
 
 impl ConnectApi {
-    pub fn new(ctx: Arc<ServerContext>) -> Self {
+    pub(crate) fn new(ctx: Arc<ServerContext>) -> Self {
         ConnectApi { ctx }
     }
 }
@@ -119,12 +119,12 @@ impl ConnectCa for ConnectApi {
     }
 }
 
-pub struct IntentionsApi {
+pub(crate) struct IntentionsApi {
     ctx: Arc<ServerContext>,
 }
 
 impl IntentionsApi {
-    pub fn new(ctx: Arc<ServerContext>) -> Self {
+    pub(crate) fn new(ctx: Arc<ServerContext>) -> Self {
         IntentionsApi { ctx }
     }
 }

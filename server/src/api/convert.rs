@@ -14,16 +14,16 @@ use crate::catalog::validate::{self as v, FieldError, err};
 
 const DEFAULT_INTERVAL_MS: u64 = 10_000;
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
-pub const SIDECAR_SUFFIX: &str = "-sidecar-proxy";
+pub(crate) const SIDECAR_SUFFIX: &str = "-sidecar-proxy";
 
 /// What a registration falls back on: the node of the agent serving it.
-pub struct RegisterDefaults<'a> {
+pub(crate) struct RegisterDefaults<'a> {
     pub node: &'a str,
     pub node_address: &'a str,
     pub datacenter: &'a str,
 }
 
-pub fn status_from_pb(field: &str, s: i32) -> v::Result<Status> {
+pub(crate) fn status_from_pb(field: &str, s: i32) -> v::Result<Status> {
     match pb::HealthStatus::try_from(s) {
         Ok(pb::HealthStatus::Passing) => Ok(Status::Passing),
         Ok(pb::HealthStatus::Warning) => Ok(Status::Warning),
@@ -35,7 +35,7 @@ pub fn status_from_pb(field: &str, s: i32) -> v::Result<Status> {
     }
 }
 
-pub fn status_to_pb(s: Status) -> i32 {
+pub(crate) fn status_to_pb(s: Status) -> i32 {
     match s {
         Status::Passing => pb::HealthStatus::Passing as i32,
         Status::Warning => pb::HealthStatus::Warning as i32,
@@ -263,7 +263,10 @@ fn check_of(
 
 /// Turns a register request into the command that carries it, or names the
 /// first field that is wrong.
-pub fn registration(req: pb::RegisterRequest, d: &RegisterDefaults<'_>) -> Result<Registration, FieldError> {
+pub(crate) fn registration(
+    req: pb::RegisterRequest,
+    d: &RegisterDefaults<'_>,
+) -> Result<Registration, FieldError> {
     let Some(spec) = req.service else {
         return err("service", "is required");
     };
@@ -406,7 +409,7 @@ pub fn registration(req: pb::RegisterRequest, d: &RegisterDefaults<'_>) -> Resul
 
 // === catalog -> wire ===
 
-pub fn node_to_pb(n: &Node) -> pb::Node {
+pub(crate) fn node_to_pb(n: &Node) -> pb::Node {
     pb::Node {
         name: n.name.clone(),
         address: n.address.clone(),
@@ -426,7 +429,7 @@ fn upstream_to_pb(u: &Upstream) -> pb::Upstream {
     }
 }
 
-pub fn service_to_pb(s: &Service) -> pb::ServiceInstance {
+pub(crate) fn service_to_pb(s: &Service) -> pb::ServiceInstance {
     pb::ServiceInstance {
         id: s.id.clone(),
         name: s.name.clone(),
@@ -448,7 +451,7 @@ pub fn service_to_pb(s: &Service) -> pb::ServiceInstance {
     }
 }
 
-pub fn check_to_pb(c: &Check) -> pb::Check {
+pub(crate) fn check_to_pb(c: &Check) -> pb::Check {
     let kind = match &c.definition.kind {
         CheckKind::Http { url } => pb::check_definition::Kind::Http(url.clone()),
         CheckKind::Tcp { address } => pb::check_definition::Kind::Tcp(address.clone()),
@@ -480,7 +483,7 @@ pub fn check_to_pb(c: &Check) -> pb::Check {
     }
 }
 
-pub fn health_to_pb(h: &InstanceHealth) -> pb::InstanceHealth {
+pub(crate) fn health_to_pb(h: &InstanceHealth) -> pb::InstanceHealth {
     pb::InstanceHealth {
         service: Some(service_to_pb(&h.service)),
         node: h.node.as_ref().map(node_to_pb),

@@ -12,12 +12,12 @@ use crate::catalog::command::{Command, Outcome};
 use crate::catalog::validate;
 use crate::context::{ServerContext, request_id, wants_stale};
 
-pub struct HealthApi {
+pub(crate) struct HealthApi {
     ctx: Arc<ServerContext>,
 }
 
 impl HealthApi {
-    pub fn new(ctx: Arc<ServerContext>) -> Self {
+    pub(crate) fn new(ctx: Arc<ServerContext>) -> Self {
         HealthApi { ctx }
     }
 }

@@ -13,12 +13,12 @@ use tribune_proto::v1::keyring_server::Keyring;
 /// How long one member may take to answer during a fan-out.
 const MEMBER_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub struct KeyringApi {
+pub(crate) struct KeyringApi {
     gossip: Gossip,
 }
 
 impl KeyringApi {
-    pub fn new(gossip: Gossip) -> Self {
+    pub(crate) fn new(gossip: Gossip) -> Self {
         KeyringApi { gossip }
     }
 

@@ -1,13 +1,13 @@
 //! The public gRPC API on the agent's gRPC port: `tribune.v1` (Catalog,
 //! Health, Operator), `grpc.health.v1` and server reflection (v1 and v1alpha).
 
-pub mod catalog;
-pub mod connect;
-pub mod convert;
-pub mod health;
-pub mod keyring;
-pub mod operator;
-pub mod watch;
+pub(crate) mod catalog;
+pub(crate) mod connect;
+pub(crate) mod convert;
+pub(crate) mod health;
+pub(crate) mod keyring;
+pub(crate) mod operator;
+pub(crate) mod watch;
 
 use std::sync::Arc;
 
@@ -26,16 +26,16 @@ use crate::raft::proposer::ProposeError;
 
 /// Largest request the API accepts (a snapshot restore is streamed in
 /// chunks of at most this size).
-pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 
 /// gRPC metadata naming the leader's gRPC address when a write is refused.
-pub const LEADER_HEADER: &str = "x-tribune-leader";
+pub(crate) const LEADER_HEADER: &str = "x-tribune-leader";
 
-pub fn invalid(e: FieldError) -> Status {
+pub(crate) fn invalid(e: FieldError) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
-pub fn propose_error(e: ProposeError) -> Status {
+pub(crate) fn propose_error(e: ProposeError) -> Status {
     match &e {
         ProposeError::NotLeader { leader: Some(l) } => {
             let mut s = Status::unavailable(e.to_string());
@@ -52,7 +52,7 @@ pub fn propose_error(e: ProposeError) -> Status {
 }
 
 /// Maps a command's apply-time refusal to its gRPC status.
-pub fn outcome_error(o: Outcome) -> Status {
+pub(crate) fn outcome_error(o: Outcome) -> Status {
     match o {
         Outcome::NotFound { what } => Status::not_found(format!("{what} is not registered")),
         Outcome::Invalid { field, message } => Status::invalid_argument(format!("{field}: {message}")),
@@ -63,7 +63,7 @@ pub fn outcome_error(o: Outcome) -> Status {
 /// Reflection over every Tribune proto and `grpc.health.v1`, v1 and
 /// v1alpha (grpcurl 1.8 speaks only v1alpha).
 #[allow(clippy::type_complexity)]
-pub fn reflection() -> anyhow::Result<(
+pub(crate) fn reflection() -> anyhow::Result<(
     tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
     tonic_reflection::server::v1alpha::ServerReflectionServer<
         impl tonic_reflection::server::v1alpha::ServerReflection,
@@ -81,7 +81,7 @@ pub fn reflection() -> anyhow::Result<(
 }
 
 /// Every gRPC service of a server agent's API port.
-pub fn routes(ctx: Arc<ServerContext>, hub: Arc<crate::mesh::hub::XdsHub>) -> anyhow::Result<Routes> {
+pub(crate) fn routes(ctx: Arc<ServerContext>, hub: Arc<crate::mesh::hub::XdsHub>) -> anyhow::Result<Routes> {
     let (reflection_v1, reflection_v1alpha) = reflection()?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(async move {

@@ -16,14 +16,14 @@ use crate::raft::snapshot_file;
 /// Chunk size of a streamed snapshot.
 const CHUNK: usize = 64 * 1024;
 /// Largest snapshot a restore accepts.
-pub const MAX_RESTORE_BYTES: usize = 512 * 1024 * 1024;
+pub(crate) const MAX_RESTORE_BYTES: usize = 512 * 1024 * 1024;
 
-pub struct OperatorApi {
+pub(crate) struct OperatorApi {
     ctx: Arc<ServerContext>,
 }
 
 impl OperatorApi {
-    pub fn new(ctx: Arc<ServerContext>) -> Self {
+    pub(crate) fn new(ctx: Arc<ServerContext>) -> Self {
         OperatorApi { ctx }
     }
 }

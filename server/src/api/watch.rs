@@ -15,7 +15,7 @@ use crate::context::ServerContext;
 use crate::metrics::GaugeGuard;
 use crate::raft::state_machine::SmData;
 
-pub enum Filter {
+pub(crate) enum Filter {
     Service(String),
     Catalog,
 }
@@ -84,7 +84,7 @@ impl Filter {
     }
 }
 
-pub fn spawn_watch(
+pub(crate) fn spawn_watch(
     ctx: Arc<ServerContext>,
     filter: Filter,
     from_index: u64,

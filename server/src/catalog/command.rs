@@ -11,12 +11,12 @@ use super::model::{CatalogData, Check, Node, Service, Status};
 /// One Raft log entry's payload. Several client writes share one entry, and
 /// so one fsync (group commit, see `raft::proposer`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Request {
+pub(crate) struct Request {
     pub commands: Vec<Command>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Command {
+pub(crate) enum Command {
     /// Upserts a node, service instances on it and their checks. The
     /// instances' checks are replaced by `checks`.
     Register(Registration),
@@ -52,7 +52,7 @@ pub enum Command {
 
 /// Entities carry index 0 here; apply stamps them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Registration {
+pub(crate) struct Registration {
     pub node: Node,
     /// The main instance first, then its sidecar when there is one.
     pub services: Vec<Service>,
@@ -63,13 +63,13 @@ pub struct Registration {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Response {
+pub(crate) struct Response {
     /// One per command, in order.
     pub outcomes: Vec<Outcome>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Registered { check_ids: Vec<String> },
     Deregistered { removed_ids: Vec<String> },
     TtlUpdated,

@@ -13,7 +13,7 @@ use super::model::{InstanceHealth, Node};
 /// What changed at one Raft index, resolved to what readers see (instances
 /// with their aggregate health at that index).
 #[derive(Debug, Default)]
-pub struct ChangeSet {
+pub(crate) struct ChangeSet {
     pub index: u64,
     /// The catalog was replaced wholesale (restore, snapshot install).
     pub reset: bool,
@@ -35,7 +35,7 @@ impl ChangeSet {
         1 + self.upserts.len() + self.removed.len() + self.node_upserts.len() + self.node_removals.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         !self.reset
             && !self.mesh
             && self.upserts.is_empty()
@@ -45,7 +45,7 @@ impl ChangeSet {
     }
 }
 
-pub struct Feed {
+pub(crate) struct Feed {
     history: VecDeque<Arc<ChangeSet>>,
     /// Every change after `floor` is in `history`.
     floor: u64,
@@ -55,7 +55,7 @@ pub struct Feed {
 }
 
 /// Where a resuming watcher starts.
-pub enum Resume {
+pub(crate) enum Resume {
     /// Replay these, then follow the live feed.
     Replay(Vec<Arc<ChangeSet>>),
     /// The history does not reach back that far: start from a snapshot.
@@ -64,7 +64,7 @@ pub enum Resume {
 
 impl Feed {
     /// `max_weight` bounds the history by the number of entities it holds.
-    pub fn new(floor: u64, max_weight: usize) -> Self {
+    pub(crate) fn new(floor: u64, max_weight: usize) -> Self {
         let (tx, _) = broadcast::channel(1024);
         Feed {
             history: VecDeque::new(),
@@ -75,7 +75,7 @@ impl Feed {
         }
     }
 
-    pub fn publish(&mut self, cs: ChangeSet) {
+    pub(crate) fn publish(&mut self, cs: ChangeSet) {
         let cs = Arc::new(cs);
         if cs.reset {
             self.history.clear();
@@ -96,14 +96,7 @@ impl Feed {
         let _ = self.tx.send(cs);
     }
 
-    /// Forgets the history: what follows starts after `index`.
-    pub fn reset_to(&mut self, index: u64) {
-        self.history.clear();
-        self.weight = 0;
-        self.floor = index;
-    }
-
-    pub fn resume(&self, from_index: u64, applied: u64) -> Resume {
+    pub(crate) fn resume(&self, from_index: u64, applied: u64) -> Resume {
         if from_index == 0 || from_index < self.floor || from_index > applied {
             return Resume::Snapshot;
         }
@@ -116,12 +109,8 @@ impl Feed {
         )
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<ChangeSet>> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<ChangeSet>> {
         self.tx.subscribe()
-    }
-
-    pub fn floor(&self) -> u64 {
-        self.floor
     }
 }
 
@@ -155,9 +144,9 @@ mod tests {
         for i in 1..=10 {
             f.publish(cs(i, 2)); // weight 3 each: only 3 fit
         }
-        assert!(f.floor() >= 7);
         assert!(matches!(f.resume(2, 10), Resume::Snapshot));
-        assert!(matches!(f.resume(f.floor(), 10), Resume::Replay(_)));
+        assert!(matches!(f.resume(6, 10), Resume::Snapshot));
+        assert!(matches!(f.resume(7, 10), Resume::Replay(_)));
         // An index from the future (another cluster's history) also snapshots.
         assert!(matches!(f.resume(11, 10), Resume::Snapshot));
     }

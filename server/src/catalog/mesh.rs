@@ -11,7 +11,7 @@ use tribune_certs::RootCa;
 use super::command::Outcome;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CaRoot {
+pub(crate) struct CaRoot {
     pub root: RootCa,
     /// This root cross-signed by the one it replaced.
     pub cross_signed_pem: Option<String>,
@@ -20,7 +20,7 @@ pub struct CaRoot {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CaState {
+pub(crate) struct CaState {
     pub cluster_id: String,
     pub trust_domain: String,
     pub leaf_ttl_secs: u64,
@@ -31,17 +31,17 @@ pub struct CaState {
 }
 
 impl CaState {
-    pub fn active(&self) -> Option<&CaRoot> {
+    pub(crate) fn active(&self) -> Option<&CaRoot> {
         self.roots.last()
     }
 
     /// Every root's PEM, active first: what proxies trust.
-    pub fn trust_bundle(&self) -> Vec<String> {
+    pub(crate) fn trust_bundle(&self) -> Vec<String> {
         self.roots.iter().rev().map(|r| r.root.cert_pem.clone()).collect()
     }
 
     /// Roots retired long enough ago that no leaf they signed is still valid.
-    pub fn prunable(&self, now_unix: i64, grace_secs: i64) -> Vec<String> {
+    pub(crate) fn prunable(&self, now_unix: i64, grace_secs: i64) -> Vec<String> {
         let active = self.active().map(|r| r.root.id.clone());
         self.roots
             .iter()
@@ -56,7 +56,7 @@ impl CaState {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Intention {
+pub(crate) struct Intention {
     pub source: String,
     pub destination: String,
     pub allow: bool,
@@ -66,7 +66,7 @@ pub struct Intention {
 
 /// Mesh commands, carried inside `Command`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum MeshCommand {
+pub(crate) enum MeshCommand {
     /// Fixes the trust domain and the first root, once per cluster.
     CaInit {
         cluster_id: String,
@@ -95,13 +95,13 @@ pub enum MeshCommand {
 }
 
 #[derive(Clone, Debug, Default)]
-pub struct MeshState {
+pub(crate) struct MeshState {
     pub ca: Option<CaState>,
     pub intentions: BTreeMap<(String, String), Intention>,
 }
 
 impl MeshState {
-    pub fn apply(&mut self, index: u64, cmd: &MeshCommand) -> Outcome {
+    pub(crate) fn apply(&mut self, index: u64, cmd: &MeshCommand) -> Outcome {
         match cmd {
             MeshCommand::CaInit {
                 cluster_id,

@@ -3,11 +3,11 @@
 //! It is the state machine's data: changed only by [`Catalog::apply`], in
 //! log order, and rebuilt from a snapshot plus the log tail after a restart.
 
-pub mod command;
-pub mod feed;
-pub mod mesh;
-pub mod model;
-pub mod validate;
+pub(crate) mod command;
+pub(crate) mod feed;
+pub(crate) mod mesh;
+pub(crate) mod model;
+pub(crate) mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,7 +18,7 @@ use model::{CatalogData, Check, InstanceHealth, Node, Service, ServiceKind, Stat
 /// What one log entry changed, gathered while applying it, so that watchers
 /// get one event per index.
 #[derive(Debug, Default)]
-pub struct Touched {
+pub(crate) struct Touched {
     pub instances: BTreeSet<String>,
     /// Removed instances with their service names (for per-service watches).
     pub removed: BTreeMap<String, String>,
@@ -33,7 +33,7 @@ pub struct Touched {
 }
 
 #[derive(Clone, Debug, Default)]
-pub struct Catalog {
+pub(crate) struct Catalog {
     nodes: BTreeMap<String, Node>,
     services: BTreeMap<String, Service>,
     checks: BTreeMap<String, Check>,
@@ -51,10 +51,10 @@ pub struct Catalog {
 }
 
 /// How many named writes are remembered for deduplication.
-pub const RECENT_REQUESTS: usize = 65_536;
+pub(crate) const RECENT_REQUESTS: usize = 65_536;
 
 impl Catalog {
-    pub fn from_data(data: CatalogData) -> Self {
+    pub(crate) fn from_data(data: CatalogData) -> Self {
         let mut c = Catalog::default();
         for n in data.nodes {
             c.nodes.insert(n.name.clone(), n);
@@ -77,7 +77,7 @@ impl Catalog {
         c
     }
 
-    pub fn to_data(&self) -> CatalogData {
+    pub(crate) fn to_data(&self) -> CatalogData {
         CatalogData {
             nodes: self.nodes.values().cloned().collect(),
             services: self.services.values().cloned().collect(),
@@ -103,12 +103,12 @@ impl Catalog {
         }
     }
 
-    pub fn mesh(&self) -> &MeshState {
+    pub(crate) fn mesh(&self) -> &MeshState {
         &self.mesh
     }
 
     /// Sidecars (and gateways) that front instances of `service`.
-    pub fn proxies_for<'a>(&'a self, service: &str) -> impl Iterator<Item = &'a Service> + 'a {
+    pub(crate) fn proxies_for<'a>(&'a self, service: &str) -> impl Iterator<Item = &'a Service> + 'a {
         self.proxies_by_destination
             .get(service)
             .into_iter()
@@ -116,30 +116,26 @@ impl Catalog {
             .filter_map(|id| self.services.get(id))
     }
 
-    pub fn service_count(&self) -> usize {
-        self.services.len()
-    }
-
     // === queries ===
 
-    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+    pub(crate) fn nodes(&self) -> impl Iterator<Item = &Node> {
         self.nodes.values()
     }
 
-    pub fn node(&self, name: &str) -> Option<&Node> {
+    pub(crate) fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.get(name)
     }
 
-    pub fn service(&self, id: &str) -> Option<&Service> {
+    pub(crate) fn service(&self, id: &str) -> Option<&Service> {
         self.services.get(id)
     }
 
-    pub fn check(&self, id: &str) -> Option<&Check> {
+    pub(crate) fn check(&self, id: &str) -> Option<&Check> {
         self.checks.get(id)
     }
 
     /// The instances on `node`.
-    pub fn services_on<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Service> + 'a {
+    pub(crate) fn services_on<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Service> + 'a {
         self.by_node
             .get(node)
             .into_iter()
@@ -148,7 +144,7 @@ impl Catalog {
     }
 
     /// The node-level checks of `node` (such as serf-health).
-    pub fn node_checks<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Check> + 'a {
+    pub(crate) fn node_checks<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Check> + 'a {
         self.node_checks
             .get(node)
             .into_iter()
@@ -157,11 +153,11 @@ impl Catalog {
     }
 
     /// Service names with their instance IDs, sorted by name.
-    pub fn service_names(&self) -> impl Iterator<Item = (&String, &BTreeSet<String>)> {
+    pub(crate) fn service_names(&self) -> impl Iterator<Item = (&String, &BTreeSet<String>)> {
         self.by_name.iter()
     }
 
-    pub fn instances_of<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a Service> + 'a {
+    pub(crate) fn instances_of<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a Service> + 'a {
         self.by_name
             .get(name)
             .into_iter()
@@ -170,7 +166,7 @@ impl Catalog {
     }
 
     /// The instance's own checks and its node's checks, with their aggregate.
-    pub fn health_of(&self, service: &Service) -> InstanceHealth {
+    pub(crate) fn health_of(&self, service: &Service) -> InstanceHealth {
         let own = self.checks_by_service.get(&service.id).into_iter().flatten();
         let node = self.node_checks.get(&service.node).into_iter().flatten();
         // The instance's own checks first: they are what its owner registered.
@@ -188,12 +184,12 @@ impl Catalog {
         }
     }
 
-    pub fn instance_health(&self, id: &str) -> Option<InstanceHealth> {
+    pub(crate) fn instance_health(&self, id: &str) -> Option<InstanceHealth> {
         self.services.get(id).map(|s| self.health_of(s))
     }
 
     /// Checks by status (from the health index), optionally of one service name.
-    pub fn checks_in(&self, status: Option<Status>, service: Option<&str>) -> Vec<Check> {
+    pub(crate) fn checks_in(&self, status: Option<Status>, service: Option<&str>) -> Vec<Check> {
         let matches = |c: &&Check| service.is_none_or(|s| c.service_name == s);
         match status {
             Some(st) => self
@@ -213,7 +209,7 @@ impl Catalog {
 
     /// Applies one command at `index`. Deterministic: every replica that
     /// applies the same log gets the same catalog and the same outcomes.
-    pub fn apply(&mut self, index: u64, cmd: &Command, touched: &mut Touched) -> Outcome {
+    pub(crate) fn apply(&mut self, index: u64, cmd: &Command, touched: &mut Touched) -> Outcome {
         match cmd {
             Command::Register(reg) => self.register(index, reg, touched),
             Command::Deregister { service_id } => self.deregister(service_id, touched),

@@ -7,14 +7,14 @@ use serde::{Deserialize, Serialize};
 
 /// Health of a check, ordered from best to worst so that `max` aggregates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Status {
+pub(crate) enum Status {
     Passing,
     Warning,
     Critical,
 }
 
 impl Status {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Status::Passing => "passing",
             Status::Warning => "warning",
@@ -24,25 +24,15 @@ impl Status {
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ServiceKind {
+pub(crate) enum ServiceKind {
     #[default]
     Typical,
     SidecarProxy,
     MeshGateway,
 }
 
-impl ServiceKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServiceKind::Typical => "typical",
-            ServiceKind::SidecarProxy => "sidecar-proxy",
-            ServiceKind::MeshGateway => "mesh-gateway",
-        }
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     pub destination_name: String,
     pub local_bind_address: String,
     pub local_bind_port: u16,
@@ -50,7 +40,7 @@ pub struct Upstream {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProxyConfig {
+pub(crate) struct ProxyConfig {
     pub destination_service_name: String,
     pub destination_service_id: String,
     pub local_service_address: String,
@@ -59,7 +49,7 @@ pub struct ProxyConfig {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Node {
+pub(crate) struct Node {
     pub name: String,
     pub address: String,
     pub datacenter: String,
@@ -69,7 +59,7 @@ pub struct Node {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Service {
+pub(crate) struct Service {
     pub id: String,
     pub name: String,
     pub node: String,
@@ -85,7 +75,7 @@ pub struct Service {
 
 impl Service {
     /// Equal in everything a user registered, indexes aside.
-    pub fn same_definition(&self, other: &Service) -> bool {
+    pub(crate) fn same_definition(&self, other: &Service) -> bool {
         self.name == other.name
             && self.node == other.node
             && self.address == other.address
@@ -98,7 +88,7 @@ impl Service {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CheckKind {
+pub(crate) enum CheckKind {
     Http {
         url: String,
     },
@@ -120,7 +110,7 @@ pub enum CheckKind {
 }
 
 impl CheckKind {
-    pub fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         match self {
             CheckKind::Http { .. } => "http",
             CheckKind::Tcp { .. } => "tcp",
@@ -133,7 +123,7 @@ impl CheckKind {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckDefinition {
+pub(crate) struct CheckDefinition {
     pub kind: CheckKind,
     pub interval_ms: u64,
     pub timeout_ms: u64,
@@ -146,7 +136,7 @@ pub struct CheckDefinition {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Check {
+pub(crate) struct Check {
     pub id: String,
     pub name: String,
     pub node: String,
@@ -162,7 +152,7 @@ pub struct Check {
 
 /// An instance as readers see it: with its node, its checks and their aggregate.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstanceHealth {
+pub(crate) struct InstanceHealth {
     pub service: Service,
     pub node: Option<Node>,
     pub checks: Vec<Check>,
@@ -172,7 +162,7 @@ pub struct InstanceHealth {
 /// The whole catalog in a plain, serializable form: what snapshots hold.
 /// The lookup indexes are derived from it on load.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CatalogData {
+pub(crate) struct CatalogData {
     pub nodes: Vec<Node>,
     pub services: Vec<Service>,
     pub checks: Vec<Check>,

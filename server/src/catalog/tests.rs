@@ -231,7 +231,8 @@ fn deregister_cascades_to_sidecar_and_checks() {
         }
     );
     assert_eq!(t.removed.get("web-1").map(String::as_str), Some("web"));
-    assert_eq!(c.service_count(), 0);
+    assert!(c.instance_health("web-1").is_none());
+    assert!(c.instance_health("web-1-sidecar-proxy").is_none());
     assert!(c.check("c1").is_none());
     assert!(c.checks_in(None, None).is_empty());
 

@@ -4,33 +4,32 @@
 
 use std::net::IpAddr;
 
-pub const MAX_NAME_LEN: usize = 63;
-pub const MAX_ID_LEN: usize = 128;
-pub const MAX_TAGS: usize = 64;
-pub const MAX_TAG_LEN: usize = 255;
-pub const MAX_META: usize = 64;
-pub const MAX_META_KEY_LEN: usize = 128;
-pub const MAX_META_VALUE_LEN: usize = 512;
-pub const MAX_ADDRESS_LEN: usize = 253;
-pub const MAX_CHECKS: usize = 32;
+pub(crate) const MAX_NAME_LEN: usize = 63;
+pub(crate) const MAX_ID_LEN: usize = 128;
+pub(crate) const MAX_TAGS: usize = 64;
+pub(crate) const MAX_TAG_LEN: usize = 255;
+pub(crate) const MAX_META: usize = 64;
+pub(crate) const MAX_META_KEY_LEN: usize = 128;
+pub(crate) const MAX_META_VALUE_LEN: usize = 512;
+pub(crate) const MAX_ADDRESS_LEN: usize = 253;
+pub(crate) const MAX_CHECKS: usize = 32;
 /// success_before_passing / failures_before_critical at most.
-pub const MAX_CHECK_THRESHOLD: u32 = 100;
-pub const MAX_UPSTREAMS: usize = 64;
-pub use tribune_client::checks::MAX_OUTPUT_LEN;
-pub const MIN_INTERVAL_MS: u64 = 1_000;
-pub const MAX_INTERVAL_MS: u64 = 24 * 3600 * 1000;
-pub const MAX_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
+pub(crate) const MAX_CHECK_THRESHOLD: u32 = 100;
+pub(crate) const MAX_UPSTREAMS: usize = 64;
+pub(crate) const MIN_INTERVAL_MS: u64 = 1_000;
+pub(crate) const MAX_INTERVAL_MS: u64 = 24 * 3600 * 1000;
+pub(crate) const MAX_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
-pub struct FieldError {
+pub(crate) struct FieldError {
     pub field: String,
     pub message: String,
 }
 
-pub type Result<T> = std::result::Result<T, FieldError>;
+pub(crate) type Result<T> = std::result::Result<T, FieldError>;
 
-pub fn err<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T> {
+pub(crate) fn err<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T> {
     Err(FieldError {
         field: field.into(),
         message: message.into(),
@@ -39,7 +38,7 @@ pub fn err<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T>
 
 /// A service name is a DNS label (RFC 1123), lower case, so that it can stand
 /// in an SNI name and a DNS query unchanged.
-pub fn service_name(field: &str, v: &str) -> Result<()> {
+pub(crate) fn service_name(field: &str, v: &str) -> Result<()> {
     let ok = !v.is_empty()
         && v.len() <= MAX_NAME_LEN
         && v.bytes()
@@ -60,7 +59,7 @@ pub fn service_name(field: &str, v: &str) -> Result<()> {
 }
 
 /// IDs: 1 to 128 printable ASCII characters, no spaces.
-pub fn id(field: &str, v: &str) -> Result<()> {
+pub(crate) fn id(field: &str, v: &str) -> Result<()> {
     if v.is_empty() {
         return err(field, "is required");
     }
@@ -80,7 +79,7 @@ pub fn id(field: &str, v: &str) -> Result<()> {
 }
 
 /// Node names: 1 to 128 of letters, digits, '-', '_' and '.'.
-pub fn node_name(field: &str, v: &str) -> Result<()> {
+pub(crate) fn node_name(field: &str, v: &str) -> Result<()> {
     let ok = !v.is_empty()
         && v.len() <= MAX_ID_LEN
         && v.bytes()
@@ -97,7 +96,7 @@ pub fn node_name(field: &str, v: &str) -> Result<()> {
     }
 }
 
-pub fn port(field: &str, v: u32) -> Result<u16> {
+pub(crate) fn port(field: &str, v: u32) -> Result<u16> {
     match u16::try_from(v) {
         Ok(p) if p >= 1 => Ok(p),
         _ => err(field, format!("{v} is not a port: use 1 to 65535")),
@@ -105,7 +104,7 @@ pub fn port(field: &str, v: u32) -> Result<u16> {
 }
 
 /// An IP address or a DNS host name.
-pub fn address(field: &str, v: &str) -> Result<()> {
+pub(crate) fn address(field: &str, v: &str) -> Result<()> {
     if v.is_empty() {
         return err(field, "is required");
     }
@@ -130,7 +129,7 @@ pub fn address(field: &str, v: &str) -> Result<()> {
 }
 
 /// HOST:PORT, as TCP and gRPC checks take it.
-pub fn host_port(field: &str, v: &str) -> Result<()> {
+pub(crate) fn host_port(field: &str, v: &str) -> Result<()> {
     let Some((host, p)) = v.rsplit_once(':') else {
         return err(field, format!("{v:?} is not HOST:PORT"));
     };
@@ -142,7 +141,7 @@ pub fn host_port(field: &str, v: &str) -> Result<()> {
     }
 }
 
-pub fn http_url(field: &str, v: &str) -> Result<()> {
+pub(crate) fn http_url(field: &str, v: &str) -> Result<()> {
     let rest = v.strip_prefix("http://").or_else(|| v.strip_prefix("https://"));
     match rest {
         Some(r) if !r.is_empty() && v.len() <= 2048 => {
@@ -157,7 +156,7 @@ pub fn http_url(field: &str, v: &str) -> Result<()> {
     }
 }
 
-pub fn tags(field: &str, v: &[String]) -> Result<()> {
+pub(crate) fn tags(field: &str, v: &[String]) -> Result<()> {
     if v.len() > MAX_TAGS {
         return err(
             field,
@@ -175,7 +174,10 @@ pub fn tags(field: &str, v: &[String]) -> Result<()> {
     Ok(())
 }
 
-pub fn meta<'a>(field: &str, v: impl ExactSizeIterator<Item = (&'a String, &'a String)>) -> Result<()> {
+pub(crate) fn meta<'a>(
+    field: &str,
+    v: impl ExactSizeIterator<Item = (&'a String, &'a String)>,
+) -> Result<()> {
     if v.len() > MAX_META {
         return err(
             field,
@@ -206,7 +208,7 @@ pub fn meta<'a>(field: &str, v: impl ExactSizeIterator<Item = (&'a String, &'a S
     Ok(())
 }
 
-pub fn interval_ms(field: &str, v: u64) -> Result<u64> {
+pub(crate) fn interval_ms(field: &str, v: u64) -> Result<u64> {
     if (MIN_INTERVAL_MS..=MAX_INTERVAL_MS).contains(&v) {
         Ok(v)
     } else {
@@ -214,7 +216,7 @@ pub fn interval_ms(field: &str, v: u64) -> Result<u64> {
     }
 }
 
-pub fn ttl_ms(field: &str, v: u64) -> Result<u64> {
+pub(crate) fn ttl_ms(field: &str, v: u64) -> Result<u64> {
     if (MIN_INTERVAL_MS..=MAX_TTL_MS).contains(&v) {
         Ok(v)
     } else {
@@ -223,7 +225,7 @@ pub fn ttl_ms(field: &str, v: u64) -> Result<u64> {
 }
 
 /// Check output is kept but capped, on a character boundary.
-pub use tribune_client::checks::cap_output;
+pub(crate) use tribune_client::checks::cap_output;
 
 #[cfg(test)]
 mod tests {
@@ -275,6 +277,7 @@ mod tests {
 
     #[test]
     fn output_is_capped_on_a_char_boundary() {
+        use tribune_client::checks::MAX_OUTPUT_LEN;
         let s = "é".repeat(MAX_OUTPUT_LEN);
         let c = cap_output(&s);
         assert!(c.len() <= MAX_OUTPUT_LEN);

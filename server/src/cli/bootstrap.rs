@@ -7,14 +7,14 @@ use std::net::IpAddr;
 use serde_json::{Value, json};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum XdsMode {
+pub(super) enum XdsMode {
     /// Incremental xDS (DeltaAggregatedResources).
     Delta,
     /// State of the world (StreamAggregatedResources).
     Sotw,
 }
 
-pub struct BootstrapParams<'a> {
+pub(super) struct BootstrapParams<'a> {
     pub proxy_id: &'a str,
     pub cluster: &'a str,
     pub admin_host: &'a str,
@@ -28,7 +28,7 @@ fn socket(host: &str, port: u16) -> Value {
     json!({ "socket_address": { "address": host, "port_value": port } })
 }
 
-pub fn bootstrap(p: &BootstrapParams<'_>) -> Value {
+pub(super) fn bootstrap(p: &BootstrapParams<'_>) -> Value {
     let api_type = match p.mode {
         XdsMode::Delta => "DELTA_GRPC",
         XdsMode::Sotw => "GRPC",
@@ -72,7 +72,7 @@ pub fn bootstrap(p: &BootstrapParams<'_>) -> Value {
 }
 
 /// Splits `HOST:PORT` (IPv6 in brackets).
-pub fn host_port(v: &str) -> anyhow::Result<(String, u16)> {
+pub(super) fn host_port(v: &str) -> anyhow::Result<(String, u16)> {
     let (h, p) = v
         .rsplit_once(':')
         .ok_or_else(|| anyhow::anyhow!("{v:?} is not HOST:PORT"))?;

@@ -11,7 +11,7 @@ use super::register::RegisterArgs;
 use super::{ClientArgs, Format};
 use crate::config::{AgentConfig, Settings};
 
-pub async fn agent(flags: AgentConfig) -> anyhow::Result<()> {
+pub(super) async fn agent(flags: AgentConfig) -> anyhow::Result<()> {
     let cfg = AgentConfig::load(flags)?;
     crate::logging::init(cfg.log_level.as_deref(), cfg.log_json)?;
     let settings = Settings::resolve(&cfg)?;
@@ -44,7 +44,7 @@ async fn shutdown_signal() {
     }
 }
 
-pub async fn connect(c: &ClientArgs) -> anyhow::Result<Client> {
+pub(super) async fn connect(c: &ClientArgs) -> anyhow::Result<Client> {
     let client = Client::connect(&c.grpc_addr).await?.stale(c.stale);
     Ok(match &c.token {
         Some(t) => client.with_token(t)?,
@@ -52,7 +52,7 @@ pub async fn connect(c: &ClientArgs) -> anyhow::Result<Client> {
     })
 }
 
-pub async fn register(c: &ClientArgs, args: RegisterArgs) -> anyhow::Result<()> {
+pub(super) async fn register(c: &ClientArgs, args: RegisterArgs) -> anyhow::Result<()> {
     let req = args.definition()?.to_request()?;
     let client = connect(c).await?;
     let resp = client.register(req).await?;
@@ -66,7 +66,7 @@ pub async fn register(c: &ClientArgs, args: RegisterArgs) -> anyhow::Result<()> 
     })
 }
 
-pub async fn deregister(c: &ClientArgs, id: &str) -> anyhow::Result<()> {
+pub(super) async fn deregister(c: &ClientArgs, id: &str) -> anyhow::Result<()> {
     let resp = connect(c).await?.deregister(id).await?;
     emit(c.format, &resp, || {
         println!(
@@ -94,7 +94,7 @@ fn kind_name(k: i32) -> &'static str {
     }
 }
 
-pub async fn catalog_services(c: &ClientArgs) -> anyhow::Result<()> {
+pub(super) async fn catalog_services(c: &ClientArgs) -> anyhow::Result<()> {
     let resp = connect(c).await?.list_services().await?;
     emit(c.format, &resp, || {
         let rows: Vec<Vec<String>> = resp
@@ -114,7 +114,7 @@ pub async fn catalog_services(c: &ClientArgs) -> anyhow::Result<()> {
     })
 }
 
-pub async fn catalog_nodes(c: &ClientArgs) -> anyhow::Result<()> {
+pub(super) async fn catalog_nodes(c: &ClientArgs) -> anyhow::Result<()> {
     let resp = connect(c).await?.list_nodes().await?;
     emit(c.format, &resp, || {
         let rows: Vec<Vec<String>> = resp
@@ -147,7 +147,7 @@ fn instance_row(h: &api::InstanceHealth) -> Vec<String> {
 
 const INSTANCE_HEADERS: [&str; 6] = ["ID", "NODE", "ADDRESS", "KIND", "STATUS", "TAGS"];
 
-pub async fn catalog_service(c: &ClientArgs, name: &str, passing: bool) -> anyhow::Result<()> {
+pub(super) async fn catalog_service(c: &ClientArgs, name: &str, passing: bool) -> anyhow::Result<()> {
     let resp = connect(c).await?.get_service(name, passing).await?;
     emit(c.format, &resp, || {
         let rows: Vec<Vec<String>> = resp.instances.iter().map(instance_row).collect();
@@ -155,7 +155,7 @@ pub async fn catalog_service(c: &ClientArgs, name: &str, passing: bool) -> anyho
     })
 }
 
-pub async fn watch_service(c: &ClientArgs, name: &str, from_index: u64) -> anyhow::Result<()> {
+pub(super) async fn watch_service(c: &ClientArgs, name: &str, from_index: u64) -> anyhow::Result<()> {
     let mut stream = connect(c).await?.watch_service(name, from_index).await?;
     let mut state = WatchState::default();
     while let Some(ev) = stream.message().await? {
@@ -182,7 +182,12 @@ pub async fn watch_service(c: &ClientArgs, name: &str, from_index: u64) -> anyho
     Ok(())
 }
 
-pub async fn check(c: &ClientArgs, id: &str, status: api::HealthStatus, note: &str) -> anyhow::Result<()> {
+pub(super) async fn check(
+    c: &ClientArgs,
+    id: &str,
+    status: api::HealthStatus,
+    note: &str,
+) -> anyhow::Result<()> {
     let resp = connect(c).await?.update_ttl(id, status, note).await?;
     emit(c.format, &resp, || {
         println!(
@@ -193,7 +198,7 @@ pub async fn check(c: &ClientArgs, id: &str, status: api::HealthStatus, note: &s
     })
 }
 
-pub async fn raft_list_peers(c: &ClientArgs) -> anyhow::Result<()> {
+pub(super) async fn raft_list_peers(c: &ClientArgs) -> anyhow::Result<()> {
     let resp = connect(c).await?.raft_peers().await?;
     emit(c.format, &resp, || {
         let rows: Vec<Vec<String>> = resp
@@ -217,7 +222,7 @@ pub async fn raft_list_peers(c: &ClientArgs) -> anyhow::Result<()> {
     })
 }
 
-pub async fn snapshot_save(c: &ClientArgs, file: &Path) -> anyhow::Result<()> {
+pub(super) async fn snapshot_save(c: &ClientArgs, file: &Path) -> anyhow::Result<()> {
     let client = connect(c).await?;
     let tmp = file.with_extension("partial");
     let mut out = tokio::fs::File::create(&tmp)
@@ -234,7 +239,7 @@ pub async fn snapshot_save(c: &ClientArgs, file: &Path) -> anyhow::Result<()> {
     })
 }
 
-pub async fn snapshot_restore(c: &ClientArgs, file: &Path) -> anyhow::Result<()> {
+pub(super) async fn snapshot_restore(c: &ClientArgs, file: &Path) -> anyhow::Result<()> {
     let bytes = tokio::fs::read(file)
         .await
         .with_context(|| format!("reading {}", file.display()))?;
@@ -247,7 +252,7 @@ pub async fn snapshot_restore(c: &ClientArgs, file: &Path) -> anyhow::Result<()>
     })
 }
 
-pub async fn raft_remove_peer(c: &ClientArgs, node: &str) -> anyhow::Result<()> {
+pub(super) async fn raft_remove_peer(c: &ClientArgs, node: &str) -> anyhow::Result<()> {
     let resp = connect(c).await?.raft_remove_peer(node).await?;
     emit(c.format, &resp, || {
         println!(
@@ -257,7 +262,7 @@ pub async fn raft_remove_peer(c: &ClientArgs, node: &str) -> anyhow::Result<()> 
     })
 }
 
-pub async fn autopilot_state(c: &ClientArgs) -> anyhow::Result<()> {
+pub(super) async fn autopilot_state(c: &ClientArgs) -> anyhow::Result<()> {
     let resp = connect(c).await?.autopilot_state().await?;
     emit(c.format, &resp, || {
         println!(
@@ -292,7 +297,7 @@ pub async fn autopilot_state(c: &ClientArgs) -> anyhow::Result<()> {
     })
 }
 
-pub async fn keyring(c: &ClientArgs, op: api::KeyringOp, key: &str) -> anyhow::Result<()> {
+pub(super) async fn keyring(c: &ClientArgs, op: api::KeyringOp, key: &str) -> anyhow::Result<()> {
     let resp = connect(c).await?.keyring(op, key).await?;
     emit(c.format, &resp, || {
         if op == api::KeyringOp::List {
@@ -339,7 +344,7 @@ pub async fn keyring(c: &ClientArgs, op: api::KeyringOp, key: &str) -> anyhow::R
     Ok(())
 }
 
-pub async fn members(c: &ClientArgs) -> anyhow::Result<()> {
+pub(super) async fn members(c: &ClientArgs) -> anyhow::Result<()> {
     let resp = connect(c).await?.members().await?;
     emit(c.format, &resp, || {
         let rows: Vec<Vec<String>> = resp

@@ -11,7 +11,7 @@ use super::output::{emit, table};
 use super::{ClientArgs, Format};
 
 #[derive(Subcommand)]
-pub enum ConnectSub {
+pub(super) enum ConnectSub {
     /// The built-in certificate authority.
     Ca {
         #[command(subcommand)]
@@ -22,7 +22,7 @@ pub enum ConnectSub {
 }
 
 #[derive(Subcommand)]
-pub enum CaSub {
+pub(super) enum CaSub {
     /// The trust domain and roots (the active one first).
     Roots,
     /// A new root, cross-signed by the current one; proxies move over without a restart.
@@ -35,7 +35,7 @@ pub enum CaSub {
 }
 
 #[derive(Args)]
-pub struct EnvoyArgs {
+pub(super) struct EnvoyArgs {
     /// The service ID whose sidecar this Envoy is (its proxy ID is "<ID>-sidecar-proxy").
     #[arg(long)]
     sidecar_for: String,
@@ -57,7 +57,7 @@ pub struct EnvoyArgs {
 }
 
 #[derive(Subcommand)]
-pub enum IntentionSub {
+pub(super) enum IntentionSub {
     /// Allow or deny SOURCE -> DESTINATION (either may be *).
     Create {
         #[arg(long, conflicts_with = "deny", required_unless_present = "deny")]
@@ -75,7 +75,7 @@ pub enum IntentionSub {
     Check { source: String, destination: String },
 }
 
-pub async fn run_connect(c: &ClientArgs, cmd: ConnectSub) -> anyhow::Result<()> {
+pub(super) async fn run_connect(c: &ClientArgs, cmd: ConnectSub) -> anyhow::Result<()> {
     match cmd {
         ConnectSub::Ca { cmd } => ca(c, cmd).await,
         ConnectSub::Envoy(args) => envoy(c, args).await,
@@ -185,7 +185,7 @@ async fn envoy(c: &ClientArgs, a: EnvoyArgs) -> anyhow::Result<()> {
     }
 }
 
-pub async fn run_intention(c: &ClientArgs, cmd: IntentionSub) -> anyhow::Result<()> {
+pub(super) async fn run_intention(c: &ClientArgs, cmd: IntentionSub) -> anyhow::Result<()> {
     let client = connect(c).await?;
     match cmd {
         IntentionSub::Create {

@@ -21,7 +21,7 @@ use crate::config::AgentConfig;
     about = "Tribune: a service-mesh control plane",
     propagate_version = true
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -96,14 +96,14 @@ struct IntentionCmd {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Table,
     Json,
 }
 
 /// How every command reaches an agent.
 #[derive(Args, Clone)]
-pub struct ClientArgs {
+pub(crate) struct ClientArgs {
     /// The agent's gRPC address; several, comma-separated, to fail over.
     #[arg(
         long,

@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::Format;
 
 /// Prints rows under headers, columns padded to their widest cell.
-pub fn table(headers: &[&str], rows: &[Vec<String>]) {
+pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -31,19 +31,19 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-pub fn json<T: Serialize>(v: &T) -> anyhow::Result<()> {
+pub(super) fn json<T: Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
 /// One JSON document per line, for streams.
-pub fn json_line<T: Serialize>(v: &T) -> anyhow::Result<()> {
+pub(super) fn json_line<T: Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(v)?);
     Ok(())
 }
 
 /// Either a table or the JSON of `v`.
-pub fn emit<T: Serialize>(format: Format, v: &T, as_table: impl FnOnce()) -> anyhow::Result<()> {
+pub(super) fn emit<T: Serialize>(format: Format, v: &T, as_table: impl FnOnce()) -> anyhow::Result<()> {
     match format {
         Format::Json => json(v),
         Format::Table => {

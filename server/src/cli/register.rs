@@ -12,7 +12,7 @@ use tribune_client::api;
 
 #[derive(Args)]
 #[command(group(ArgGroup::new("check").args(["check_http", "check_tcp", "check_grpc", "check_ttl", "check_alias"])))]
-pub struct RegisterArgs {
+pub(super) struct RegisterArgs {
     /// A TOML service definition instead of flags (see README).
     #[arg(conflicts_with_all = ["name", "id"])]
     pub file: Option<PathBuf>,
@@ -74,13 +74,13 @@ pub struct RegisterArgs {
 /// The TOML form: a `[service]` table.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServiceFile {
+pub(super) struct ServiceFile {
     pub service: ServiceDef,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
-pub struct ServiceDef {
+pub(super) struct ServiceDef {
     pub name: String,
     pub id: Option<String>,
     pub address: Option<String>,
@@ -95,7 +95,7 @@ pub struct ServiceDef {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
-pub struct CheckDef {
+pub(super) struct CheckDef {
     pub id: Option<String>,
     pub name: Option<String>,
     pub http: Option<String>,
@@ -111,14 +111,14 @@ pub struct CheckDef {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
-pub struct SidecarDef {
+pub(super) struct SidecarDef {
     pub port: u32,
     pub upstreams: Vec<UpstreamDef>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
-pub struct UpstreamDef {
+pub(super) struct UpstreamDef {
     pub destination_name: String,
     pub local_bind_port: u32,
     pub local_bind_address: Option<String>,
@@ -171,7 +171,7 @@ impl CheckDef {
 }
 
 impl ServiceDef {
-    pub fn to_request(&self) -> anyhow::Result<api::RegisterRequest> {
+    pub(super) fn to_request(&self) -> anyhow::Result<api::RegisterRequest> {
         let mut checks = Vec::new();
         for c in self.check.iter().chain(self.checks.iter()) {
             checks.push(c.to_pb()?);
@@ -210,7 +210,7 @@ impl ServiceDef {
 
 impl RegisterArgs {
     /// The flags as a service definition, or the file's.
-    pub fn definition(self) -> anyhow::Result<ServiceDef> {
+    pub(super) fn definition(self) -> anyhow::Result<ServiceDef> {
         if let Some(path) = &self.file {
             let text =
                 std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

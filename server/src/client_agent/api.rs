@@ -18,7 +18,10 @@ use super::forward::forward;
 use crate::api::MAX_REQUEST_BYTES;
 
 /// The client agent's gRPC routes.
-pub fn routes(agent: Arc<LocalAgent>, gossip: tribune_client::gossip::Gossip) -> anyhow::Result<Routes> {
+pub(super) fn routes(
+    agent: Arc<LocalAgent>,
+    gossip: tribune_client::gossip::Gossip,
+) -> anyhow::Result<Routes> {
     let keyring =
         tribune_proto::v1::keyring_server::KeyringServer::new(crate::api::keyring::KeyringApi::new(gossip));
     let catalog = CatalogServer::new(LocalCatalog { agent: agent.clone() })
@@ -60,7 +63,7 @@ fn forwarded() -> Status {
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
 
-pub struct LocalCatalog {
+pub(super) struct LocalCatalog {
     agent: Arc<LocalAgent>,
 }
 
@@ -149,7 +152,7 @@ impl Catalog for LocalCatalog {
     }
 }
 
-pub struct LocalHealth {
+pub(super) struct LocalHealth {
     agent: Arc<LocalAgent>,
 }
 

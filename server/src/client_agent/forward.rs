@@ -16,7 +16,7 @@ fn error(s: Status) -> Response {
 
 /// Forwards one call to the server in use; a server that cannot be reached
 /// makes the next call go to another one.
-pub async fn forward(State(agent): State<Arc<LocalAgent>>, req: Request) -> Response {
+pub(super) async fn forward(State(agent): State<Arc<LocalAgent>>, req: Request) -> Response {
     let Some((addr, mut channel)) = agent.servers().channel() else {
         return error(Status::unavailable(
             "this client agent knows no server yet (is --retry-join right?)",

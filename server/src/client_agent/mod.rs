@@ -23,7 +23,7 @@ use crate::agent::{bind, prepare_data_dir};
 use crate::config::Settings;
 
 /// Runs a client agent until `shutdown` resolves.
-pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let data_dir = settings
         .data_dir
         .clone()

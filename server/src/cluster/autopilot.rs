@@ -15,7 +15,7 @@ use tribune_proto::v1 as pb;
 use crate::context::ServerContext;
 use crate::raft::{ServerNode, node_id_for};
 
-pub async fn run(ctx: Arc<ServerContext>, gossip: Gossip, cleanup_dead_after: Option<Duration>) {
+pub(crate) async fn run(ctx: Arc<ServerContext>, gossip: Gossip, cleanup_dead_after: Option<Duration>) {
     let mut changes = gossip.changes();
     let mut dead_since: BTreeMap<u64, Instant> = BTreeMap::new();
     loop {
@@ -104,7 +104,7 @@ async fn remove_dead_servers(
 }
 
 /// The autopilot view from the leader's replication metrics and gossip.
-pub fn state(ctx: &ServerContext, gossip: Option<&Gossip>) -> pb::AutopilotStateResponse {
+pub(crate) fn state(ctx: &ServerContext, gossip: Option<&Gossip>) -> pb::AutopilotStateResponse {
     let m = ctx.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership().clone();
     let voters: BTreeSet<u64> = membership.voter_ids().collect();

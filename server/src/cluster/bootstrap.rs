@@ -12,12 +12,10 @@ use std::time::Duration;
 
 use tribune_client::gossip::{Gossip, Role};
 
-use super::RaftStatus;
-use super::peers::Method;
 use crate::context::ServerContext;
 use crate::raft::{ServerNode, node_id_for};
 
-pub async fn run(ctx: Arc<ServerContext>, gossip: Gossip, expect: usize) {
+pub(crate) async fn run(ctx: Arc<ServerContext>, gossip: Gossip, expect: usize) {
     let mut changes = gossip.changes();
     loop {
         match ctx.raft.is_initialized().await {
@@ -35,10 +33,7 @@ pub async fn run(ctx: Arc<ServerContext>, gossip: Gossip, expect: usize) {
         if servers.len() >= expect {
             let mut someone_initialized = false;
             for s in servers.iter().filter(|s| s.name != ctx.node_name) {
-                let st: Result<RaftStatus, _> = ctx
-                    .peers
-                    .call(&s.server_addr, Method::Status, &(), Duration::from_secs(2))
-                    .await;
+                let st = ctx.peers.status(&s.server_addr, Duration::from_secs(2)).await;
                 match st {
                     Ok(st) if st.initialized => someone_initialized = true,
                     Ok(_) => {}

@@ -28,13 +28,10 @@
 //! has passed.
 
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use openraft::ServerState;
 
-use super::RaftStatus;
-use super::peers::Method;
 use crate::context::ServerContext;
 use crate::raft::LogId;
 use crate::raft::log_store::LogStore;
@@ -52,24 +49,7 @@ const COOL_DOWN: Duration = Duration::from_secs(2);
 /// How often a follower checks whether it could win an election.
 const CHECK_CHANCES_EVERY: Duration = Duration::from_millis(250);
 
-/// When this server last heard an AppendEntries (heartbeats included).
-#[derive(Default)]
-pub struct LeaderContact(Mutex<Option<Instant>>);
-
-impl LeaderContact {
-    pub fn touch(&self) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-    }
-
-    fn silent_for(&self) -> Option<Duration> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .map(|t| t.elapsed())
-    }
-}
-
-pub async fn run(ctx: Arc<ServerContext>, log: LogStore) {
+pub(crate) async fn run(ctx: Arc<ServerContext>, log: LogStore) {
     let lease = Duration::from_millis(ctx.raft.config().election_timeout_max) + LEASE_MARGIN;
     let mut last_campaign: Option<Instant> = None;
     let mut last_check: Option<Instant> = None;
@@ -149,7 +129,7 @@ async fn last_logs(
         let addr = membership.get_node(&id).map(|n| n.raft_addr.clone());
         async move {
             let Some(addr) = addr else { return (id, None) };
-            let st: Result<RaftStatus, _> = ctx.peers.call(&addr, Method::Status, &(), ASK_TIMEOUT).await;
+            let st = ctx.peers.status(&addr, ASK_TIMEOUT).await;
             (id, st.ok().map(|s| s.last_log))
         }
     });

@@ -19,17 +19,17 @@ use crate::catalog::model::{Check, CheckDefinition, CheckKind, Node, Status};
 use crate::context::ServerContext;
 
 /// The check's name on every node.
-pub const SERF_HEALTH: &str = "serf-health";
+pub(crate) const SERF_HEALTH: &str = "serf-health";
 
 const ALIVE: &str = "Agent alive and reachable";
 const DEAD: &str = "Agent not live or unreachable";
 
 /// The ID of `node`'s serf-health check (check IDs are global).
-pub fn check_id(node: &str) -> String {
+pub(crate) fn check_id(node: &str) -> String {
     format!("{SERF_HEALTH}:{node}")
 }
 
-pub async fn run(ctx: Arc<ServerContext>, gossip: Gossip, reconnect_timeout: Duration) {
+pub(crate) async fn run(ctx: Arc<ServerContext>, gossip: Gossip, reconnect_timeout: Duration) {
     let mut changes = gossip.changes();
     let mut down_since: HashMap<String, Instant> = HashMap::new();
     loop {

@@ -6,11 +6,10 @@
 
 use std::time::Duration;
 
-use super::peers::Method;
 use crate::context::ServerContext;
 
 /// Returns the voter that was told to take over, if any.
-pub async fn prepare(ctx: &ServerContext, limit: Duration) -> Option<String> {
+pub(crate) async fn prepare(ctx: &ServerContext, limit: Duration) -> Option<String> {
     let m = ctx.raft.metrics().borrow().clone();
     if m.current_leader != Some(ctx.node_id) {
         return None;
@@ -42,15 +41,10 @@ pub async fn prepare(ctx: &ServerContext, limit: Duration) -> Option<String> {
 }
 
 /// After this server stopped: nudge the successor to campaign now.
-pub async fn nudge(ctx: &ServerContext, successor_raft_addr: &str) {
-    let r: Result<bool, _> = ctx
+pub(crate) async fn nudge(ctx: &ServerContext, successor_raft_addr: &str) {
+    let r = ctx
         .peers
-        .call(
-            successor_raft_addr,
-            Method::TimeoutNow,
-            &(),
-            Duration::from_secs(1),
-        )
+        .timeout_now(successor_raft_addr, Duration::from_secs(1))
         .await;
     if let Err(e) = r {
         tracing::debug!(error = %e, "successor did not take the nudge; it will campaign on its own");

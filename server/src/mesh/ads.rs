@@ -23,23 +23,23 @@ use super::status::StreamRegistry;
 use crate::metrics::{GaugeGuard, Metrics};
 
 /// xDS metrics: rejections by type.
-pub struct XdsMetrics {
+pub(crate) struct XdsMetrics {
     pub nacks: Family<NackLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-pub struct NackLabels {
+pub(crate) struct NackLabels {
     pub resource_type: &'static str,
 }
 
-pub struct AdsService {
+pub(crate) struct AdsService {
     hub: Arc<XdsHub>,
     registry: Arc<StreamRegistry>,
     metrics: Arc<Metrics>,
 }
 
 impl AdsService {
-    pub fn new(hub: Arc<XdsHub>, registry: Arc<StreamRegistry>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(hub: Arc<XdsHub>, registry: Arc<StreamRegistry>, metrics: Arc<Metrics>) -> Self {
         AdsService {
             hub,
             registry,

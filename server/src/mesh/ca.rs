@@ -18,7 +18,7 @@ use super::now_unix;
 const PRUNE_GRACE_SECS: i64 = 60;
 
 #[derive(Debug, thiserror::Error)]
-pub enum CaError {
+pub(crate) enum CaError {
     #[error(transparent)]
     Propose(#[from] ProposeError),
     #[error("{0}")]
@@ -29,12 +29,18 @@ pub enum CaError {
     Refused(Outcome),
 }
 
-/// Runs for the life of the agent; acts only while this server leads.
-pub async fn leader_duties(ctx: Arc<ServerContext>) {
+/// Runs for the life of the agent; acts only while this server leads and
+/// has applied its whole log: a leader that restarted sees the state of its
+/// last snapshot until it has re-applied the entries after it, and must not
+/// take a CA restored by one of those entries for a missing one.
+pub(crate) async fn leader_duties(ctx: Arc<ServerContext>) {
     let mut metrics = ctx.raft.metrics();
     loop {
-        let leads = metrics.borrow().current_leader == Some(ctx.node_id);
-        if leads {
+        let ready = {
+            let m = metrics.borrow();
+            m.current_leader == Some(ctx.node_id) && m.last_applied.map(|l| l.index) >= m.last_log_index
+        };
+        if ready {
             if let Err(e) = ensure_initialized(&ctx).await {
                 tracing::warn!(error = %e, "could not initialize the CA");
             }
@@ -82,7 +88,7 @@ async fn prune(ctx: &ServerContext) -> Result<(), CaError> {
 
 /// A new active root, cross-signed by the current one. Returns the index
 /// and the new root's ID.
-pub async fn rotate(ctx: &ServerContext) -> Result<(u64, String), CaError> {
+pub(crate) async fn rotate(ctx: &ServerContext) -> Result<(u64, String), CaError> {
     let (td, old, n) = {
         let d = ctx.state.read();
         let ca = d.catalog.mesh().ca.as_ref().ok_or(CaError::NotInitialized)?;

@@ -24,7 +24,7 @@ use crate::raft::state_machine::SmData;
 const COALESCE: Duration = Duration::from_millis(10);
 
 #[derive(Debug, thiserror::Error)]
-pub enum SubscribeError {
+pub(crate) enum SubscribeError {
     #[error(
         "no proxy is registered with ID {0:?}: register the service with --sidecar-port, \
          and point Envoy's node.id at \"<service id>-sidecar-proxy\""
@@ -40,7 +40,7 @@ struct Slot {
     deps: BTreeSet<String>,
 }
 
-pub struct XdsHub {
+pub(crate) struct XdsHub {
     ctx: Arc<ServerContext>,
     slots: Mutex<HashMap<String, Slot>>,
     /// Service name -> proxies that depend on it.
@@ -48,7 +48,7 @@ pub struct XdsHub {
 }
 
 impl XdsHub {
-    pub fn new(ctx: Arc<ServerContext>) -> Arc<Self> {
+    pub(crate) fn new(ctx: Arc<ServerContext>) -> Arc<Self> {
         Arc::new(XdsHub {
             ctx,
             slots: Mutex::default(),
@@ -66,7 +66,10 @@ impl XdsHub {
 
     /// Follows `proxy_id`'s resources. Refused for an ID that is not a
     /// registered sidecar.
-    pub fn subscribe(&self, proxy_id: &str) -> Result<watch::Receiver<SharedResources>, SubscribeError> {
+    pub(crate) fn subscribe(
+        &self,
+        proxy_id: &str,
+    ) -> Result<watch::Receiver<SharedResources>, SubscribeError> {
         if let Some(slot) = self.slots().get(proxy_id) {
             return Ok(slot.tx.subscribe());
         }
@@ -271,7 +274,7 @@ impl XdsHub {
     }
 
     /// The builder loop: runs for the life of the agent.
-    pub async fn run(self: Arc<Self>) {
+    pub(crate) async fn run(self: Arc<Self>) {
         let mut feed = self.ctx.state.read().feed.subscribe();
         loop {
             let renew_in = self

@@ -14,7 +14,7 @@ use tribune_certs::{CertError, Leaf, sign_leaf};
 use crate::catalog::mesh::CaState;
 
 #[derive(Debug, thiserror::Error)]
-pub enum LeafError {
+pub(crate) enum LeafError {
     #[error("the CA is not initialized yet")]
     NoCa,
     #[error("leaf signing is rate-limited ({0}/s): try again shortly")]
@@ -26,7 +26,7 @@ pub enum LeafError {
 /// A leaf with what a proxy presents: the leaf, then the cross-signed
 /// active root while an older root is still trusted.
 #[derive(Clone, Debug)]
-pub struct IssuedLeaf {
+pub(crate) struct IssuedLeaf {
     pub leaf: Leaf,
     pub chain_pem: String,
     pub renew_at_unix: i64,
@@ -53,7 +53,7 @@ impl Bucket {
     }
 }
 
-pub struct LeafCache {
+pub(crate) struct LeafCache {
     leaves: Mutex<HashMap<String, Arc<IssuedLeaf>>>,
     bucket: Mutex<Bucket>,
     rate: u32,
@@ -64,7 +64,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl LeafCache {
-    pub fn new(sign_rate: u32) -> Self {
+    pub(crate) fn new(sign_rate: u32) -> Self {
         LeafCache {
             leaves: Mutex::default(),
             bucket: Mutex::new(Bucket {
@@ -77,7 +77,7 @@ impl LeafCache {
     }
 
     /// A fresh leaf for `service`, signed by the active root (not cached).
-    pub fn sign(
+    pub(crate) fn sign(
         &self,
         ca: &CaState,
         datacenter: &str,
@@ -109,7 +109,7 @@ impl LeafCache {
     /// The cached leaf for `service`, re-issued when it is due, when the
     /// active root changed, or when the trust bundle no longer needs (or
     /// newly needs) the cross-signed intermediate.
-    pub fn get(
+    pub(crate) fn get(
         &self,
         ca: &CaState,
         datacenter: &str,
@@ -142,7 +142,7 @@ impl LeafCache {
     }
 
     /// When the next cached leaf is due for renewal.
-    pub fn next_renewal(&self) -> Option<i64> {
+    pub(crate) fn next_renewal(&self) -> Option<i64> {
         lock(&self.leaves).values().map(|l| l.renew_at_unix).min()
     }
 }

@@ -2,15 +2,15 @@
 //! the xDS hub that turns catalog changes into per-proxy Envoy resources,
 //! and the ADS gRPC service that streams them.
 
-pub mod ads;
-pub mod ca;
-pub mod hub;
-pub mod leaves;
-pub mod status;
+pub(crate) mod ads;
+pub(crate) mod ca;
+pub(crate) mod hub;
+pub(crate) mod leaves;
+pub(crate) mod status;
 
 /// Mesh settings of an agent.
 #[derive(Clone, Debug)]
-pub struct MeshSettings {
+pub(crate) struct MeshSettings {
     /// What applies when no intention matches.
     pub default_allow: bool,
     /// TTL of leaf certificates, fixed into the CA at bootstrap.
@@ -21,7 +21,7 @@ pub struct MeshSettings {
 }
 
 /// The current time, in Unix seconds.
-pub fn now_unix() -> i64 {
+pub(crate) fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

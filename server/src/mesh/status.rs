@@ -10,7 +10,7 @@ use serde::Serialize;
 use tribune_xds::TypeStatus;
 
 #[derive(Clone, Debug, Serialize)]
-pub struct TypeView {
+pub(crate) struct TypeView {
     #[serde(rename = "type")]
     pub type_url: String,
     pub sent_version: String,
@@ -21,7 +21,7 @@ pub struct TypeView {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct StreamView {
+pub(crate) struct StreamView {
     pub stream: u64,
     pub proxy_id: String,
     pub mode: &'static str,
@@ -29,7 +29,7 @@ pub struct StreamView {
 }
 
 #[derive(Default)]
-pub struct StreamRegistry {
+pub(crate) struct StreamRegistry {
     next: AtomicU64,
     streams: Mutex<BTreeMap<u64, StreamView>>,
 }
@@ -39,7 +39,7 @@ impl StreamRegistry {
         self.streams.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn open(&self, proxy_id: &str, mode: &'static str) -> u64 {
+    pub(crate) fn open(&self, proxy_id: &str, mode: &'static str) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(
             id,
@@ -53,7 +53,7 @@ impl StreamRegistry {
         id
     }
 
-    pub fn update(&self, id: u64, types: Vec<TypeStatus>) {
+    pub(crate) fn update(&self, id: u64, types: Vec<TypeStatus>) {
         if let Some(s) = self.lock().get_mut(&id) {
             s.types = types
                 .into_iter()
@@ -69,11 +69,11 @@ impl StreamRegistry {
         }
     }
 
-    pub fn close(&self, id: u64) {
+    pub(crate) fn close(&self, id: u64) {
         self.lock().remove(&id);
     }
 
-    pub fn snapshot(&self) -> Vec<StreamView> {
+    pub(crate) fn snapshot(&self) -> Vec<StreamView> {
         self.lock().values().cloned().collect()
     }
 }

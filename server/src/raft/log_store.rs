@@ -1,7 +1,7 @@
 //! The Raft log and vote on redb. Appends and votes commit with
 //! `Durability::Immediate` (fsync) before openraft hears they are done, so a
-//! write is acknowledged only once it is on disk. Each log record starts
-//! with a format version byte.
+//! write is acknowledged only once it is on disk. Records are in the
+//! versioned binary format of `codec`.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -21,9 +21,7 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 
 const KEY_VOTE: &str = "vote";
 const KEY_PURGED: &str = "last_purged";
-
-/// Version of the log record encoding (byte 0 of every record).
-const RECORD_V1: u8 = 1;
+const KEY_COMMITTED: &str = "committed";
 
 /// Entries kept in memory after they are written: the state machine
 /// applies them right after the append, and followers are sent recent ones,
@@ -31,9 +29,13 @@ const RECORD_V1: u8 = 1;
 const CACHE_ENTRIES: usize = 256;
 
 #[derive(Clone)]
-pub struct LogStore {
+pub(crate) struct LogStore {
     db: Arc<Database>,
     recent: Arc<std::sync::Mutex<std::collections::BTreeMap<u64, Entry>>>,
+    /// The committed log id openraft last reported, written with the next
+    /// append: a restarted server then re-applies its log up to there
+    /// before it serves, instead of waiting for a new leader's commit.
+    committed: Arc<std::sync::Mutex<Option<LogId>>>,
     append_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
@@ -46,29 +48,16 @@ fn read_err(e: impl std::error::Error + 'static) -> StorageError {
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StorageError> {
-    let mut out = vec![RECORD_V1];
-    serde_json::to_writer(&mut out, v).map_err(io_err)?;
-    Ok(out)
+    crate::codec::encode(v).map_err(io_err)
 }
 
 fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, StorageError> {
-    match b.split_first() {
-        Some((&RECORD_V1, rest)) => serde_json::from_slice(rest).map_err(read_err),
-        Some((v, _)) => Err(
-            StorageIOError::<NodeId>::read_logs(openraft::AnyError::error(format!(
-                "log record format version {v} is not known to this tribune"
-            )))
-            .into(),
-        ),
-        None => {
-            Err(StorageIOError::<NodeId>::read_logs(openraft::AnyError::error("empty log record")).into())
-        }
-    }
+    crate::codec::decode(b).map_err(read_err)
 }
 
 impl LogStore {
     /// Opens (or creates) `raft.redb` in `dir`.
-    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+    pub(crate) fn open(dir: &Path) -> Result<Self, StorageError> {
         let db = Database::create(dir.join("raft.redb")).map_err(io_err)?;
         let tx = db.begin_write().map_err(io_err)?;
         {
@@ -79,12 +68,16 @@ impl LogStore {
         Ok(LogStore {
             db: Arc::new(db),
             recent: Arc::default(),
+            committed: Arc::default(),
             append_seconds: None,
         })
     }
 
     /// Times every append (fsync included) into `h`.
-    pub fn with_append_histogram(mut self, h: prometheus_client::metrics::histogram::Histogram) -> Self {
+    pub(crate) fn with_append_histogram(
+        mut self,
+        h: prometheus_client::metrics::histogram::Histogram,
+    ) -> Self {
         self.append_seconds = Some(h);
         self
     }
@@ -140,7 +133,7 @@ impl LogStore {
 
     /// The last log id this server holds (the newest entry, or what was
     /// purged into a snapshot).
-    pub fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
+    pub(crate) fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
         if let Some((_, e)) = self.cache().last_key_value() {
             return Ok(Some(e.log_id));
         }
@@ -211,6 +204,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.clone()
     }
 
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        *self.committed.lock().unwrap_or_else(|e| e.into_inner()) = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        self.meta(KEY_COMMITTED)
+    }
+
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         self.put_meta(KEY_VOTE, vote, true).await
     }
@@ -229,12 +231,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .iter()
             .map(|e| Ok((e.log_id.index, encode(e)?)))
             .collect::<Result<Vec<_>, StorageError>>()?;
+        // Only ever an entry that is already durable: committed entries
+        // were appended (and fsynced) before.
+        let committed = match *self.committed.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(c) => Some(encode(&c)?),
+            None => None,
+        };
         let started = std::time::Instant::now();
         let res = self
             .write(true, move |tx| {
                 let mut t = tx.open_table(LOG).map_err(io_err)?;
                 for (i, r) in &records {
                     t.insert(*i, r.as_slice()).map_err(io_err)?;
+                }
+                if let Some(c) = &committed {
+                    let mut m = tx.open_table(META).map_err(io_err)?;
+                    m.insert(KEY_COMMITTED, c.as_slice()).map_err(io_err)?;
                 }
                 Ok(())
             })
@@ -276,7 +288,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.cache().retain(|k, _| *k > log_id.index);
-        let purged = encode(&Some(log_id))?;
+        let purged = encode(&log_id)?;
         // Purged entries are already in a snapshot; losing this commit in a
         // crash only brings them back, together with the old purge marker.
         self.write(false, move |tx| {

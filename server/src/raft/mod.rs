@@ -6,12 +6,11 @@
 // boxing it in our helpers would only move the copy.
 #![allow(clippy::result_large_err)]
 
-pub mod log_store;
-pub mod network;
-pub mod proposer;
-pub mod service;
-pub mod snapshot_file;
-pub mod state_machine;
+pub(crate) mod log_store;
+pub(crate) mod proposer;
+pub(crate) mod snapshot_file;
+pub(crate) mod state_machine;
+pub(crate) mod wire;
 
 use std::fmt;
 use std::io::Cursor;
@@ -22,7 +21,7 @@ use crate::catalog::command::{Request, Response};
 
 /// A server as Raft knows it: its name and where to reach it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServerNode {
+pub(crate) struct ServerNode {
     pub name: String,
     /// Server RPC address (Raft), `IP:PORT`.
     pub raft_addr: String,
@@ -38,7 +37,7 @@ impl fmt::Display for ServerNode {
 
 openraft::declare_raft_types!(
     /// Tribune's Raft: catalog command batches in, per-command outcomes out.
-    pub TypeConfig:
+    pub(crate) TypeConfig:
         D = Request,
         R = Response,
         NodeId = u64,
@@ -46,19 +45,19 @@ openraft::declare_raft_types!(
         SnapshotData = Cursor<Vec<u8>>,
 );
 
-pub type NodeId = u64;
-pub type Raft = openraft::Raft<TypeConfig>;
-pub type LogId = openraft::LogId<NodeId>;
-pub type StorageError = openraft::StorageError<NodeId>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, ServerNode>;
-pub type Entry = openraft::Entry<TypeConfig>;
+pub(crate) type NodeId = u64;
+pub(crate) type Raft = openraft::Raft<TypeConfig>;
+pub(crate) type LogId = openraft::LogId<NodeId>;
+pub(crate) type StorageError = openraft::StorageError<NodeId>;
+pub(crate) type StoredMembership = openraft::StoredMembership<NodeId, ServerNode>;
+pub(crate) type Entry = openraft::Entry<TypeConfig>;
 
 /// The index a linearizable read must wait for: the leader confirms its
 /// leadership with a quorum, and the read waits for everything the leader
 /// holds, not only what openraft counts as committed. A leader restored from
 /// its vote after a restart does not know its commit index yet, and openraft
 /// 0.9's read index would then point at an old entry.
-pub async fn read_index(raft: &Raft) -> Result<u64, String> {
+pub(crate) async fn read_index(raft: &Raft) -> Result<u64, String> {
     let confirmed = raft
         .ensure_linearizable()
         .await
@@ -71,7 +70,7 @@ pub async fn read_index(raft: &Raft) -> Result<u64, String> {
 
 /// A stable numeric Raft ID for a node name (FNV-1a), so every server derives
 /// the same ID for a peer from its name alone.
-pub fn node_id_for(name: &str) -> NodeId {
+pub(crate) fn node_id_for(name: &str) -> NodeId {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in name.bytes() {
         h ^= u64::from(b);

@@ -5,12 +5,11 @@
 //! and the entry's index.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{NodeId, Raft, ServerNode};
+use super::{Raft, ServerNode};
 use crate::catalog::command::{Command, Outcome, Request};
 use crate::metrics::Metrics;
 
@@ -20,7 +19,7 @@ const MAX_BATCH: usize = 256;
 const IN_FLIGHT: usize = 2;
 
 #[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
-pub enum ProposeError {
+pub(crate) enum ProposeError {
     #[error("this server is not the leader{}", leader_hint(.leader))]
     NotLeader { leader: Option<ServerNode> },
     #[error("raft: {0}")]
@@ -44,13 +43,13 @@ struct Pending {
 }
 
 #[derive(Clone)]
-pub struct Proposer {
+pub(crate) struct Proposer {
     tx: mpsc::Sender<Pending>,
     metrics: Arc<Metrics>,
 }
 
 impl Proposer {
-    pub fn start(raft: Raft, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn start(raft: Raft, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = mpsc::channel(8192);
         tokio::spawn(run(raft, rx));
         Proposer { tx, metrics }
@@ -58,7 +57,7 @@ impl Proposer {
 
     /// Commits `cmd` through Raft; returns once it is durable on a quorum
     /// and applied here, with the index of its log entry.
-    pub async fn propose(&self, cmd: Command) -> Result<(u64, Outcome), ProposeError> {
+    pub(crate) async fn propose(&self, cmd: Command) -> Result<(u64, Outcome), ProposeError> {
         let started = tokio::time::Instant::now();
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -126,20 +125,6 @@ async fn commit(raft: &Raft, batch: Vec<Pending>) {
             for reply in replies {
                 let _ = reply.send(Err(err.clone()));
             }
-        }
-    }
-}
-
-/// Waits until this node knows a leader (itself or another), up to `limit`.
-pub async fn wait_for_leader(raft: &Raft, limit: Duration) -> Option<NodeId> {
-    let mut m = raft.metrics();
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(l) = m.borrow().current_leader {
-            return Some(l);
-        }
-        if tokio::time::timeout_at(deadline, m.changed()).await.is_err() {
-            return None;
         }
     }
 }

@@ -2,7 +2,9 @@
 //! on disk, snapshots sent to a lagging follower, and `snapshot save` files.
 //!
 //! Layout: magic `TRIBSNAP`, u32 format version, u64 body length, u32 CRC-32
-//! of the body (all little-endian), then the body (JSON of [`SnapshotBody`]).
+//! of the body (all little-endian), then the body: [`SnapshotBody`] as a
+//! `codec` record (format 2, binary). Format 1 files, whose body was bare
+//! JSON, are still read.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -14,11 +16,14 @@ use super::{LogId, StoredMembership};
 use crate::catalog::model::CatalogData;
 
 const MAGIC: &[u8; 8] = b"TRIBSNAP";
+/// Bare JSON body; read only.
 const FORMAT_V1: u32 = 1;
+/// `codec` record body.
+const FORMAT_V2: u32 = 2;
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SnapshotBody {
+pub(crate) struct SnapshotBody {
     pub snapshot_id: String,
     pub last_log_id: Option<LogId>,
     pub membership: StoredMembership,
@@ -26,7 +31,7 @@ pub struct SnapshotBody {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum SnapshotFileError {
+pub(crate) enum SnapshotFileError {
     #[error("not a Tribune snapshot (bad magic bytes)")]
     BadMagic,
     #[error("snapshot format version {0} is not known to this tribune")]
@@ -36,21 +41,21 @@ pub enum SnapshotFileError {
     #[error("snapshot is corrupt: checksum mismatch")]
     Checksum,
     #[error("snapshot body is unreadable: {0}")]
-    Body(#[from] serde_json::Error),
+    Body(String),
 }
 
-pub fn encode(body: &SnapshotBody) -> Result<Vec<u8>, serde_json::Error> {
-    let json = serde_json::to_vec(body)?;
-    let mut out = Vec::with_capacity(HEADER_LEN + json.len());
+pub(crate) fn encode(body: &SnapshotBody) -> Result<Vec<u8>, SnapshotFileError> {
+    let record = crate::codec::encode(body).map_err(|e| SnapshotFileError::Body(e.to_string()))?;
+    let mut out = Vec::with_capacity(HEADER_LEN + record.len());
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_V1.to_le_bytes());
-    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&json).to_le_bytes());
-    out.extend_from_slice(&json);
+    out.extend_from_slice(&FORMAT_V2.to_le_bytes());
+    out.extend_from_slice(&(record.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&record).to_le_bytes());
+    out.extend_from_slice(&record);
     Ok(out)
 }
 
-pub fn decode(bytes: &[u8]) -> Result<SnapshotBody, SnapshotFileError> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<SnapshotBody, SnapshotFileError> {
     if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
         return Err(SnapshotFileError::BadMagic);
     }
@@ -60,7 +65,7 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotBody, SnapshotFileError> {
         w
     };
     let version = u32::from_le_bytes(word(8..12)[..4].try_into().unwrap_or_default());
-    if version != FORMAT_V1 {
+    if version != FORMAT_V1 && version != FORMAT_V2 {
         return Err(SnapshotFileError::UnknownVersion(version));
     }
     let len = u64::from_le_bytes(word(12..20));
@@ -75,13 +80,17 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotBody, SnapshotFileError> {
     if crc32fast::hash(body) != crc {
         return Err(SnapshotFileError::Checksum);
     }
-    Ok(serde_json::from_slice(body)?)
+    let unreadable = |e: String| SnapshotFileError::Body(e);
+    if version == FORMAT_V1 {
+        return serde_json::from_slice(body).map_err(|e| unreadable(e.to_string()));
+    }
+    crate::codec::decode(body).map_err(|e| unreadable(e.to_string()))
 }
 
 /// Writes `bytes` to `path` so that a crash leaves either the old file or the
 /// new one: temp file, fsync, rename, fsync of the directory. Mode 0600:
 /// snapshots hold the whole state, secrets included.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
     {
@@ -94,7 +103,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 #[cfg(unix)]
-pub fn private_file(path: &Path) -> io::Result<File> {
+pub(crate) fn private_file(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     fs::OpenOptions::new()
         .write(true)
@@ -120,6 +129,19 @@ mod tests {
             membership: Default::default(),
             catalog: Default::default(),
         }
+    }
+
+    #[test]
+    fn reads_format_1_files_of_older_builds() {
+        let json = serde_json::to_vec(&body()).unwrap();
+        let mut old = Vec::new();
+        old.extend_from_slice(MAGIC);
+        old.extend_from_slice(&FORMAT_V1.to_le_bytes());
+        old.extend_from_slice(&(json.len() as u64).to_le_bytes());
+        old.extend_from_slice(&crc32fast::hash(&json).to_le_bytes());
+        old.extend_from_slice(&json);
+        assert_eq!(decode(&old).unwrap().snapshot_id, "1-5-0");
+        assert!(encode(&body()).unwrap().len() < old.len());
     }
 
     #[test]

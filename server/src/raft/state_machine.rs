@@ -20,7 +20,7 @@ use crate::catalog::{Catalog, Touched};
 const SNAPSHOT_FILE: &str = "current.snap";
 
 /// Everything the state machine holds; readers lock it briefly.
-pub struct SmData {
+pub(crate) struct SmData {
     pub catalog: Catalog,
     pub feed: Feed,
     pub last_applied: Option<LogId>,
@@ -28,11 +28,11 @@ pub struct SmData {
 }
 
 impl SmData {
-    pub fn applied_index(&self) -> u64 {
+    pub(crate) fn applied_index(&self) -> u64 {
         self.last_applied.map(|l| l.index).unwrap_or(0)
     }
 
-    pub fn snapshot_body(&self, snapshot_id: String) -> SnapshotBody {
+    pub(crate) fn snapshot_body(&self, snapshot_id: String) -> SnapshotBody {
         SnapshotBody {
             snapshot_id,
             last_log_id: self.last_applied,
@@ -43,13 +43,13 @@ impl SmData {
 }
 
 /// The state shared between the state machine and the API.
-pub struct Shared {
+pub(crate) struct Shared {
     data: RwLock<SmData>,
     applied: watch::Sender<u64>,
 }
 
 impl Shared {
-    pub fn read(&self) -> RwLockReadGuard<'_, SmData> {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, SmData> {
         // A poisoned lock means a panic mid-apply; the process is going down.
         self.data.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -59,13 +59,13 @@ impl Shared {
     }
 
     /// Follows the applied index (for metrics and read-your-writes waits).
-    pub fn applied(&self) -> watch::Receiver<u64> {
+    pub(crate) fn applied(&self) -> watch::Receiver<u64> {
         self.applied.subscribe()
     }
 }
 
 #[derive(Clone)]
-pub struct StateMachineStore {
+pub(crate) struct StateMachineStore {
     shared: Arc<Shared>,
     dir: PathBuf,
     snapshot_seq: Arc<std::sync::atomic::AtomicU64>,
@@ -84,12 +84,15 @@ impl StateMachineStore {
     /// Opens the state machine in `dir`, loading the latest snapshot if any.
     /// `history` bounds the change feed kept for resuming watchers.
     /// Times every apply into `h`.
-    pub fn with_apply_histogram(mut self, h: prometheus_client::metrics::histogram::Histogram) -> Self {
+    pub(crate) fn with_apply_histogram(
+        mut self,
+        h: prometheus_client::metrics::histogram::Histogram,
+    ) -> Self {
         self.apply_seconds = Some(h);
         self
     }
 
-    pub fn open(dir: &Path, history: usize) -> Result<Self, StorageError> {
+    pub(crate) fn open(dir: &Path, history: usize) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir).map_err(sm_err)?;
         let path = dir.join(SNAPSHOT_FILE);
         let data = match std::fs::read(&path) {
@@ -123,7 +126,7 @@ impl StateMachineStore {
         })
     }
 
-    pub fn shared(&self) -> Arc<Shared> {
+    pub(crate) fn shared(&self) -> Arc<Shared> {
         self.shared.clone()
     }
 

@@ -1,0 +1,86 @@
+//! The one binary record format for what servers keep and send each other
+//! inside typed messages: log entries, snapshot bodies, forwarded commands
+//! and their outcomes.
+//!
+//! A record is a format version byte followed by the body. Version 2, what
+//! this build writes, is postcard (compact, positional serde); version 1,
+//! what builds before it wrote, was JSON and is still read, so a data
+//! directory from an older build opens. A type change that postcard cannot
+//! read positionally (a field added, removed or reordered in a logged type)
+//! takes a new version byte and a decoder for the old one beside it.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// JSON, written by builds before the binary format; read only.
+const JSON_V1: u8 = 1;
+/// postcard.
+const POSTCARD_V2: u8 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CodecError {
+    #[error("empty record")]
+    Empty,
+    #[error("record format version {0} is not known to this tribune")]
+    UnknownVersion(u8),
+    #[error("unreadable record (format {version}): {message}")]
+    Body { version: u8, message: String },
+    #[error("cannot encode record: {0}")]
+    Encode(String),
+}
+
+pub(crate) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, CodecError> {
+    let mut out = vec![POSTCARD_V2];
+    postcard::to_io(v, &mut out).map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, CodecError> {
+    let body = |version: u8, message: String| CodecError::Body { version, message };
+    match b.split_first() {
+        Some((&POSTCARD_V2, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| body(POSTCARD_V2, e.to_string()))
+        }
+        Some((&JSON_V1, rest)) => serde_json::from_slice(rest).map_err(|e| body(JSON_V1, e.to_string())),
+        Some((&v, _)) => Err(CodecError::UnknownVersion(v)),
+        None => Err(CodecError::Empty),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::command::{Command, Request};
+
+    #[test]
+    fn writes_binary_and_still_reads_the_json_of_older_builds() {
+        let req = Request {
+            commands: vec![Command::Deregister {
+                service_id: "web-1".into(),
+            }],
+        };
+        let bin = encode(&req).unwrap();
+        assert_eq!(bin[0], POSTCARD_V2);
+        let back: Request = decode(&bin).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{req:?}"));
+
+        let mut json = vec![JSON_V1];
+        json.extend(serde_json::to_vec(&req).unwrap());
+        assert!(bin.len() < json.len(), "binary is the smaller encoding");
+        let old: Request = decode(&json).unwrap();
+        assert_eq!(format!("{old:?}"), format!("{req:?}"));
+    }
+
+    #[test]
+    fn refuses_unknown_versions_and_garbage() {
+        assert!(matches!(decode::<Request>(&[]), Err(CodecError::Empty)));
+        assert!(matches!(
+            decode::<Request>(&[9, 1, 2]),
+            Err(CodecError::UnknownVersion(9))
+        ));
+        assert!(matches!(
+            decode::<Request>(&[POSTCARD_V2, 0xff, 0xff, 0xff]),
+            Err(CodecError::Body { .. })
+        ));
+    }
+}
