@@ -172,6 +172,73 @@ async fn five_servers_elect_one_leader_and_all_answer() {
     assert_eq!(c2.autopilot_state().await.unwrap().failure_tolerance, 2);
 }
 
+/// A backup larger than one server RPC message (64 MiB) restores into three
+/// servers: every server applies it, writes before and after it succeed, and
+/// the leader stays leader in the same term.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_larger_than_a_raft_message_restores_into_three_servers() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    const INSTANCES: usize = 2_200;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.snap");
+    {
+        // 64 metadata pairs of 512 bytes make each instance about 33 KB.
+        let source = tribune_tests::Agent::start(&[]);
+        let client = source.client().await;
+        let fat = Arc::new("x".repeat(512));
+        let writers: Vec<_> = (0..16)
+            .map(|w| {
+                let (client, fat) = (client.clone(), fat.clone());
+                tokio::spawn(async move {
+                    for i in (w..INSTANCES).step_by(16) {
+                        let mut r = instance("fat", &format!("fat-{i}"), 80);
+                        r.service.as_mut().unwrap().meta =
+                            (0..64).map(|k| (format!("k{k}"), fat.to_string())).collect();
+                        client.register(r).await.expect("register");
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap();
+        }
+        source.cli_ok(&["snapshot", "save", file.to_str().unwrap()]);
+    }
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(size > 64 * 1024 * 1024, "the backup is only {size} bytes");
+
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.leader(Duration::from_secs(10)).await.expect("a leader");
+    let client = c.client().await;
+    client.register(instance("api", "before-1", 80)).await.unwrap();
+    let term = client.raft_peers().await.unwrap().term;
+
+    let started = Instant::now();
+    let out = c.servers[(leader + 1) % 3].cli_ok(&["snapshot", "restore", file.to_str().unwrap()]);
+    assert!(out.contains("Restored snapshot"), "{out}");
+    println!("restored {size} bytes into 3 servers in {:?}", started.elapsed());
+    client.register(instance("api", "after-1", 80)).await.unwrap();
+
+    for s in &c.servers {
+        let on = Client::connect(&s.grpc_addr()).await.expect("connect");
+        let services = on.list_services().await.expect("linearizable read").services;
+        let fat = services.iter().find(|x| x.name == "fat").map(|x| x.instances);
+        assert_eq!(fat, Some(INSTANCES as u32), "on {}", s.node);
+        assert_eq!(
+            ids_on(&s.grpc_addr(), "api").await,
+            BTreeSet::from(["after-1".to_string()]),
+            "on {}: the restore replaced what came before it, and what came after stays",
+            s.node
+        );
+    }
+    assert_eq!(
+        c.leader(Duration::from_secs(5)).await,
+        Some(leader),
+        "the leader was deposed"
+    );
+    assert_eq!(client.raft_peers().await.unwrap().term, term, "the term moved");
+}
+
 /// Writers that go on through failures; returns what was acknowledged.
 struct Writers {
     stop: Arc<AtomicBool>,

@@ -74,3 +74,48 @@ async fn a_restore_resets_watchers() {
     );
     assert_eq!(ev.upserts.len(), 1);
 }
+
+/// A restore acknowledged by a single server is durable: killed right after
+/// the acknowledgement and restarted, the server has the restored catalog and
+/// the restored CA, never its own state from before the restore.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_survives_kill_9_right_after_its_acknowledgement() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut source = Agent::start_in(&dir.path().join("a"), Ports::free(), &[]);
+    let c = source.client().await;
+    for i in 0..50 {
+        c.register(instance("web", &format!("web-{i}"), 9000 + i))
+            .await
+            .unwrap();
+    }
+    let web = |r: api::GetServiceResponse| -> Vec<(String, u64)> {
+        r.instances
+            .into_iter()
+            .map(|i| i.service.unwrap())
+            .map(|s| (s.id, s.modify_index))
+            .collect()
+    };
+    let before = web(c.get_service("web", false).await.unwrap());
+    assert_eq!(before.len(), 50);
+    let roots_before = c.ca_roots().await.unwrap();
+    let file = dir.path().join("backup.snap");
+    source.cli_ok(&["snapshot", "save", file.to_str().unwrap()]);
+    source.kill9();
+
+    let mut target = Agent::start_in(&dir.path().join("b"), Ports::free(), &[]);
+    let own_ca = target.client().await.ca_roots().await.unwrap();
+    assert_ne!(own_ca.trust_domain, roots_before.trust_domain);
+    let out = target.cli_ok(&["snapshot", "restore", file.to_str().unwrap()]);
+    assert!(out.contains("Restored snapshot"), "{out}");
+    target.kill9();
+    target.restart();
+
+    let c = target.client().await;
+    let roots = c.ca_roots().await.unwrap();
+    assert_eq!(
+        roots.trust_domain, roots_before.trust_domain,
+        "the restored CA is back"
+    );
+    assert_eq!(roots.active_root_id, roots_before.active_root_id);
+    assert_eq!(web(c.get_service("web", false).await.unwrap()), before);
+}

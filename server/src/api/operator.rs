@@ -17,6 +17,10 @@ use crate::raft::snapshot_file;
 const CHUNK: usize = 64 * 1024;
 /// Largest snapshot a restore accepts.
 pub(crate) const MAX_RESTORE_BYTES: usize = 512 * 1024 * 1024;
+/// A restore enters the log in pieces of this size: with at most 8 entries
+/// per AppendEntries, a message stays far below the server RPC limit and a
+/// follower's fsync of one stays short, so heartbeats keep flowing.
+const RESTORE_CHUNK_BYTES: usize = 1024 * 1024;
 
 pub(crate) struct OperatorApi {
     ctx: Arc<ServerContext>,
@@ -230,13 +234,36 @@ impl Operator for OperatorApi {
                 }
                 let body = snapshot_file::decode(&bytes)
                     .map_err(|e| Status::invalid_argument(format!("snapshot: {e}")))?;
+                drop(bytes);
                 let snapshot_index = body.last_log_id.map(|l| l.index).unwrap_or(0);
-                tracing::info!(bytes = bytes.len(), snapshot_index, "snapshot restore");
-                let cmd = Command::Restore {
-                    data: Box::new(body.catalog),
+                let mut catalog = body.catalog;
+                catalog.staged_restore = None;
+                let staged = crate::codec::encode(&catalog)
+                    .map_err(|e| Status::internal(format!("encoding the restore: {e}")))?;
+                drop(catalog);
+                let restore_id = uuid::Uuid::new_v4().to_string();
+                tracing::info!(bytes = staged.len(), snapshot_index, %restore_id, "snapshot restore");
+                // One chunk in flight at a time, so that no two share a log
+                // entry; each named, so a retried one is staged once.
+                for (n, piece) in staged.chunks(RESTORE_CHUNK_BYTES).enumerate() {
+                    let cmd = Command::RestoreChunk {
+                        restore_id: restore_id.clone(),
+                        offset: (n * RESTORE_CHUNK_BYTES) as u64,
+                        data: piece.to_vec(),
+                    };
+                    let name = Some(format!("{restore_id}/{n}"));
+                    match self.ctx.propose_once(name, cmd).await.map_err(propose_error)? {
+                        (_, Outcome::RestoreStaged { .. }) => {}
+                        (_, other) => return Err(outcome_error(other)),
+                    }
+                }
+                let name = Some(format!("{restore_id}/commit"));
+                let commit = Command::RestoreCommit {
+                    restore_id,
+                    len: staged.len() as u64,
                     snapshot_index,
                 };
-                match self.ctx.propose(cmd).await.map_err(propose_error)? {
+                match self.ctx.propose_once(name, commit).await.map_err(propose_error)? {
                     (index, Outcome::Restored) => Ok(Response::new(pb::SnapshotRestoreResponse {
                         index,
                         snapshot_index,

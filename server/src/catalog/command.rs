@@ -43,9 +43,27 @@ pub(crate) enum Command {
     /// (the outcome of the first time is returned again).
     Once { request_id: String, cmd: Box<Command> },
     /// Replaces the whole catalog (snapshot restore). Entities keep the
-    /// indexes they had in the snapshot.
+    /// indexes they had in the snapshot. Written by older builds only: a
+    /// restore now travels as `RestoreChunk`s and a `RestoreCommit`, since
+    /// one entry the size of the catalog does not fit a Raft message.
     Restore {
         data: Box<CatalogData>,
+        snapshot_index: u64,
+    },
+    /// One piece of a restore's catalog (a `codec` record of
+    /// [`CatalogData`]), staged until its commit. Offset 0 starts a new
+    /// restore and drops any unfinished one.
+    RestoreChunk {
+        restore_id: String,
+        offset: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// Replaces the catalog with the staged restore `restore_id`, which
+    /// must hold exactly `len` bytes.
+    RestoreCommit {
+        restore_id: String,
+        len: u64,
         snapshot_index: u64,
     },
 }
@@ -70,11 +88,24 @@ pub(crate) struct Response {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Outcome {
-    Registered { check_ids: Vec<String> },
-    Deregistered { removed_ids: Vec<String> },
+    Registered {
+        check_ids: Vec<String>,
+    },
+    Deregistered {
+        removed_ids: Vec<String>,
+    },
     TtlUpdated,
     Restored,
     MeshUpdated,
-    NotFound { what: String },
-    Invalid { field: String, message: String },
+    NotFound {
+        what: String,
+    },
+    Invalid {
+        field: String,
+        message: String,
+    },
+    /// A restore chunk was staged; the restore holds `staged` bytes so far.
+    RestoreStaged {
+        staged: u64,
+    },
 }

@@ -48,6 +48,7 @@ pub(crate) struct Catalog {
     /// Outcomes of recently applied named writes, for retries.
     recent: std::collections::HashMap<String, Outcome>,
     recent_order: std::collections::VecDeque<String>,
+    staged_restore: Option<model::StagedRestore>,
 }
 
 /// How many named writes are remembered for deduplication.
@@ -68,6 +69,7 @@ impl Catalog {
         for (id, o) in data.recent_requests {
             c.remember(id, o);
         }
+        c.staged_restore = data.staged_restore;
         c.mesh.ca = data.ca;
         c.mesh.intentions = data
             .intentions
@@ -89,6 +91,64 @@ impl Catalog {
                 .iter()
                 .filter_map(|id| self.recent.get(id).map(|o| (id.clone(), o.clone())))
                 .collect(),
+            staged_restore: self.staged_restore.clone(),
+        }
+    }
+
+    fn stage_restore(&mut self, restore_id: &str, offset: u64, data: &[u8]) -> Outcome {
+        if offset == 0 {
+            self.staged_restore = Some(model::StagedRestore {
+                restore_id: restore_id.to_string(),
+                data: Vec::new(),
+            });
+        }
+        match self.staged_restore.as_mut() {
+            Some(s) if s.restore_id == restore_id && s.data.len() as u64 == offset => {
+                s.data.extend_from_slice(data);
+                Outcome::RestoreStaged {
+                    staged: s.data.len() as u64,
+                }
+            }
+            _ => Outcome::Invalid {
+                field: "restore".into(),
+                message: format!(
+                    "restore {restore_id}: a chunk at offset {offset} does not continue what is staged \
+                     (another restore started since?)"
+                ),
+            },
+        }
+    }
+
+    fn commit_restore(&mut self, restore_id: &str, len: u64, touched: &mut Touched) -> Outcome {
+        let staged = match self.staged_restore.take() {
+            Some(s) if s.restore_id == restore_id && s.data.len() as u64 == len => s,
+            other => {
+                let message = match &other {
+                    Some(s) if s.restore_id == restore_id => {
+                        format!("restore {restore_id}: {} of {len} bytes staged", s.data.len())
+                    }
+                    _ => format!("restore {restore_id} is not staged (another restore started since?)"),
+                };
+                self.staged_restore = other;
+                return Outcome::Invalid {
+                    field: "restore".into(),
+                    message,
+                };
+            }
+        };
+        // The leader decoded these bytes before it staged them; a failure
+        // here is the same on every replica, so state stays identical.
+        match crate::codec::decode::<CatalogData>(&staged.data) {
+            Ok(mut data) => {
+                data.staged_restore = None;
+                *self = Catalog::from_data(data);
+                touched.reset = true;
+                Outcome::Restored
+            }
+            Err(e) => Outcome::Invalid {
+                field: "restore".into(),
+                message: format!("restore {restore_id}: {e}"),
+            },
         }
     }
 
@@ -249,6 +309,12 @@ impl Catalog {
                 touched.reset = true;
                 Outcome::Restored
             }
+            Command::RestoreChunk {
+                restore_id,
+                offset,
+                data,
+            } => self.stage_restore(restore_id, *offset, data),
+            Command::RestoreCommit { restore_id, len, .. } => self.commit_restore(restore_id, *len, touched),
         }
     }
 

@@ -173,4 +173,15 @@ pub(crate) struct CatalogData {
     /// Recently applied named writes, oldest first, with their outcomes.
     #[serde(default)]
     pub recent_requests: Vec<(String, super::command::Outcome)>,
+    /// A restore whose chunks are arriving (see `Command::RestoreChunk`):
+    /// part of the replicated state, so a snapshot taken meanwhile carries it.
+    #[serde(default)]
+    pub staged_restore: Option<StagedRestore>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StagedRestore {
+    pub restore_id: String,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
 }

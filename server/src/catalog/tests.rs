@@ -290,6 +290,58 @@ fn restore_replaces_everything_and_resets_watchers() {
 }
 
 #[test]
+fn a_restore_in_chunks_applies_at_its_commit_and_survives_a_snapshot_meanwhile() {
+    let mut c = Catalog::default();
+    apply(&mut c, 1, register(vec![svc("web-1", "web", 80)], vec![]));
+    let saved = c.to_data();
+    let bytes = crate::codec::encode(&saved).unwrap();
+    apply(&mut c, 2, register(vec![svc("api-1", "api", 90)], vec![]));
+    let (half, rest) = bytes.split_at(bytes.len() / 2);
+    let chunk = |offset: usize, data: &[u8]| Command::RestoreChunk {
+        restore_id: "r1".into(),
+        offset: offset as u64,
+        data: data.to_vec(),
+    };
+    let (o, _) = apply(&mut c, 3, chunk(0, half));
+    assert_eq!(
+        o,
+        Outcome::RestoreStaged {
+            staged: half.len() as u64
+        }
+    );
+    // A chunk out of order is refused and changes nothing.
+    let (o, _) = apply(&mut c, 4, chunk(1, rest));
+    assert!(matches!(o, Outcome::Invalid { .. }), "{o:?}");
+    // A snapshot taken mid-restore carries what is staged.
+    let mut c = Catalog::from_data(c.to_data());
+    assert_eq!(
+        c.instances_of("api").count(),
+        1,
+        "nothing applied before the commit"
+    );
+    apply(&mut c, 5, chunk(half.len(), rest));
+    let commit = |len: usize| Command::RestoreCommit {
+        restore_id: "r1".into(),
+        len: len as u64,
+        snapshot_index: 1,
+    };
+    let (o, _) = apply(&mut c, 6, commit(bytes.len() + 1));
+    assert!(
+        matches!(o, Outcome::Invalid { .. }),
+        "a wrong length is refused: {o:?}"
+    );
+    let (o, t) = apply(&mut c, 7, commit(bytes.len()));
+    assert_eq!(o, Outcome::Restored);
+    assert!(t.reset);
+    assert_eq!(c.to_data(), saved);
+    let (o, _) = apply(&mut c, 8, commit(bytes.len()));
+    assert!(
+        matches!(o, Outcome::Invalid { .. }),
+        "a commit applies once: {o:?}"
+    );
+}
+
+#[test]
 fn a_named_write_applies_once_however_often_it_is_retried() {
     let mut c = Catalog::default();
     apply(&mut c, 1, register(vec![svc("web-1", "web", 80)], vec![]));
