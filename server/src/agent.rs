@@ -189,13 +189,18 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
         state,
         metrics,
         mesh: settings.mesh.clone(),
-        leaves: crate::mesh::leaves::LeafCache::new(settings.mesh.sign_rate),
+        leaves: Arc::new(crate::mesh::leaves::LeafCache::new(settings.mesh.sign_rate)),
         xds_streams: Arc::default(),
         peers,
         gossip: Some(gossip.clone()),
         leader_contact: Default::default(),
     });
-    let hub = crate::mesh::hub::XdsHub::new(ctx.clone());
+    let hub = crate::mesh::hub::XdsHub::new(
+        ctx.state.clone(),
+        ctx.leaves.clone(),
+        ctx.datacenter.clone(),
+        ctx.mesh.default_allow,
+    );
     tokio::spawn(hub.clone().run());
     tokio::spawn(crate::mesh::ca::leader_duties(ctx.clone()));
     tokio::spawn(crate::checks::run(ctx.clone()));

@@ -41,7 +41,7 @@ pub(crate) struct ServerContext {
     pub state: Arc<Shared>,
     pub metrics: Arc<Metrics>,
     pub mesh: MeshSettings,
-    pub leaves: LeafCache,
+    pub leaves: Arc<LeafCache>,
     /// Open ADS streams and their ACK/NACK state.
     pub xds_streams: Arc<crate::mesh::status::StreamRegistry>,
     pub peers: Arc<PeerClients>,

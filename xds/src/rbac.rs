@@ -5,6 +5,11 @@
 //! then `* -> *`; with none, the default. Since Envoy's RBAC has one action
 //! per filter, the sources that differ from the decision for "anyone else"
 //! are listed as principals of a policy with the opposite action.
+//!
+//! A filter carries at most one policy, its principals in name order: prost
+//! encodes the `policies` map in `HashMap` order, which differs between
+//! processes, and the encoded bytes are the resource's version. Several
+//! policies would make servers disagree on versions.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -155,6 +160,36 @@ mod tests {
         // an exact destination is more specific, as in Consul.
         let rules = vec![i("web", "*", false), i("*", "api", true)];
         assert!(decide(&rules, false, "web", "api"));
+    }
+
+    #[test]
+    fn the_encoding_is_the_same_whatever_the_order_of_intentions() {
+        use prost::Message;
+        let mut rules = vec![
+            i("web", "api", false),
+            i("billing", "api", false),
+            i("*", "api", true),
+            i("audit", "*", false),
+            i("cron", "api", true),
+            i("zeta", "api", false),
+        ];
+        let first = filter_for(&rules, true, "api", "td.tribune").encode_to_vec();
+        for _ in 0..rules.len() {
+            rules.rotate_left(1);
+            rules.swap(0, 3);
+            assert_eq!(
+                filter_for(&rules, true, "api", "td.tribune").encode_to_vec(),
+                first
+            );
+        }
+        let r = filter_for(&rules, true, "api", "td.tribune").rules.unwrap();
+        assert_eq!(r.policies.len(), 1);
+        // audit -> * loses to * -> api: an exact destination is more specific.
+        assert_eq!(
+            r.policies["denied-sources"].principals.len(),
+            3,
+            "billing, web, zeta"
+        );
     }
 
     #[test]

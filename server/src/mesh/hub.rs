@@ -4,6 +4,12 @@
 //! proxies whose upstreams include it), so only the proxies whose
 //! resources it changes are rebuilt; bursts of changes coalesce within a
 //! short bounded window. Translation itself is `tribune_xds::sidecar::build`.
+//!
+//! The hub holds the state machine's read lock only to copy out what a
+//! proxy's resources are computed from; leaves are signed and resources
+//! built after it is released, so applying entries never waits on ECDSA.
+//! Streams of the same proxy ID (two Envoys with one node ID, as in a hot
+//! restart) share one slot and are all served.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -14,14 +20,17 @@ use tribune_xds::{
     Intention, MeshEndpoint, MeshSnapshot, ProxyResources, SharedResources, Sidecar, Upstream,
 };
 
+use super::leaves::LeafCache;
 use super::now_unix;
 use crate::catalog::feed::ChangeSet;
+use crate::catalog::mesh::CaState;
 use crate::catalog::model::{ServiceKind, Status};
-use crate::context::ServerContext;
-use crate::raft::state_machine::SmData;
+use crate::raft::state_machine::{Shared, SmData};
 
 /// How long a burst of changes may gather before proxies are rebuilt.
 const COALESCE: Duration = Duration::from_millis(10);
+/// Proxies whose inputs are copied under one acquisition of the state lock.
+const INPUTS_PER_LOCK: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SubscribeError {
@@ -40,17 +49,42 @@ struct Slot {
     deps: BTreeSet<String>,
 }
 
+/// What one proxy's resources are computed from, copied out of the state.
+struct ProxyInput {
+    proxy_id: String,
+    index: u64,
+    /// `None`: no longer a registered sidecar (its resources are empty).
+    sidecar: Option<(Sidecar, MeshSnapshot)>,
+    deps: BTreeSet<String>,
+}
+
 pub(crate) struct XdsHub {
-    ctx: Arc<ServerContext>,
+    state: Arc<Shared>,
+    leaves: Arc<LeafCache>,
+    datacenter: String,
+    default_allow: bool,
     slots: Mutex<HashMap<String, Slot>>,
+    /// The change feed, subscribed to when the hub is made so that `run`
+    /// misses nothing applied after that.
+    feed: Mutex<Option<broadcast::Receiver<Arc<ChangeSet>>>>,
     /// Service name -> proxies that depend on it.
     deps: Mutex<HashMap<String, HashSet<String>>>,
 }
 
 impl XdsHub {
-    pub(crate) fn new(ctx: Arc<ServerContext>) -> Arc<Self> {
+    pub(crate) fn new(
+        state: Arc<Shared>,
+        leaves: Arc<LeafCache>,
+        datacenter: String,
+        default_allow: bool,
+    ) -> Arc<Self> {
+        let feed = state.read().feed.subscribe();
         Arc::new(XdsHub {
-            ctx,
+            feed: Mutex::new(Some(feed)),
+            state,
+            leaves,
+            datacenter,
+            default_allow,
             slots: Mutex::default(),
             deps: Mutex::default(),
         })
@@ -73,19 +107,40 @@ impl XdsHub {
         if let Some(slot) = self.slots().get(proxy_id) {
             return Ok(slot.tx.subscribe());
         }
-        let (res, deps) = {
-            let d = self.ctx.state.read();
+        let (input, ca) = {
+            let d = self.state.read();
             match d.catalog.service(proxy_id) {
                 None => return Err(SubscribeError::UnknownProxy(proxy_id.into())),
                 Some(s) if s.kind != ServiceKind::SidecarProxy => {
                     return Err(SubscribeError::NotAProxy(proxy_id.into()));
                 }
-                Some(_) => self.build(&d, proxy_id),
+                Some(_) => (self.input(&d, proxy_id), d.catalog.mesh().ca.clone()),
             }
         };
+        let deps = input.deps.clone();
+        let built_at = input.index;
+        let res = self.translate(input, ca.as_ref());
+        // Another stream of the same proxy may have subscribed meanwhile:
+        // join its slot rather than replace it (which would end its stream).
+        let mut slots = self.slots();
+        if let Some(slot) = slots.get(proxy_id) {
+            return Ok(slot.tx.subscribe());
+        }
         let (tx, rx) = watch::channel(Arc::new(res));
+        slots.insert(
+            proxy_id.to_string(),
+            Slot {
+                tx,
+                deps: deps.clone(),
+            },
+        );
+        drop(slots);
         self.set_deps(proxy_id, &BTreeSet::new(), &deps);
-        self.slots().insert(proxy_id.to_string(), Slot { tx, deps });
+        // A change applied while the slot did not exist yet was not routed
+        // to it: catch up once.
+        if self.state.read().applied_index() > built_at {
+            self.rebuild([proxy_id.to_string()]);
+        }
         Ok(rx)
     }
 
@@ -104,22 +159,24 @@ impl XdsHub {
         }
     }
 
-    /// The resources of one proxy from the state machine's data, and the
-    /// services they depend on.
-    fn build(&self, d: &SmData, proxy_id: &str) -> (ProxyResources, BTreeSet<String>) {
-        let empty = ProxyResources {
+    /// What one proxy's resources are computed from (cheap copies, under
+    /// the state lock), and the services they depend on.
+    fn input(&self, d: &SmData, proxy_id: &str) -> ProxyInput {
+        let mut input = ProxyInput {
+            proxy_id: proxy_id.to_string(),
             index: d.applied_index(),
-            ..Default::default()
+            sidecar: None,
+            deps: BTreeSet::new(),
         };
         let Some(svc) = d
             .catalog
             .service(proxy_id)
             .filter(|s| s.kind == ServiceKind::SidecarProxy)
         else {
-            return (empty, BTreeSet::new());
+            return input;
         };
         let Some(p) = &svc.proxy else {
-            return (empty, BTreeSet::new());
+            return input;
         };
         let sidecar = Sidecar {
             proxy_id: proxy_id.to_string(),
@@ -139,14 +196,25 @@ impl XdsHub {
                 })
                 .collect(),
         };
-        let deps: BTreeSet<String> = sidecar.upstreams.iter().map(|u| u.destination.clone()).collect();
-        let mesh = self.mesh_snapshot(d, &deps);
-        let ca = d.catalog.mesh().ca.as_ref();
+        input.deps = sidecar.upstreams.iter().map(|u| u.destination.clone()).collect();
+        let mesh = self.mesh_snapshot(d, &input.deps);
+        input.sidecar = Some((sidecar, mesh));
+        input
+    }
+
+    /// The resources of one proxy, outside the state lock: its leaf (signed
+    /// here when due) and the translation.
+    fn translate(&self, input: ProxyInput, ca: Option<&CaState>) -> ProxyResources {
+        let Some((sidecar, mesh)) = input.sidecar else {
+            return ProxyResources {
+                index: input.index,
+                ..Default::default()
+            };
+        };
         let leaf = ca.and_then(|ca| {
-            self.ctx
-                .leaves
-                .get(ca, &self.ctx.datacenter, &sidecar.service, now_unix())
-                .map_err(|e| tracing::warn!(proxy = proxy_id, error = %e, "no leaf certificate"))
+            self.leaves
+                .get(ca, &self.datacenter, &sidecar.service, now_unix())
+                .map_err(|e| tracing::warn!(proxy = %input.proxy_id, error = %e, "no leaf certificate"))
                 .ok()
         });
         let leaf = leaf.map(|l| tribune_xds::LeafCert {
@@ -157,7 +225,7 @@ impl XdsHub {
         for diag in diags {
             tracing::warn!(proxy = %diag.proxy_id, "{}", diag.message);
         }
-        (res, deps)
+        res
     }
 
     /// What the translation needs, restricted to `services`' endpoints.
@@ -197,8 +265,8 @@ impl XdsHub {
                 .as_ref()
                 .map(|ca| ca.trust_domain.clone())
                 .unwrap_or_default(),
-            datacenter: self.ctx.datacenter.clone(),
-            default_allow: self.ctx.mesh.default_allow,
+            datacenter: self.datacenter.clone(),
+            default_allow: self.default_allow,
             intentions: m
                 .intentions
                 .values()
@@ -215,21 +283,37 @@ impl XdsHub {
 
     /// Rebuilds `proxies` and sends each one whose resources changed.
     fn rebuild(&self, proxies: impl IntoIterator<Item = String>) -> usize {
+        let proxies: Vec<String> = proxies.into_iter().collect();
         let mut sent = 0;
-        for id in proxies {
-            let (res, deps) = {
-                let d = self.ctx.state.read();
-                self.build(&d, &id)
+        for batch in proxies.chunks(INPUTS_PER_LOCK) {
+            let (inputs, ca) = {
+                let d = self.state.read();
+                let inputs: Vec<ProxyInput> = batch.iter().map(|id| self.input(&d, id)).collect();
+                (inputs, d.catalog.mesh().ca.clone())
             };
+            for input in inputs {
+                sent += self.publish(input, ca.as_ref());
+            }
+        }
+        sent
+    }
+
+    /// Builds one proxy's resources and sends them if they changed; 1 if sent.
+    fn publish(&self, input: ProxyInput, ca: Option<&CaState>) -> usize {
+        let mut sent = 0;
+        let id = input.proxy_id.clone();
+        let deps = input.deps.clone();
+        let res = self.translate(input, ca);
+        {
             let old_deps = {
                 let mut slots = self.slots();
-                let Some(slot) = slots.get_mut(&id) else { continue };
+                let Some(slot) = slots.get_mut(&id) else { return 0 };
                 if slot.tx.receiver_count() == 0 {
                     let old = std::mem::take(&mut slot.deps);
                     slots.remove(&id);
                     drop(slots);
                     self.set_deps(&id, &old, &BTreeSet::new());
-                    continue;
+                    return 0;
                 }
                 let changed = slot.tx.borrow().by_type != res.by_type;
                 if changed {
@@ -275,10 +359,10 @@ impl XdsHub {
 
     /// The builder loop: runs for the life of the agent.
     pub(crate) async fn run(self: Arc<Self>) {
-        let mut feed = self.ctx.state.read().feed.subscribe();
+        let taken = self.feed.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let mut feed = taken.unwrap_or_else(|| self.state.read().feed.subscribe());
         loop {
             let renew_in = self
-                .ctx
                 .leaves
                 .next_renewal()
                 .map(|t| Duration::from_secs((t - now_unix()).clamp(1, 3600) as u64))
@@ -310,5 +394,197 @@ impl XdsHub {
             let sent = self.rebuild(targets);
             tracing::debug!(rebuilt = n, sent, changes = sets.len(), "xds snapshots updated");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The hub on a real state machine, without Raft or a network: entries
+    //! are applied to the state machine directly.
+
+    use std::collections::BTreeMap;
+
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, EntryPayload};
+    use prost::Message;
+    use tribune_xds::names;
+
+    use super::*;
+    use crate::catalog::command::{Command, Registration, Request};
+    use crate::catalog::mesh::MeshCommand;
+    use crate::catalog::model::{Node, ProxyConfig, Service, Upstream as CatalogUpstream};
+    use crate::raft::state_machine::StateMachineStore;
+    use crate::raft::{Entry, LogId};
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        sm: StateMachineStore,
+        index: u64,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let sm = StateMachineStore::open(dir.path(), 1024).unwrap();
+            Fixture {
+                _dir: dir,
+                sm,
+                index: 0,
+            }
+        }
+
+        async fn apply(&mut self, cmd: Command) {
+            self.index += 1;
+            let entry = Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
+                payload: EntryPayload::Normal(Request { commands: vec![cmd] }),
+            };
+            self.sm.apply([entry]).await.unwrap();
+        }
+    }
+
+    fn with_sidecar(id: &str, name: &str, port: u16, upstreams: &[&str]) -> Command {
+        let service = |id: String, name: String, port: u16, proxy: Option<ProxyConfig>| Service {
+            id,
+            name,
+            node: "n1".into(),
+            address: "127.0.0.1".into(),
+            port,
+            tags: vec![],
+            meta: BTreeMap::new(),
+            kind: if proxy.is_some() {
+                ServiceKind::SidecarProxy
+            } else {
+                ServiceKind::Typical
+            },
+            proxy,
+            create_index: 0,
+            modify_index: 0,
+        };
+        let proxy = ProxyConfig {
+            destination_service_name: name.into(),
+            destination_service_id: id.into(),
+            local_service_address: "127.0.0.1".into(),
+            local_service_port: port,
+            upstreams: upstreams
+                .iter()
+                .enumerate()
+                .map(|(i, u)| CatalogUpstream {
+                    destination_name: (*u).into(),
+                    local_bind_address: "127.0.0.1".into(),
+                    local_bind_port: 9000 + i as u16,
+                    datacenter: String::new(),
+                })
+                .collect(),
+        };
+        Command::Register(Registration {
+            node: Node {
+                name: "n1".into(),
+                address: "127.0.0.1".into(),
+                datacenter: "dc1".into(),
+                meta: BTreeMap::new(),
+                create_index: 0,
+                modify_index: 0,
+            },
+            services: vec![
+                service(id.into(), name.into(), port, None),
+                service(
+                    format!("{id}-sidecar-proxy"),
+                    format!("{name}-sidecar-proxy"),
+                    port + 10_000,
+                    Some(proxy),
+                ),
+            ],
+            checks: vec![],
+            remove: vec![],
+        })
+    }
+
+    async fn mesh() -> (Fixture, Arc<XdsHub>) {
+        let mut f = Fixture::new();
+        let td = tribune_certs::trust_domain("c1");
+        let root = tribune_certs::new_root(&td, "Tribune CA 1", 86_400, now_unix()).unwrap();
+        f.apply(Command::Mesh(MeshCommand::CaInit {
+            cluster_id: "c1".into(),
+            root: Box::new(root),
+            leaf_ttl_secs: 3_600,
+        }))
+        .await;
+        f.apply(with_sidecar("web-1", "web", 8080, &["api"])).await;
+        f.apply(with_sidecar("api-1", "api", 8081, &[])).await;
+        let hub = XdsHub::new(f.sm.shared(), Arc::new(LeafCache::new(100)), "dc1".into(), false);
+        tokio::spawn(hub.clone().run());
+        (f, hub)
+    }
+
+    fn api_endpoints(r: &ProxyResources) -> usize {
+        let cla = r
+            .of_type(names::ENDPOINT)
+            .and_then(|t| t.values().find(|x| x.name.starts_with("api.")))
+            .map(|x| ClusterLoadAssignment::decode(&*x.body.value).unwrap())
+            .expect("an endpoint resource for api");
+        cla.endpoints.iter().map(|e| e.lb_endpoints.len()).sum()
+    }
+
+    #[tokio::test]
+    async fn two_streams_of_one_proxy_are_both_served() {
+        let (mut f, hub) = mesh().await;
+        let mut a = hub.subscribe("web-1-sidecar-proxy").unwrap();
+        let mut b = hub.subscribe("web-1-sidecar-proxy").unwrap();
+        for rx in [&a, &b] {
+            let r = rx.borrow();
+            assert_eq!(api_endpoints(&r), 1);
+            let secrets: Vec<&String> = r
+                .of_type(names::SECRET)
+                .map(|s| s.keys().collect())
+                .unwrap_or_default();
+            assert!(
+                secrets.len() == 2 && secrets.iter().any(|n| *n == names::ROOTS_SECRET),
+                "the leaf and the roots: {secrets:?}"
+            );
+        }
+        f.apply(with_sidecar("api-2", "api", 8082, &[])).await;
+        for rx in [&mut a, &mut b] {
+            tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|r| api_endpoints(r) == 2))
+                .await
+                .expect("both streams see the new api endpoint")
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn subscribing_at_once_never_drops_the_other_stream() {
+        let (mut f, hub) = mesh().await;
+        let subs: Vec<_> = (0..8)
+            .map(|_| {
+                let hub = hub.clone();
+                tokio::task::spawn_blocking(move || hub.subscribe("web-1-sidecar-proxy").unwrap())
+            })
+            .collect();
+        let mut rxs = Vec::new();
+        for s in subs {
+            rxs.push(s.await.unwrap());
+        }
+        f.apply(with_sidecar("api-2", "api", 8082, &[])).await;
+        for rx in &mut rxs {
+            tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|r| api_endpoints(r) == 2))
+                .await
+                .expect("every stream is still served")
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn only_registered_sidecars_subscribe() {
+        let (_f, hub) = mesh().await;
+        assert!(matches!(
+            hub.subscribe("nope"),
+            Err(SubscribeError::UnknownProxy(_))
+        ));
+        assert!(matches!(
+            hub.subscribe("web-1"),
+            Err(SubscribeError::NotAProxy(_))
+        ));
     }
 }
