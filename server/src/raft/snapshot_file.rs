@@ -91,8 +91,12 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<SnapshotBody, SnapshotFileError> {
 /// new one: temp file, fsync, rename, fsync of the directory. Mode 0600:
 /// snapshots hold the whole state, secrets included.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    // Each writer its own temp file: a snapshot being built and one being
+    // installed may be written at the same time.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_extension(format!("tmp.{}.{seq}", std::process::id()));
     {
         let mut f = private_file(&tmp)?;
         f.write_all(bytes)?;
