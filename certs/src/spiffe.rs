@@ -11,34 +11,7 @@ const SCHEME: &str = "spiffe://";
 const MAX_ID_LEN: usize = 2048;
 const MAX_TRUST_DOMAIN_LEN: usize = 255;
 
-/// The SPIFFE ID of a service: `spiffe://<trust_domain>/ns/default/dc/<datacenter>/svc/<service>`.
-///
-/// This only formats; [`crate::sign_leaf`] validates the result.
-///
-/// ```
-/// assert_eq!(
-///     tribune_certs::service_spiffe_id("abc.tribune", "dc1", "web"),
-///     "spiffe://abc.tribune/ns/default/dc/dc1/svc/web"
-/// );
-/// ```
-pub fn service_spiffe_id(trust_domain: &str, datacenter: &str, service: &str) -> String {
-    format!("{SCHEME}{trust_domain}/ns/default/dc/{datacenter}/svc/{service}")
-}
-
-/// The trust domain of a cluster: `<cluster-id>.tribune`.
-///
-/// The cluster ID is lower-cased (SPIFFE trust domains are lower-case), so an upper-case UUID maps
-/// to the same trust domain as its lower-case form.
-///
-/// ```
-/// assert_eq!(
-///     tribune_certs::trust_domain("1B4E28BA-2FA1-11D2-883F-0016D3CCA427"),
-///     "1b4e28ba-2fa1-11d2-883f-0016d3cca427.tribune"
-/// );
-/// ```
-pub fn trust_domain(cluster_id: &str) -> String {
-    format!("{}.tribune", cluster_id.to_ascii_lowercase())
-}
+pub use tribune_ids::{service_spiffe_id, trust_domain};
 
 /// Checks a trust domain's syntax.
 pub(crate) fn validate_trust_domain(trust_domain: &str) -> Result<(), CertError> {

@@ -15,10 +15,20 @@ use tokio::sync::watch;
 use tribune_client::gossip::{Gossip, GossipConfig, Member, Role};
 use tribune_proto::server::server_rpc_server::ServerRpcServer;
 
+use crate::api::catalog::CatalogCtx;
+use crate::api::connect::ConnectCtx;
+use crate::api::operator::OperatorCtx;
+use crate::api::{ApiCore, Services};
 use crate::catalog::command::{Command, Registration};
 use crate::catalog::model::Node;
+use crate::cluster::autopilot::Autopilot;
+use crate::cluster::bootstrap::Bootstrap;
+use crate::cluster::elections::Elections;
+use crate::cluster::node_health::NodeHealth;
 use crate::config::Settings;
-use crate::context::ServerContext;
+use crate::consensus::{Leadership, Reads, Writer};
+use crate::http::HttpCtx;
+use crate::mesh::ca::CaDuties;
 use crate::metrics::Metrics;
 use crate::raft::log_store::LogStore;
 use crate::raft::proposer::Proposer;
@@ -26,6 +36,7 @@ use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{Raft, ServerNode, node_id_for};
 use crate::rpc::peers::PeerClients;
 use crate::rpc::raft_network::{Network, SNAPSHOT_CHUNK_BYTES};
+use crate::rpc::service::LeaderContact;
 use crate::rpc::service::ServerRpcService;
 
 pub(crate) async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -175,46 +186,62 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
         .context("starting raft")?;
     let proposer = Proposer::start(raft.clone(), metrics.clone());
 
-    let ctx = Arc::new(ServerContext {
-        node_name: settings.node.clone(),
+    // Each subsystem gets the handles it uses, and nothing else.
+    let leadership = Leadership::new(raft.clone(), node_id);
+    let writer = Writer::new(leadership.clone(), proposer.clone(), peers.clone());
+    let reads = Reads::new(leadership.clone(), peers.clone(), state.clone());
+    let leaves = Arc::new(crate::mesh::leaves::LeafCache::new(settings.mesh.sign_rate));
+    let xds_streams: Arc<crate::mesh::status::StreamRegistry> = Arc::default();
+    let leader_contact: Arc<LeaderContact> = Arc::default();
+    let core = ApiCore {
+        state: state.clone(),
+        reads,
+        writer: writer.clone(),
+        metrics: metrics.clone(),
+    };
+    let ca = Arc::new(CaDuties {
+        leadership: leadership.clone(),
+        state: state.clone(),
+        writer: writer.clone(),
+        mesh: settings.mesh.clone(),
+    });
+    let autopilot = Arc::new(Autopilot {
+        raft: raft.clone(),
         node_id,
         datacenter: settings.datacenter.clone(),
-        advertise_ip: settings.bind.to_string(),
-        grpc_addr: grpc_addr.to_string(),
-        http_addr: http_addr.to_string(),
-        raft_addr: raft_addr.to_string(),
-        data_dir: data_dir.display().to_string(),
-        raft: raft.clone(),
-        proposer,
-        state,
-        metrics,
-        mesh: settings.mesh.clone(),
-        leaves: Arc::new(crate::mesh::leaves::LeafCache::new(settings.mesh.sign_rate)),
-        xds_streams: Arc::default(),
-        peers,
-        gossip: Some(gossip.clone()),
-        leader_contact: Default::default(),
     });
     let hub = crate::mesh::hub::XdsHub::new(
-        ctx.state.clone(),
-        ctx.leaves.clone(),
-        ctx.datacenter.clone(),
-        ctx.mesh.default_allow,
+        state.clone(),
+        leaves.clone(),
+        settings.datacenter.clone(),
+        settings.mesh.default_allow,
     );
     tokio::spawn(hub.clone().run());
-    tokio::spawn(crate::mesh::ca::leader_duties(ctx.clone()));
-    tokio::spawn(crate::checks::run(ctx.clone()));
-    tokio::spawn(crate::cluster::elections::run(ctx.clone(), log_reader.clone()));
+    tokio::spawn(crate::mesh::ca::leader_duties(ca.clone()));
+    tokio::spawn(crate::checks::run(
+        settings.node.clone(),
+        state.clone(),
+        writer.clone(),
+    ));
+    tokio::spawn(crate::cluster::elections::run(
+        Arc::new(Elections {
+            raft: raft.clone(),
+            node_id,
+            peers: peers.clone(),
+            leader_contact: leader_contact.clone(),
+        }),
+        log_reader.clone(),
+    ));
 
     let (stop_tx, stopped) = stop_signal();
 
     let rpc_service = ServerRpcService {
-        node_name: ctx.node_name.clone(),
+        node_name: settings.node.clone(),
         raft: raft.clone(),
-        proposer: ctx.proposer.clone(),
+        proposer,
         log: log_reader,
-        metrics: ctx.metrics.clone(),
-        leader_contact: ctx.leader_contact.clone(),
+        metrics: metrics.clone(),
+        leader_contact,
     };
     let raft_server = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("server_rpc", path = %req.uri().path()))
@@ -226,10 +253,52 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
         .serve_with_incoming_shutdown(grpc_incoming(raft_listener), stopped());
     let api_server = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("grpc_request", path = %req.uri().path()))
-        .add_routes(crate::api::routes(ctx.clone(), hub)?)
+        .add_routes(crate::api::routes(Services {
+            catalog: CatalogCtx {
+                core: core.clone(),
+                node_name: settings.node.clone(),
+                advertise_ip: settings.bind.to_string(),
+                datacenter: settings.datacenter.clone(),
+            },
+            core: core.clone(),
+            connect: Arc::new(ConnectCtx {
+                core: core.clone(),
+                ca,
+                leaves,
+                datacenter: settings.datacenter.clone(),
+            }),
+            operator: Arc::new(OperatorCtx {
+                core,
+                leadership: leadership.clone(),
+                raft: raft.clone(),
+                node_id,
+                node_name: settings.node.clone(),
+                datacenter: settings.datacenter.clone(),
+                raft_addr: raft_addr.to_string(),
+                grpc_addr: grpc_addr.to_string(),
+                gossip: Some(gossip.clone()),
+                autopilot: autopilot.clone(),
+            }),
+            hub,
+            xds_streams: xds_streams.clone(),
+            gossip: gossip.clone(),
+        })?)
         .serve_with_incoming_shutdown(grpc_incoming(grpc_listener), stopped());
-    let http_server =
-        axum::serve(http_listener, crate::http::router(ctx.clone())).with_graceful_shutdown(stopped());
+    let http = Arc::new(HttpCtx {
+        leadership: leadership.clone(),
+        state: state.clone(),
+        metrics: metrics.clone(),
+        xds_streams,
+        gossip: Some(gossip.clone()),
+        node_name: settings.node.clone(),
+        node_id,
+        datacenter: settings.datacenter.clone(),
+        data_dir: data_dir.display().to_string(),
+        grpc_addr: grpc_addr.to_string(),
+        http_addr: http_addr.to_string(),
+        raft_addr: raft_addr.to_string(),
+    });
+    let http_server = axum::serve(http_listener, crate::http::router(http)).with_graceful_shutdown(stopped());
     let servers = tokio::spawn(async move {
         let (a, b, c) = tokio::join!(raft_server, api_server, http_server);
         a.context("server RPC listener")?;
@@ -252,30 +321,49 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
         }
     } else {
         tokio::spawn(crate::cluster::bootstrap::run(
-            ctx.clone(),
+            Arc::new(Bootstrap {
+                raft: raft.clone(),
+                peers: peers.clone(),
+                node_name: settings.node.clone(),
+                node_id,
+                datacenter: settings.datacenter.clone(),
+            }),
             gossip.clone(),
             settings.bootstrap_expect as usize,
         ));
     }
     tokio::spawn(crate::cluster::node_health::run(
-        ctx.clone(),
+        Arc::new(NodeHealth {
+            leadership: leadership.clone(),
+            state: state.clone(),
+            writer: writer.clone(),
+            datacenter: settings.datacenter.clone(),
+        }),
         gossip.clone(),
         settings.reconnect_timeout,
     ));
     tokio::spawn(crate::cluster::autopilot::run(
-        ctx.clone(),
+        autopilot,
         gossip.clone(),
         settings.dead_server_cleanup_after,
     ));
 
-    print_banner(&settings, &ctx, &data_dir, gossip.me().gossip_addr);
+    print_banner(
+        &settings,
+        node_id,
+        &raft_addr,
+        &grpc_addr,
+        &http_addr,
+        &data_dir,
+        gossip.me().gossip_addr,
+    );
     {
-        let ctx = ctx.clone();
+        let (leadership, writer, settings) = (leadership.clone(), writer.clone(), settings.clone());
         tokio::spawn(async move {
-            match ctx.wait_leader(Duration::from_secs(24 * 3600)).await {
+            match leadership.wait_leader(Duration::from_secs(24 * 3600)).await {
                 Some((_, leader)) => {
                     println!("==> Ready: leader {}", leader.name);
-                    register_self(&ctx).await;
+                    register_self(&writer, &settings).await;
                 }
                 None => tracing::warn!("no leader elected within a day"),
             }
@@ -286,14 +374,14 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
     tracing::info!("shutting down");
     // A leader first makes sure a voter has every entry, so the one that
     // takes over has every acknowledged write.
-    let successor = crate::cluster::transfer::prepare(&ctx, Duration::from_secs(3)).await;
+    let successor = crate::cluster::transfer::prepare(&leadership, Duration::from_secs(3)).await;
     gossip.leave().await;
     let _ = stop_tx.send(true);
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "raft did not stop cleanly");
     }
     if let Some(addr) = successor {
-        crate::cluster::transfer::nudge(&ctx, &addr).await;
+        crate::cluster::transfer::nudge(&peers, &addr).await;
     }
     match tokio::time::timeout(Duration::from_secs(5), servers).await {
         Ok(Ok(res)) => res?,
@@ -304,12 +392,12 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
 }
 
 /// The agent's own node appears in the catalog, as in Consul.
-async fn register_self(ctx: &ServerContext) {
+async fn register_self(writer: &Writer, s: &Settings) {
     let cmd = Command::Register(Registration {
         node: Node {
-            name: ctx.node_name.clone(),
-            address: ctx.advertise_ip.clone(),
-            datacenter: ctx.datacenter.clone(),
+            name: s.node.clone(),
+            address: s.bind.to_string(),
+            datacenter: s.datacenter.clone(),
             meta: BTreeMap::new(),
             create_index: 0,
             modify_index: 0,
@@ -318,16 +406,24 @@ async fn register_self(ctx: &ServerContext) {
         checks: Vec::new(),
         remove: Vec::new(),
     });
-    if let Err(e) = ctx.propose(cmd).await {
+    if let Err(e) = writer.propose(cmd).await {
         tracing::warn!(error = %e, "could not register this agent's node");
     }
 }
 
-fn print_banner(s: &Settings, ctx: &ServerContext, data_dir: &Path, gossip: SocketAddr) {
+fn print_banner(
+    s: &Settings,
+    node_id: u64,
+    raft_addr: &SocketAddr,
+    grpc_addr: &SocketAddr,
+    http_addr: &SocketAddr,
+    data_dir: &Path,
+    gossip: SocketAddr,
+) {
     println!("==> Tribune agent running!");
     println!("         Version: {}", env!("CARGO_PKG_VERSION"));
-    println!("            Node: {} (raft id {})", ctx.node_name, ctx.node_id);
-    println!("      Datacenter: {}", ctx.datacenter);
+    println!("            Node: {} (raft id {node_id})", s.node);
+    println!("      Datacenter: {}", s.datacenter);
     println!(
         "          Server: true (bootstrap-expect {}){}",
         s.bootstrap_expect,
@@ -338,8 +434,8 @@ fn print_banner(s: &Settings, ctx: &ServerContext, data_dir: &Path, gossip: Sock
         data_dir.display(),
         if s.dev { " (temporary)" } else { "" }
     );
-    println!("      gRPC / xDS: {}", ctx.grpc_addr);
-    println!("            HTTP: {}", ctx.http_addr);
-    println!("      Server RPC: {}", ctx.raft_addr);
+    println!("      gRPC / xDS: {grpc_addr}");
+    println!("            HTTP: {http_addr}");
+    println!("      Server RPC: {raft_addr}");
     println!("      LAN gossip: {gossip}");
 }

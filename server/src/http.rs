@@ -12,10 +12,30 @@ use serde_json::json;
 
 use tribune_client::gossip::MemberState;
 
-use crate::context::ServerContext;
-use crate::metrics::StateLabel;
+use crate::consensus::Leadership;
+use crate::mesh::status::StreamRegistry;
+use crate::metrics::{Metrics, StateLabel};
+use crate::raft::NodeId;
+use crate::raft::state_machine::Shared;
 
-pub(crate) fn router(ctx: Arc<ServerContext>) -> Router {
+/// What the HTTP port reads: who leads, the state, the metrics, the xDS
+/// streams, gossip, and this agent's identity.
+pub(crate) struct HttpCtx {
+    pub(crate) leadership: Leadership,
+    pub(crate) state: Arc<Shared>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) xds_streams: Arc<StreamRegistry>,
+    pub(crate) gossip: Option<tribune_client::gossip::Gossip>,
+    pub(crate) node_name: String,
+    pub(crate) node_id: NodeId,
+    pub(crate) datacenter: String,
+    pub(crate) data_dir: String,
+    pub(crate) grpc_addr: String,
+    pub(crate) http_addr: String,
+    pub(crate) raft_addr: String,
+}
+
+pub(crate) fn router(ctx: Arc<HttpCtx>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -25,8 +45,8 @@ pub(crate) fn router(ctx: Arc<ServerContext>) -> Router {
         .with_state(ctx)
 }
 
-async fn healthz(State(ctx): State<Arc<ServerContext>>) -> impl IntoResponse {
-    let leader = ctx.leader();
+async fn healthz(State(ctx): State<Arc<HttpCtx>>) -> impl IntoResponse {
+    let leader = ctx.leadership.leader();
     let code = if leader.is_some() {
         StatusCode::OK
     } else {
@@ -42,7 +62,7 @@ async fn healthz(State(ctx): State<Arc<ServerContext>>) -> impl IntoResponse {
     )
 }
 
-async fn metrics(State(ctx): State<Arc<ServerContext>>) -> impl IntoResponse {
+async fn metrics(State(ctx): State<Arc<HttpCtx>>) -> impl IntoResponse {
     ctx.metrics
         .applied_index
         .set(ctx.state.read().applied_index() as i64);
@@ -74,12 +94,12 @@ async fn metrics(State(ctx): State<Arc<ServerContext>>) -> impl IntoResponse {
 }
 
 /// As in Consul: the leader's server RPC address as a JSON string, or "".
-async fn leader(State(ctx): State<Arc<ServerContext>>) -> impl IntoResponse {
-    Json(ctx.leader().map(|l| l.raft_addr).unwrap_or_default())
+async fn leader(State(ctx): State<Arc<HttpCtx>>) -> impl IntoResponse {
+    Json(ctx.leadership.leader().map(|l| l.raft_addr).unwrap_or_default())
 }
 
-async fn agent_self(State(ctx): State<Arc<ServerContext>>) -> impl IntoResponse {
-    let leader = ctx.leader();
+async fn agent_self(State(ctx): State<Arc<HttpCtx>>) -> impl IntoResponse {
+    let leader = ctx.leadership.leader();
     Json(json!({
         "Config": {
             "NodeName": ctx.node_name,
@@ -104,6 +124,6 @@ async fn agent_self(State(ctx): State<Arc<ServerContext>>) -> impl IntoResponse 
 
 /// Connected proxies and, per resource type, what was sent, ACKed and
 /// rejected (with Envoy's own error message).
-async fn xds_streams(State(ctx): State<Arc<ServerContext>>) -> impl IntoResponse {
+async fn xds_streams(State(ctx): State<Arc<HttpCtx>>) -> impl IntoResponse {
     Json(ctx.xds_streams.snapshot())
 }

@@ -15,7 +15,7 @@ mod client_agent;
 mod cluster;
 mod codec;
 mod config;
-mod context;
+mod consensus;
 mod http;
 mod logging;
 mod mesh;

@@ -29,8 +29,7 @@ pub(crate) struct Metrics {
     pub grpc_requests: Family<GrpcLabels, Counter>,
     pub grpc_seconds: Family<MethodLabel, Histogram>,
     pub watches_open: Gauge,
-    pub xds_streams_open: Gauge,
-    pub xds: crate::mesh::ads::XdsMetrics,
+    pub xds: XdsMetrics,
     /// The write path, stage by stage: the log append with its fsync (on
     /// every server), the leader's AppendEntries round trip to a follower,
     /// and applying entries to the catalog.
@@ -137,8 +136,10 @@ impl Default for Metrics {
             apply_seconds,
             gossip_dropped,
             gossip_members,
-            xds_streams_open,
-            xds: crate::mesh::ads::XdsMetrics { nacks },
+            xds: XdsMetrics {
+                streams_open: xds_streams_open,
+                nacks,
+            },
             commit_seconds,
             applied_index,
             grpc_requests,
@@ -208,6 +209,18 @@ fn code_name(c: tonic::Code) -> &'static str {
 }
 
 /// Holds one open stream in a gauge for as long as it lives.
+/// What the ADS streams report: how many are open, rejections by type.
+#[derive(Clone, Default)]
+pub(crate) struct XdsMetrics {
+    pub streams_open: Gauge,
+    pub nacks: Family<NackLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub(crate) struct NackLabels {
+    pub resource_type: &'static str,
+}
+
 pub(crate) struct GaugeGuard(Gauge);
 
 impl GaugeGuard {

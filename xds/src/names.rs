@@ -32,15 +32,7 @@ pub const LOCAL_APP: &str = "local_app";
 pub const PUBLIC_LISTENER: &str = "public_listener";
 pub const ROOTS_SECRET: &str = "tribune-roots";
 
-/// The cluster name of an upstream, which is also the SNI the sidecar
-/// sends and mesh gateways route on.
-pub fn sni(service: &str, datacenter: &str, trust_domain: &str) -> String {
-    format!("{service}.default.{datacenter}.internal.{trust_domain}")
-}
-
-pub fn spiffe_id(trust_domain: &str, datacenter: &str, service: &str) -> String {
-    format!("spiffe://{trust_domain}/ns/default/dc/{datacenter}/svc/{service}")
-}
+pub use tribune_ids::{service_spiffe_id as spiffe_id, sni};
 
 pub fn leaf_secret(service: &str) -> String {
     format!("tribune-leaf:{service}")

@@ -105,11 +105,8 @@ pub fn filter_for(
 
 /// A source service in any datacenter of this trust domain.
 fn principal(trust_domain: &str, service: &str) -> Principal {
-    let regex = format!(
-        "^spiffe://{}/ns/default/dc/[^/]+/svc/{}$",
-        regex_escape(trust_domain),
-        regex_escape(service)
-    );
+    let any_dc = tribune_ids::service_spiffe_id(&regex_escape(trust_domain), "[^/]+", &regex_escape(service));
+    let regex = format!("^{any_dc}$");
     Principal {
         identifier: Some(rbac::principal::Identifier::Authenticated(
             rbac::principal::Authenticated {

@@ -92,7 +92,7 @@ impl LocalServices {
         let Some(s) = &req.service else { return Vec::new() };
         let mut v = vec![s.id.clone()];
         if req.sidecar.is_some() {
-            v.push(format!("{}-sidecar-proxy", s.id));
+            v.push(tribune_ids::sidecar_id(&s.id));
         }
         v
     }

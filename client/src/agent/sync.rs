@@ -3,18 +3,17 @@
 //! what the servers lack or hold differently, deregisters what the agent
 //! does not own, and re-sends check results the servers do not hold.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
-
 use super::{CheckState, LocalAgent, LocalServices, lock, runner};
 use crate::api::{self, HealthStatus};
+use crate::checks::Runners;
 use crate::{Client, Error};
 
 pub(super) async fn run(agent: Arc<LocalAgent>) {
-    let mut runners: HashMap<String, (api::CheckDefinition, JoinHandle<()>)> = HashMap::new();
+    let mut runners = Runners::default();
     let mut synced_once = false;
     loop {
         let round = {
@@ -48,31 +47,13 @@ pub(super) async fn run(agent: Arc<LocalAgent>) {
 }
 
 /// Starts a runner per check, stops those of checks that went away.
-fn follow(
-    agent: &Arc<LocalAgent>,
-    runners: &mut HashMap<String, (api::CheckDefinition, JoinHandle<()>)>,
-    checks: Vec<api::Check>,
-) {
+fn follow(agent: &Arc<LocalAgent>, runners: &mut Runners, checks: Vec<api::Check>) {
     let ids: BTreeSet<&str> = checks.iter().map(|c| c.id.as_str()).collect();
-    runners.retain(|id, (_, h)| {
-        let keep = ids.contains(id.as_str());
-        if !keep {
-            h.abort();
-        }
-        keep
-    });
     lock(&agent.checks).retain(|id, _| ids.contains(id.as_str()));
-    for c in checks {
-        let def = c.definition.clone().unwrap_or_default();
-        if runners.get(&c.id).is_some_and(|(d, _)| *d == def) {
-            continue;
-        }
-        if let Some((_, h)) = runners.remove(&c.id) {
-            h.abort();
-        }
-        let h = tokio::spawn(runner::run(agent.clone(), c.id.clone(), def.clone()));
-        runners.insert(c.id, (def, h));
-    }
+    let specs = checks
+        .iter()
+        .filter_map(|c| runner::spec(&c.definition.clone().unwrap_or_default()).map(|s| (c.id.clone(), s)));
+    runners.follow(agent, specs);
 }
 
 async fn node_view(client: &Client, node: &str) -> Result<BTreeMap<String, api::InstanceHealth>, Error> {
@@ -118,10 +99,12 @@ fn check_ids(req: &api::RegisterRequest, service_id: &str) -> Vec<String> {
     req.checks
         .iter()
         .enumerate()
-        .map(|(i, c)| match (c.id.is_empty(), i) {
-            (false, _) => c.id.clone(),
-            (true, 0) => format!("service:{service_id}"),
-            (true, i) => format!("service:{service_id}:{}", i + 1),
+        .map(|(i, c)| {
+            if c.id.is_empty() {
+                tribune_ids::default_check_id(service_id, i)
+            } else {
+                c.id.clone()
+            }
         })
         .collect()
 }
@@ -149,7 +132,7 @@ fn sidecar_differs(
 ) -> bool {
     let Some(sc) = &req.sidecar else { return false };
     let Some(s) = held
-        .get(&format!("{}-sidecar-proxy", spec.id))
+        .get(&tribune_ids::sidecar_id(&spec.id))
         .and_then(|h| h.service.as_ref())
     else {
         return true;
@@ -223,7 +206,7 @@ async fn push_results(agent: &LocalAgent, client: &Client, checks: &[api::Check]
                 status: held,
                 output: c.output.clone(),
                 reported: true,
-                ttl_since: tokio::time::Instant::now(),
+                ttl_renewals: 0,
             });
             if st.status != held {
                 st.reported = false;

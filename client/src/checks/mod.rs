@@ -3,9 +3,11 @@
 //! run of results into a status change.
 
 mod probe;
+mod runner;
 mod threshold;
 
 pub use probe::{grpc, http, tcp};
+pub use runner::{CheckHost, CheckSpec, Held, Probe, Runners, run};
 pub use threshold::Threshold;
 
 /// The most check output kept, in bytes (Consul keeps 4 KiB too).

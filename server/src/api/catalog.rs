@@ -1,7 +1,5 @@
 //! `tribune.v1.Catalog`: register, deregister, list, get and watch.
 
-use std::sync::Arc;
-
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tribune_proto::v1 as pb;
@@ -13,14 +11,30 @@ use super::{invalid, outcome_error, propose_error};
 use crate::catalog::command::{Command, Outcome};
 use crate::catalog::model::Status as Health;
 use crate::catalog::validate;
-use crate::context::{ServerContext, request_id, wants_stale};
+use crate::consensus::{request_id, wants_stale};
+
+/// What the catalog API takes: the API's core handles, and the node a
+/// registration falls back on (the agent's own).
+pub(crate) struct CatalogCtx {
+    pub(crate) core: super::ApiCore,
+    pub(crate) node_name: String,
+    pub(crate) advertise_ip: String,
+    pub(crate) datacenter: String,
+}
+
+impl std::ops::Deref for CatalogCtx {
+    type Target = super::ApiCore;
+    fn deref(&self) -> &super::ApiCore {
+        &self.core
+    }
+}
 
 pub(crate) struct CatalogApi {
-    ctx: Arc<ServerContext>,
+    ctx: CatalogCtx,
 }
 
 impl CatalogApi {
-    pub(crate) fn new(ctx: Arc<ServerContext>) -> Self {
+    pub(crate) fn new(ctx: CatalogCtx) -> Self {
         CatalogApi { ctx }
     }
 }
@@ -32,7 +46,7 @@ type WatchStream = ReceiverStream<Result<pb::WatchEvent, Status>>;
 fn queried_name(name: &str) -> Result<(), Status> {
     validate::service_name("name", name)
         .or_else(|e| {
-            if name.ends_with(convert::SIDECAR_SUFFIX) {
+            if name.ends_with(tribune_ids::SIDECAR_SUFFIX) {
                 validate::id("name", name)
             } else {
                 Err(e)
@@ -61,6 +75,7 @@ impl Catalog for CatalogApi {
                 let sidecar_id = reg.services.get(1).map(|s| s.id.clone()).unwrap_or_default();
                 tracing::debug!(%service_id, "register");
                 match ctx
+                    .writer
                     .propose_once(rid, Command::Register(reg))
                     .await
                     .map_err(propose_error)?
@@ -88,6 +103,7 @@ impl Catalog for CatalogApi {
                 let service_id = req.into_inner().service_id;
                 validate::id("service_id", &service_id).map_err(invalid)?;
                 match ctx
+                    .writer
                     .propose_once(rid, Command::Deregister { service_id })
                     .await
                     .map_err(propose_error)?
@@ -108,7 +124,7 @@ impl Catalog for CatalogApi {
         self.ctx
             .metrics
             .observe("ListServices", async {
-                self.ctx.read_barrier(wants_stale(&req)).await?;
+                self.ctx.reads.barrier(wants_stale(&req)).await?;
                 let d = self.ctx.state.read();
                 let services = d
                     .catalog
@@ -146,7 +162,7 @@ impl Catalog for CatalogApi {
         self.ctx
             .metrics
             .observe("ListNodes", async {
-                self.ctx.read_barrier(wants_stale(&req)).await?;
+                self.ctx.reads.barrier(wants_stale(&req)).await?;
                 let d = self.ctx.state.read();
                 Ok(Response::new(pb::ListNodesResponse {
                     index: d.applied_index(),
@@ -163,7 +179,7 @@ impl Catalog for CatalogApi {
         self.ctx
             .metrics
             .observe("GetService", async {
-                self.ctx.read_barrier(wants_stale(&req)).await?;
+                self.ctx.reads.barrier(wants_stale(&req)).await?;
                 let req = req.into_inner();
                 queried_name(&req.name)?;
                 let d = self.ctx.state.read();
@@ -189,7 +205,7 @@ impl Catalog for CatalogApi {
         self.ctx
             .metrics
             .observe("GetInstance", async {
-                self.ctx.read_barrier(wants_stale(&req)).await?;
+                self.ctx.reads.barrier(wants_stale(&req)).await?;
                 let id = req.into_inner().id;
                 validate::id("id", &id).map_err(invalid)?;
                 let d = self.ctx.state.read();
@@ -212,7 +228,7 @@ impl Catalog for CatalogApi {
         self.ctx
             .metrics
             .observe("GetNode", async {
-                self.ctx.read_barrier(wants_stale(&req)).await?;
+                self.ctx.reads.barrier(wants_stale(&req)).await?;
                 let name = req.into_inner().name;
                 validate::node_name("name", &name).map_err(invalid)?;
                 let d = self.ctx.state.read();
@@ -245,6 +261,7 @@ impl Catalog for CatalogApi {
                 let node = req.into_inner().name;
                 validate::node_name("name", &node).map_err(invalid)?;
                 match ctx
+                    .writer
                     .propose_once(rid, Command::DeregisterNode { node })
                     .await
                     .map_err(propose_error)?
@@ -270,7 +287,8 @@ impl Catalog for CatalogApi {
                 let req = req.into_inner();
                 queried_name(&req.name)?;
                 Ok(Response::new(spawn_watch(
-                    self.ctx.clone(),
+                    self.ctx.state.clone(),
+                    self.ctx.metrics.watches_open.clone(),
                     Filter::Service(req.name),
                     req.from_index,
                 )))
@@ -289,7 +307,8 @@ impl Catalog for CatalogApi {
             .observe("WatchCatalog", async {
                 let req = req.into_inner();
                 Ok(Response::new(spawn_watch(
-                    self.ctx.clone(),
+                    self.ctx.state.clone(),
+                    self.ctx.metrics.watches_open.clone(),
                     Filter::Catalog,
                     req.from_index,
                 )))

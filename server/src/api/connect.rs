@@ -11,17 +11,33 @@ use super::{invalid, outcome_error, propose_error};
 use crate::catalog::command::{Command, Outcome};
 use crate::catalog::mesh::{Intention, MeshCommand};
 use crate::catalog::validate;
-use crate::context::{ServerContext, request_id, wants_stale};
+use crate::consensus::{request_id, wants_stale};
 use crate::mesh::ca::{self, CaError};
 use crate::mesh::leaves::LeafError;
 use crate::mesh::now_unix;
 
+/// What the CA and intentions APIs take: the API's core handles, the CA's
+/// duties (rotation), the leaf cache (signing) and this datacenter.
+pub(crate) struct ConnectCtx {
+    pub(crate) core: super::ApiCore,
+    pub(crate) ca: Arc<ca::CaDuties>,
+    pub(crate) leaves: Arc<crate::mesh::leaves::LeafCache>,
+    pub(crate) datacenter: String,
+}
+
+impl std::ops::Deref for ConnectCtx {
+    type Target = super::ApiCore;
+    fn deref(&self) -> &super::ApiCore {
+        &self.core
+    }
+}
+
 pub(crate) struct ConnectApi {
-    ctx: Arc<ServerContext>,
+    ctx: Arc<ConnectCtx>,
 }
 
 impl ConnectApi {
-    pub(crate) fn new(ctx: Arc<ServerContext>) -> Self {
+    pub(crate) fn new(ctx: Arc<ConnectCtx>) -> Self {
         ConnectApi { ctx }
     }
 }
@@ -41,7 +57,7 @@ impl ConnectCa for ConnectApi {
         self.ctx
             .metrics
             .observe("CaRoots", async {
-                self.ctx.read_barrier(wants_stale(&req)).await?;
+                self.ctx.reads.barrier(wants_stale(&req)).await?;
                 let d = self.ctx.state.read();
                 let ca =
                     d.catalog.mesh().ca.as_ref().ok_or_else(|| {
@@ -79,7 +95,7 @@ impl ConnectCa for ConnectApi {
         self.ctx
             .metrics
             .observe("CaRotate", async {
-                let (index, new_root_id) = ca::rotate(&self.ctx).await.map_err(ca_error)?;
+                let (index, new_root_id) = ca::rotate(&self.ctx.ca).await.map_err(ca_error)?;
                 Ok(Response::new(pb::CaRotateResponse { index, new_root_id }))
             })
             .await
@@ -120,11 +136,11 @@ impl ConnectCa for ConnectApi {
 }
 
 pub(crate) struct IntentionsApi {
-    ctx: Arc<ServerContext>,
+    ctx: Arc<ConnectCtx>,
 }
 
 impl IntentionsApi {
-    pub(crate) fn new(ctx: Arc<ServerContext>) -> Self {
+    pub(crate) fn new(ctx: Arc<ConnectCtx>) -> Self {
         IntentionsApi { ctx }
     }
 }
@@ -165,7 +181,13 @@ impl Intentions for IntentionsApi {
                     destination: r.destination,
                     allow: r.allow,
                 });
-                match self.ctx.propose_once(rid, cmd).await.map_err(propose_error)? {
+                match self
+                    .ctx
+                    .writer
+                    .propose_once(rid, cmd)
+                    .await
+                    .map_err(propose_error)?
+                {
                     (index, Outcome::MeshUpdated) => Ok(Response::new(pb::IntentionUpsertResponse { index })),
                     (_, o) => Err(outcome_error(o)),
                 }
@@ -180,12 +202,12 @@ impl Intentions for IntentionsApi {
         self.ctx
             .metrics
             .observe("IntentionList", async {
-                self.ctx.read_barrier(wants_stale(&req)).await?;
+                self.ctx.reads.barrier(wants_stale(&req)).await?;
                 let d = self.ctx.state.read();
                 Ok(Response::new(pb::IntentionListResponse {
                     index: d.applied_index(),
                     intentions: d.catalog.mesh().intentions.values().map(to_pb).collect(),
-                    default_allow: self.ctx.mesh.default_allow,
+                    default_allow: self.ctx.ca.mesh.default_allow,
                 }))
             })
             .await
@@ -206,7 +228,13 @@ impl Intentions for IntentionsApi {
                     source: r.source,
                     destination: r.destination,
                 });
-                match self.ctx.propose_once(rid, cmd).await.map_err(propose_error)? {
+                match self
+                    .ctx
+                    .writer
+                    .propose_once(rid, cmd)
+                    .await
+                    .map_err(propose_error)?
+                {
                     (index, Outcome::MeshUpdated) => Ok(Response::new(pb::IntentionDeleteResponse { index })),
                     (_, o) => Err(outcome_error(o)),
                 }
@@ -221,7 +249,7 @@ impl Intentions for IntentionsApi {
         self.ctx
             .metrics
             .observe("IntentionCheck", async {
-                self.ctx.read_barrier(wants_stale(&req)).await?;
+                self.ctx.reads.barrier(wants_stale(&req)).await?;
                 let r = req.into_inner();
                 validate::service_name("source", &r.source).map_err(invalid)?;
                 validate::service_name("destination", &r.destination).map_err(invalid)?;
@@ -242,7 +270,7 @@ impl Intentions for IntentionsApi {
                         .map(|i| to_pb(i))
                 });
                 Ok(Response::new(pb::IntentionCheckResponse {
-                    allowed: best.map_or(self.ctx.mesh.default_allow, |b| b.allow),
+                    allowed: best.map_or(self.ctx.ca.mesh.default_allow, |b| b.allow),
                     matched,
                 }))
             })

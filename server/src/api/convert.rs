@@ -14,7 +14,7 @@ use crate::catalog::validate::{self as v, FieldError, err};
 
 const DEFAULT_INTERVAL_MS: u64 = 10_000;
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
-pub(crate) const SIDECAR_SUFFIX: &str = "-sidecar-proxy";
+use tribune_ids::SIDECAR_SUFFIX;
 
 /// What a registration falls back on: the node of the agent serving it.
 pub(crate) struct RegisterDefaults<'a> {
@@ -152,11 +152,7 @@ fn check_of(
 ) -> v::Result<Check> {
     let f = |s: &str| format!("checks[{i}].{s}");
     let id = if c.id.is_empty() {
-        if i == 0 {
-            format!("service:{}", svc.id)
-        } else {
-            format!("service:{}:{}", svc.id, i + 1)
-        }
+        tribune_ids::default_check_id(&svc.id, i)
     } else {
         c.id
     };
@@ -346,7 +342,7 @@ pub(crate) fn registration(
         .map(|(i, c)| check_of(i, c, &node, &service, &mut taken))
         .collect::<v::Result<Vec<_>>>()?;
 
-    let sidecar_id = format!("{id}{SIDECAR_SUFFIX}");
+    let sidecar_id = tribune_ids::sidecar_id(&id);
     let mut services = vec![service];
     let mut remove = Vec::new();
     match req.sidecar {
@@ -370,7 +366,7 @@ pub(crate) fn registration(
             };
             services.push(Service {
                 id: sidecar_id,
-                name: format!("{}{SIDECAR_SUFFIX}", spec.name),
+                name: tribune_ids::sidecar_name(&spec.name),
                 node: node.clone(),
                 address: sc_address,
                 port: sc_port,

@@ -1,23 +1,22 @@
 //! `tribune.v1.Health`: TTL check updates and check listings.
 
-use std::sync::Arc;
-
 use tonic::{Request, Response, Status};
 use tribune_proto::v1 as pb;
 use tribune_proto::v1::health_server::Health;
 
+use super::ApiCore;
 use super::convert::{check_to_pb, status_from_pb};
 use super::{invalid, outcome_error, propose_error};
 use crate::catalog::command::{Command, Outcome};
 use crate::catalog::validate;
-use crate::context::{ServerContext, request_id, wants_stale};
+use crate::consensus::{request_id, wants_stale};
 
 pub(crate) struct HealthApi {
-    ctx: Arc<ServerContext>,
+    ctx: ApiCore,
 }
 
 impl HealthApi {
-    pub(crate) fn new(ctx: Arc<ServerContext>) -> Self {
+    pub(crate) fn new(ctx: ApiCore) -> Self {
         HealthApi { ctx }
     }
 }
@@ -40,7 +39,7 @@ impl Health for HealthApi {
                     status,
                     output: validate::cap_output(&req.note),
                 };
-                match ctx.propose_once(rid, cmd).await.map_err(propose_error)? {
+                match ctx.writer.propose_once(rid, cmd).await.map_err(propose_error)? {
                     (index, Outcome::TtlUpdated) => Ok(Response::new(pb::UpdateTtlResponse { index })),
                     (_, other) => Err(outcome_error(other)),
                 }
@@ -64,7 +63,7 @@ impl Health for HealthApi {
                     status,
                     output: validate::cap_output(&req.output),
                 };
-                match ctx.propose_once(rid, cmd).await.map_err(propose_error)? {
+                match ctx.writer.propose_once(rid, cmd).await.map_err(propose_error)? {
                     (index, Outcome::TtlUpdated) => Ok(Response::new(pb::ReportCheckResponse { index })),
                     (_, other) => Err(outcome_error(other)),
                 }
@@ -79,7 +78,7 @@ impl Health for HealthApi {
         self.ctx
             .metrics
             .observe("ListChecks", async {
-                self.ctx.read_barrier(wants_stale(&req)).await?;
+                self.ctx.reads.barrier(wants_stale(&req)).await?;
                 let req = req.into_inner();
                 let status = match req.status {
                     0 => None,

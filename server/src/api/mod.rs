@@ -21,8 +21,31 @@ use tribune_proto::v1::{
 
 use crate::catalog::command::Outcome;
 use crate::catalog::validate::FieldError;
-use crate::context::ServerContext;
+use crate::consensus::{Reads, Writer};
+use crate::metrics::Metrics;
 use crate::raft::proposer::ProposeError;
+use crate::raft::state_machine::Shared;
+
+/// What every API service takes: the state, linearizable reads of it,
+/// where writes go, and the request metrics.
+#[derive(Clone)]
+pub(crate) struct ApiCore {
+    pub(crate) state: Arc<Shared>,
+    pub(crate) reads: Reads,
+    pub(crate) writer: Writer,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+/// The services' handles, as the composition root made them.
+pub(crate) struct Services {
+    pub(crate) catalog: catalog::CatalogCtx,
+    pub(crate) core: ApiCore,
+    pub(crate) connect: Arc<connect::ConnectCtx>,
+    pub(crate) operator: Arc<operator::OperatorCtx>,
+    pub(crate) hub: Arc<crate::mesh::hub::XdsHub>,
+    pub(crate) xds_streams: Arc<crate::mesh::status::StreamRegistry>,
+    pub(crate) gossip: tribune_client::gossip::Gossip,
+}
 
 /// Largest request the API accepts (a snapshot restore is streamed in
 /// chunks of at most this size).
@@ -81,7 +104,7 @@ pub(crate) fn reflection() -> anyhow::Result<(
 }
 
 /// Every gRPC service of a server agent's API port.
-pub(crate) fn routes(ctx: Arc<ServerContext>, hub: Arc<crate::mesh::hub::XdsHub>) -> anyhow::Result<Routes> {
+pub(crate) fn routes(s: Services) -> anyhow::Result<Routes> {
     let (reflection_v1, reflection_v1alpha) = reflection()?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(async move {
@@ -99,35 +122,35 @@ pub(crate) fn routes(ctx: Arc<ServerContext>, hub: Arc<crate::mesh::hub::XdsHub>
     let mut routes = Routes::default();
     routes = routes
         .add_service(
-            CatalogServer::new(catalog::CatalogApi::new(ctx.clone()))
+            CatalogServer::new(catalog::CatalogApi::new(s.catalog))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(
-            HealthServer::new(health::HealthApi::new(ctx.clone()))
+            HealthServer::new(health::HealthApi::new(s.core.clone()))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(
-            OperatorServer::new(operator::OperatorApi::new(ctx.clone()))
+            OperatorServer::new(operator::OperatorApi::new(s.operator))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(
-            ConnectCaServer::new(connect::ConnectApi::new(ctx.clone()))
+            ConnectCaServer::new(connect::ConnectApi::new(s.connect.clone()))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(
-            IntentionsServer::new(connect::IntentionsApi::new(ctx.clone()))
+            IntentionsServer::new(connect::IntentionsApi::new(s.connect))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(
             AggregatedDiscoveryServiceServer::new(crate::mesh::ads::AdsService::new(
-                hub,
-                ctx.xds_streams.clone(),
-                ctx.metrics.clone(),
+                s.hub,
+                s.xds_streams,
+                s.core.metrics.xds.clone(),
             ))
             .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(tribune_proto::v1::keyring_server::KeyringServer::new(
-            keyring::KeyringApi::new(ctx.gossip.clone().ok_or_else(|| anyhow::anyhow!("no gossip"))?),
+            keyring::KeyringApi::new(s.gossip),
         ))
         .add_service(health_service)
         .add_service(reflection_v1)

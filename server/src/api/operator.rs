@@ -10,7 +10,31 @@ use tribune_proto::v1::operator_server::Operator;
 
 use super::{outcome_error, propose_error};
 use crate::catalog::command::{Command, Outcome};
-use crate::context::ServerContext;
+use crate::consensus::Leadership;
+use crate::raft::{NodeId, Raft};
+
+/// What the operator API takes: the API's core handles, Raft and who leads
+/// (peers, removal), gossip (members) and autopilot, and this server's
+/// identity for a gossip-less answer.
+pub(crate) struct OperatorCtx {
+    pub(crate) core: super::ApiCore,
+    pub(crate) leadership: Leadership,
+    pub(crate) raft: Raft,
+    pub(crate) node_id: NodeId,
+    pub(crate) node_name: String,
+    pub(crate) datacenter: String,
+    pub(crate) raft_addr: String,
+    pub(crate) grpc_addr: String,
+    pub(crate) gossip: Option<tribune_client::gossip::Gossip>,
+    pub(crate) autopilot: Arc<crate::cluster::autopilot::Autopilot>,
+}
+
+impl std::ops::Deref for OperatorCtx {
+    type Target = super::ApiCore;
+    fn deref(&self) -> &super::ApiCore {
+        &self.core
+    }
+}
 use crate::raft::snapshot_file;
 
 /// Chunk size of a streamed snapshot.
@@ -23,20 +47,21 @@ pub(crate) const MAX_RESTORE_BYTES: usize = 512 * 1024 * 1024;
 const RESTORE_CHUNK_BYTES: usize = 1024 * 1024;
 
 pub(crate) struct OperatorApi {
-    ctx: Arc<ServerContext>,
+    ctx: Arc<OperatorCtx>,
 }
 
 impl OperatorApi {
-    pub(crate) fn new(ctx: Arc<ServerContext>) -> Self {
+    pub(crate) fn new(ctx: Arc<OperatorCtx>) -> Self {
         OperatorApi { ctx }
     }
 }
 
 /// The leader's Operator API, when this server is not the leader.
 async fn leader_operator(
-    ctx: &ServerContext,
+    ctx: &OperatorCtx,
 ) -> Result<Option<tribune_proto::v1::operator_client::OperatorClient<tonic::transport::Channel>>, Status> {
     let (id, node) = ctx
+        .leadership
         .wait_leader(std::time::Duration::from_secs(5))
         .await
         .ok_or_else(|| Status::unavailable("no leader is elected"))?;
@@ -110,7 +135,7 @@ impl Operator for OperatorApi {
                     return leader.autopilot_state(req.into_inner()).await;
                 }
                 Ok(Response::new(crate::cluster::autopilot::state(
-                    &self.ctx,
+                    &self.ctx.autopilot,
                     self.ctx.gossip.as_ref(),
                 )))
             })
@@ -252,7 +277,13 @@ impl Operator for OperatorApi {
                         data: piece.to_vec(),
                     };
                     let name = Some(format!("{restore_id}/{n}"));
-                    match self.ctx.propose_once(name, cmd).await.map_err(propose_error)? {
+                    match self
+                        .ctx
+                        .writer
+                        .propose_once(name, cmd)
+                        .await
+                        .map_err(propose_error)?
+                    {
                         (_, Outcome::RestoreStaged { .. }) => {}
                         (_, other) => return Err(outcome_error(other)),
                     }
@@ -263,7 +294,13 @@ impl Operator for OperatorApi {
                     len: staged.len() as u64,
                     snapshot_index,
                 };
-                match self.ctx.propose_once(name, commit).await.map_err(propose_error)? {
+                match self
+                    .ctx
+                    .writer
+                    .propose_once(name, commit)
+                    .await
+                    .map_err(propose_error)?
+                {
                     (index, Outcome::Restored) => Ok(Response::new(pb::SnapshotRestoreResponse {
                         index,
                         snapshot_index,

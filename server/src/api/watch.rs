@@ -11,8 +11,8 @@ use tribune_proto::v1 as pb;
 
 use super::convert;
 use crate::catalog::feed::{ChangeSet, Resume};
-use crate::context::ServerContext;
 use crate::metrics::GaugeGuard;
+use crate::raft::state_machine::Shared;
 use crate::raft::state_machine::SmData;
 
 pub(crate) enum Filter {
@@ -85,7 +85,8 @@ impl Filter {
 }
 
 pub(crate) fn spawn_watch(
-    ctx: Arc<ServerContext>,
+    state: Arc<Shared>,
+    watches_open: prometheus_client::metrics::gauge::Gauge,
     filter: Filter,
     from_index: u64,
 ) -> ReceiverStream<Result<pb::WatchEvent, Status>> {
@@ -100,8 +101,8 @@ pub(crate) fn spawn_watch(
     );
     tokio::spawn(
         async move {
-            let _guard = GaugeGuard::new(&ctx.metrics.watches_open);
-            if let Err(e) = follow(&ctx, &filter, from_index, &tx).await {
+            let _guard = GaugeGuard::new(&watches_open);
+            if let Err(e) = follow(&state, &filter, from_index, &tx).await {
                 tracing::debug!(error = %e, "watch ended");
             }
         }
@@ -112,11 +113,11 @@ pub(crate) fn spawn_watch(
 
 type Tx = mpsc::Sender<Result<pb::WatchEvent, Status>>;
 
-async fn follow(ctx: &ServerContext, filter: &Filter, from_index: u64, tx: &Tx) -> Result<(), &'static str> {
+async fn follow(state: &Shared, filter: &Filter, from_index: u64, tx: &Tx) -> Result<(), &'static str> {
     // Subscribing and reading the starting point under one lock: no change
     // can fall between the two.
     let (start, mut sub, mut last) = {
-        let d = ctx.state.read();
+        let d = state.read();
         let sub = d.feed.subscribe();
         let applied = d.applied_index();
         let start = match d.feed.resume(from_index, applied) {
@@ -145,7 +146,7 @@ async fn follow(ctx: &ServerContext, filter: &Filter, from_index: u64, tx: &Tx) 
             // Restored catalog, or this watcher fell behind the feed:
             // start over from a fresh snapshot.
             Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                let d = ctx.state.read();
+                let d = state.read();
                 last = d.applied_index();
                 filter.snapshot(&d)
             }

@@ -212,6 +212,22 @@ impl Catalog {
             .filter_map(|id| self.checks.get(id))
     }
 
+    /// Every check on `node`: its node-level checks and its instances'.
+    pub(crate) fn checks_on<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Check> + 'a {
+        let own = self
+            .by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .flat_map(|sid| self.checks_by_service.get(sid).into_iter().flatten());
+        self.node_checks
+            .get(node)
+            .into_iter()
+            .flatten()
+            .chain(own)
+            .filter_map(|id| self.checks.get(id))
+    }
+
     /// Service names with their instance IDs, sorted by name.
     pub(crate) fn service_names(&self) -> impl Iterator<Item = (&String, &BTreeSet<String>)> {
         self.by_name.iter()
@@ -431,7 +447,7 @@ impl Catalog {
             };
         }
         let mut removed_ids = vec![id.to_string()];
-        let sidecar = format!("{id}-sidecar-proxy");
+        let sidecar = tribune_ids::sidecar_id(id);
         if self
             .services
             .get(&sidecar)

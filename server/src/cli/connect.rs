@@ -122,7 +122,7 @@ async fn ca(c: &ClientArgs, cmd: CaSub) -> anyhow::Result<()> {
 }
 
 async fn envoy(c: &ClientArgs, a: EnvoyArgs) -> anyhow::Result<()> {
-    let proxy_id = format!("{}-sidecar-proxy", a.sidecar_for);
+    let proxy_id = tribune_ids::sidecar_id(&a.sidecar_for);
     let client = connect(c).await?;
     let inst = client.get_instance(&proxy_id).await.with_context(|| {
         format!(

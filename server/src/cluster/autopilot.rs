@@ -12,10 +12,17 @@ use openraft::ChangeMembers;
 use tribune_client::gossip::{Gossip, MemberState, Role};
 use tribune_proto::v1 as pb;
 
-use crate::context::ServerContext;
-use crate::raft::{ServerNode, node_id_for};
+use crate::raft::{NodeId, Raft, ServerNode, node_id_for};
 
-pub(crate) async fn run(ctx: Arc<ServerContext>, gossip: Gossip, cleanup_dead_after: Option<Duration>) {
+/// What autopilot takes: Raft (membership changes), this server's ID and
+/// which datacenter's servers count.
+pub(crate) struct Autopilot {
+    pub(crate) raft: Raft,
+    pub(crate) node_id: NodeId,
+    pub(crate) datacenter: String,
+}
+
+pub(crate) async fn run(ctx: Arc<Autopilot>, gossip: Gossip, cleanup_dead_after: Option<Duration>) {
     let mut changes = gossip.changes();
     let mut dead_since: BTreeMap<u64, Instant> = BTreeMap::new();
     loop {
@@ -30,7 +37,7 @@ pub(crate) async fn run(ctx: Arc<ServerContext>, gossip: Gossip, cleanup_dead_af
     }
 }
 
-async fn add_new_servers(ctx: &ServerContext, gossip: &Gossip) {
+async fn add_new_servers(ctx: &Autopilot, gossip: &Gossip) {
     let membership = ctx.raft.metrics().borrow().membership_config.membership().clone();
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
     for m in gossip
@@ -65,7 +72,7 @@ async fn add_new_servers(ctx: &ServerContext, gossip: &Gossip) {
 }
 
 async fn remove_dead_servers(
-    ctx: &ServerContext,
+    ctx: &Autopilot,
     gossip: &Gossip,
     after: Duration,
     dead_since: &mut BTreeMap<u64, Instant>,
@@ -104,7 +111,7 @@ async fn remove_dead_servers(
 }
 
 /// The autopilot view from the leader's replication metrics and gossip.
-pub(crate) fn state(ctx: &ServerContext, gossip: Option<&Gossip>) -> pb::AutopilotStateResponse {
+pub(crate) fn state(ctx: &Autopilot, gossip: Option<&Gossip>) -> pb::AutopilotStateResponse {
     let m = ctx.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership().clone();
     let voters: BTreeSet<u64> = membership.voter_ids().collect();

@@ -12,10 +12,20 @@ use std::time::Duration;
 
 use tribune_client::gossip::{Gossip, Role};
 
-use crate::context::ServerContext;
-use crate::raft::{ServerNode, node_id_for};
+use crate::raft::{NodeId, Raft, ServerNode, node_id_for};
+use crate::rpc::peers::PeerClients;
 
-pub(crate) async fn run(ctx: Arc<ServerContext>, gossip: Gossip, expect: usize) {
+/// What bootstrapping takes: Raft, the other servers' RPC, and who this
+/// server is.
+pub(crate) struct Bootstrap {
+    pub(crate) raft: Raft,
+    pub(crate) peers: Arc<PeerClients>,
+    pub(crate) node_name: String,
+    pub(crate) node_id: NodeId,
+    pub(crate) datacenter: String,
+}
+
+pub(crate) async fn run(ctx: Arc<Bootstrap>, gossip: Gossip, expect: usize) {
     let mut changes = gossip.changes();
     loop {
         match ctx.raft.is_initialized().await {

@@ -32,9 +32,19 @@ use std::time::{Duration, Instant};
 
 use openraft::ServerState;
 
-use crate::context::ServerContext;
-use crate::raft::LogId;
 use crate::raft::log_store::LogStore;
+use crate::raft::{LogId, NodeId, Raft};
+use crate::rpc::peers::PeerClients;
+use crate::rpc::service::LeaderContact;
+
+/// What the election helper takes: Raft, this server's ID, the other
+/// voters' RPC, and when the leader was last heard.
+pub(crate) struct Elections {
+    pub(crate) raft: Raft,
+    pub(crate) node_id: NodeId,
+    pub(crate) peers: Arc<PeerClients>,
+    pub(crate) leader_contact: Arc<LeaderContact>,
+}
 
 /// How often a follower looks at the leader's silence.
 const TICK: Duration = Duration::from_millis(50);
@@ -49,7 +59,7 @@ const COOL_DOWN: Duration = Duration::from_secs(2);
 /// How often a follower checks whether it could win an election.
 const CHECK_CHANCES_EVERY: Duration = Duration::from_millis(250);
 
-pub(crate) async fn run(ctx: Arc<ServerContext>, log: LogStore) {
+pub(crate) async fn run(ctx: Arc<Elections>, log: LogStore) {
     let lease = Duration::from_millis(ctx.raft.config().election_timeout_max) + LEASE_MARGIN;
     let mut last_campaign: Option<Instant> = None;
     let mut last_check: Option<Instant> = None;
@@ -102,7 +112,7 @@ pub(crate) async fn run(ctx: Arc<ServerContext>, log: LogStore) {
 /// Whether this server could gather a majority of votes: voters whose log
 /// is not longer than its own, counting those that do not answer. The
 /// leader itself always may.
-async fn could_win(ctx: &ServerContext, log: &LogStore) -> bool {
+async fn could_win(ctx: &Elections, log: &LogStore) -> bool {
     let m = ctx.raft.metrics().borrow().clone();
     if m.state == ServerState::Leader {
         return true;
@@ -121,7 +131,7 @@ async fn could_win(ctx: &ServerContext, log: &LogStore) -> bool {
 
 /// The last log ID of each of `voters` that answers, by node ID.
 async fn last_logs(
-    ctx: &ServerContext,
+    ctx: &Elections,
     membership: &openraft::Membership<u64, crate::raft::ServerNode>,
     voters: impl Iterator<Item = u64>,
 ) -> Vec<(u64, Option<Option<LogId>>)> {
@@ -148,7 +158,7 @@ fn would_grant(mine: Option<LogId>, voters: usize, others: &[(u64, Option<Option
 
 /// The leader this follower follows, when it has been silent and its Raft
 /// port refuses connections.
-async fn dead_leader(ctx: &ServerContext) -> Option<u64> {
+async fn dead_leader(ctx: &Elections) -> Option<u64> {
     // Every tick: read what is needed under the borrow, clone nothing else.
     let (leader, addr) = {
         let m = ctx.raft.metrics();
@@ -174,7 +184,7 @@ async fn dead_leader(ctx: &ServerContext) -> Option<u64> {
     }
 }
 
-fn still_following(ctx: &ServerContext, leader: u64) -> bool {
+fn still_following(ctx: &Elections, leader: u64) -> bool {
     let m = ctx.raft.metrics();
     let m = m.borrow();
     m.state == ServerState::Follower && m.current_leader == Some(leader)
@@ -182,7 +192,7 @@ fn still_following(ctx: &ServerContext, leader: u64) -> bool {
 
 /// Whether no other voter that answers has a longer log (or an equal one
 /// and a higher node ID).
-async fn most_up_to_date(ctx: &ServerContext, log: &LogStore, dead: u64) -> bool {
+async fn most_up_to_date(ctx: &Elections, log: &LogStore, dead: u64) -> bool {
     let Ok(mine) = log.last_log_id() else { return false };
     let membership = ctx.raft.metrics().borrow().membership_config.membership().clone();
     let others = membership

@@ -16,7 +16,17 @@ use tribune_client::gossip::{Gossip, MemberState, MemberStatus, Role};
 
 use crate::catalog::command::{Command, Registration};
 use crate::catalog::model::{Check, CheckDefinition, CheckKind, Node, Status};
-use crate::context::ServerContext;
+use crate::consensus::{Leadership, Writer};
+use crate::raft::state_machine::Shared;
+
+/// What node health takes: who leads, the state, where writes go, and
+/// which datacenter's members count.
+pub(crate) struct NodeHealth {
+    pub(crate) leadership: Leadership,
+    pub(crate) state: Arc<Shared>,
+    pub(crate) writer: Writer,
+    pub(crate) datacenter: String,
+}
 
 /// The check's name on every node.
 pub(crate) const SERF_HEALTH: &str = "serf-health";
@@ -29,11 +39,13 @@ pub(crate) fn check_id(node: &str) -> String {
     format!("{SERF_HEALTH}:{node}")
 }
 
-pub(crate) async fn run(ctx: Arc<ServerContext>, gossip: Gossip, reconnect_timeout: Duration) {
+pub(crate) async fn run(ctx: Arc<NodeHealth>, gossip: Gossip, reconnect_timeout: Duration) {
     let mut changes = gossip.changes();
     let mut down_since: HashMap<String, Instant> = HashMap::new();
     loop {
-        let leads = ctx.raft.metrics().borrow().current_leader == Some(ctx.node_id);
+        // Only on a caught-up leader: before, the state may lack what its
+        // log is about to re-apply.
+        let leads = ctx.leadership.leads_caught_up();
         if leads {
             reconcile(&ctx, &gossip, &mut down_since, reconnect_timeout).await;
         } else {
@@ -64,7 +76,7 @@ fn by_name(members: Vec<MemberStatus>, datacenter: &str) -> BTreeMap<String, Mem
 }
 
 async fn reconcile(
-    ctx: &ServerContext,
+    ctx: &NodeHealth,
     gossip: &Gossip,
     down_since: &mut HashMap<String, Instant>,
     reconnect_timeout: Duration,
@@ -113,7 +125,7 @@ async fn reconcile(
             }),
         };
         if let Some(cmd) = cmd
-            && let Err(e) = ctx.propose(cmd).await
+            && let Err(e) = ctx.writer.propose(cmd).await
         {
             tracing::warn!(node = %name, error = %e, "could not record the node's health");
             return;
@@ -130,7 +142,7 @@ fn result(node: &str, status: Status, output: &str) -> Command {
 }
 
 /// The node (as it is, or from gossip when unknown) with a passing serf-health check.
-fn register(ctx: &ServerContext, m: &MemberStatus, node: Option<Node>) -> Command {
+fn register(ctx: &NodeHealth, m: &MemberStatus, node: Option<Node>) -> Command {
     let node = node.unwrap_or_else(|| Node {
         name: m.member.name.clone(),
         address: m.member.gossip_addr.ip().to_string(),

@@ -6,22 +6,24 @@
 
 use std::time::Duration;
 
-use crate::context::ServerContext;
+use crate::consensus::Leadership;
+use crate::rpc::peers::PeerClients;
 
 /// Returns the voter that was told to take over, if any.
-pub(crate) async fn prepare(ctx: &ServerContext, limit: Duration) -> Option<String> {
-    let m = ctx.raft.metrics().borrow().clone();
-    if m.current_leader != Some(ctx.node_id) {
+pub(crate) async fn prepare(leadership: &Leadership, limit: Duration) -> Option<String> {
+    let node_id = leadership.node_id();
+    let m = leadership.raft().metrics().borrow().clone();
+    if m.current_leader != Some(node_id) {
         return None;
     }
     let membership = m.membership_config.membership().clone();
-    let others: Vec<u64> = membership.voter_ids().filter(|id| *id != ctx.node_id).collect();
+    let others: Vec<u64> = membership.voter_ids().filter(|id| *id != node_id).collect();
     if others.is_empty() {
         return None;
     }
     let last = m.last_log_index.unwrap_or(0);
     let deadline = tokio::time::Instant::now() + limit;
-    let mut metrics = ctx.raft.metrics();
+    let mut metrics = leadership.raft().metrics();
     let best = loop {
         let r = metrics.borrow().replication.clone().unwrap_or_default();
         let caught_up = others
@@ -41,9 +43,8 @@ pub(crate) async fn prepare(ctx: &ServerContext, limit: Duration) -> Option<Stri
 }
 
 /// After this server stopped: nudge the successor to campaign now.
-pub(crate) async fn nudge(ctx: &ServerContext, successor_raft_addr: &str) {
-    let r = ctx
-        .peers
+pub(crate) async fn nudge(peers: &PeerClients, successor_raft_addr: &str) {
+    let r = peers
         .timeout_now(successor_raft_addr, Duration::from_secs(1))
         .await;
     if let Err(e) = r {

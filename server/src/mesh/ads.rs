@@ -10,8 +10,6 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -20,26 +18,16 @@ use tribune_xds::{DeltaStream, RequestKind, SharedResources, SotwStream, TypeSta
 
 use super::hub::XdsHub;
 use super::status::StreamRegistry;
-use crate::metrics::{GaugeGuard, Metrics};
-
-/// xDS metrics: rejections by type.
-pub(crate) struct XdsMetrics {
-    pub nacks: Family<NackLabels, Counter>,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-pub(crate) struct NackLabels {
-    pub resource_type: &'static str,
-}
+use crate::metrics::{GaugeGuard, NackLabels, XdsMetrics};
 
 pub(crate) struct AdsService {
     hub: Arc<XdsHub>,
     registry: Arc<StreamRegistry>,
-    metrics: Arc<Metrics>,
+    metrics: XdsMetrics,
 }
 
 impl AdsService {
-    pub(crate) fn new(hub: Arc<XdsHub>, registry: Arc<StreamRegistry>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(hub: Arc<XdsHub>, registry: Arc<StreamRegistry>, metrics: XdsMetrics) -> Self {
         AdsService {
             hub,
             registry,
@@ -114,7 +102,7 @@ type Out<T> = mpsc::Sender<Result<T, Status>>;
 async fn serve<P: Protocol>(
     hub: Arc<XdsHub>,
     registry: Arc<StreamRegistry>,
-    metrics: Arc<Metrics>,
+    metrics: XdsMetrics,
     mut inbound: Streaming<P::Req>,
     out: Out<P::Resp>,
 ) where
@@ -143,7 +131,7 @@ async fn serve<P: Protocol>(
     };
     let span = tracing::info_span!("ads", proxy = %proxy_id, mode = P::MODE);
     async move {
-        let _open = GaugeGuard::new(&metrics.xds_streams_open);
+        let _open = GaugeGuard::new(&metrics.streams_open);
         let stream_id = registry.open(&proxy_id, P::MODE);
         tracing::info!("proxy connected");
         let mut proto = P::new(updates.borrow_and_update().clone());
@@ -155,7 +143,7 @@ async fn serve<P: Protocol>(
                     if let RequestKind::Nack(msg) = &kind {
                         let t = tribune_xds::names::short(P::type_url(&req));
                         tracing::warn!(r#type = t, error = %msg, "proxy rejected a configuration; keeping the last accepted one");
-                        metrics.xds.nacks.get_or_create(&NackLabels { resource_type: t }).inc();
+                        metrics.nacks.get_or_create(&NackLabels { resource_type: t }).inc();
                     }
                     resp.into_iter().collect()
                 }

@@ -9,8 +9,11 @@ use tribune_certs::{cross_sign, new_root};
 
 use crate::catalog::command::{Command, Outcome};
 use crate::catalog::mesh::MeshCommand;
-use crate::context::ServerContext;
+use crate::consensus::{Leadership, Writer};
 use crate::raft::proposer::ProposeError;
+use crate::raft::state_machine::Shared;
+
+use super::MeshSettings;
 
 use super::now_unix;
 
@@ -29,18 +32,23 @@ pub(crate) enum CaError {
     Refused(Outcome),
 }
 
+/// What the CA's life takes: who leads, the state, where writes go, and the
+/// CA settings.
+pub(crate) struct CaDuties {
+    pub(crate) leadership: Leadership,
+    pub(crate) state: Arc<Shared>,
+    pub(crate) writer: Writer,
+    pub(crate) mesh: MeshSettings,
+}
+
 /// Runs for the life of the agent; acts only while this server leads and
 /// has applied its whole log: a leader that restarted sees the state of its
 /// last snapshot until it has re-applied the entries after it, and must not
 /// take a CA restored by one of those entries for a missing one.
-pub(crate) async fn leader_duties(ctx: Arc<ServerContext>) {
-    let mut metrics = ctx.raft.metrics();
+pub(crate) async fn leader_duties(ctx: Arc<CaDuties>) {
+    let mut metrics = ctx.leadership.raft().metrics();
     loop {
-        let ready = {
-            let m = metrics.borrow();
-            m.current_leader == Some(ctx.node_id) && m.last_applied.map(|l| l.index) >= m.last_log_index
-        };
-        if ready {
+        if ctx.leadership.leads_caught_up() {
             if let Err(e) = ensure_initialized(&ctx).await {
                 tracing::warn!(error = %e, "could not initialize the CA");
             }
@@ -55,7 +63,7 @@ pub(crate) async fn leader_duties(ctx: Arc<ServerContext>) {
     }
 }
 
-async fn ensure_initialized(ctx: &ServerContext) -> Result<(), CaError> {
+async fn ensure_initialized(ctx: &CaDuties) -> Result<(), CaError> {
     if ctx.state.read().catalog.mesh().ca.is_some() {
         return Ok(());
     }
@@ -63,16 +71,17 @@ async fn ensure_initialized(ctx: &ServerContext) -> Result<(), CaError> {
     let td = tribune_certs::trust_domain(&cluster_id);
     let root = new_root(&td, "Tribune CA 1", ctx.mesh.root_ttl_secs as i64, now_unix())?;
     tracing::info!(trust_domain = %td, root = %root.id, "initializing the CA");
-    ctx.propose(Command::Mesh(MeshCommand::CaInit {
-        cluster_id,
-        root: Box::new(root),
-        leaf_ttl_secs: ctx.mesh.leaf_ttl_secs,
-    }))
-    .await?;
+    ctx.writer
+        .propose(Command::Mesh(MeshCommand::CaInit {
+            cluster_id,
+            root: Box::new(root),
+            leaf_ttl_secs: ctx.mesh.leaf_ttl_secs,
+        }))
+        .await?;
     Ok(())
 }
 
-async fn prune(ctx: &ServerContext) -> Result<(), CaError> {
+async fn prune(ctx: &CaDuties) -> Result<(), CaError> {
     let ids = match &ctx.state.read().catalog.mesh().ca {
         Some(ca) => ca.prunable(now_unix(), PRUNE_GRACE_SECS),
         None => return Ok(()),
@@ -81,14 +90,15 @@ async fn prune(ctx: &ServerContext) -> Result<(), CaError> {
         return Ok(());
     }
     tracing::info!(roots = ?ids, "pruning retired CA roots");
-    ctx.propose(Command::Mesh(MeshCommand::CaPrune { root_ids: ids }))
+    ctx.writer
+        .propose(Command::Mesh(MeshCommand::CaPrune { root_ids: ids }))
         .await?;
     Ok(())
 }
 
 /// A new active root, cross-signed by the current one. Returns the index
 /// and the new root's ID.
-pub(crate) async fn rotate(ctx: &ServerContext) -> Result<(u64, String), CaError> {
+pub(crate) async fn rotate(ctx: &CaDuties) -> Result<(u64, String), CaError> {
     let (td, old, n) = {
         let d = ctx.state.read();
         let ca = d.catalog.mesh().ca.as_ref().ok_or(CaError::NotInitialized)?;
@@ -106,6 +116,7 @@ pub(crate) async fn rotate(ctx: &ServerContext) -> Result<(u64, String), CaError
     let id = root.id.clone();
     tracing::info!(old = %old.id, new = %id, "rotating the CA root");
     match ctx
+        .writer
         .propose(Command::Mesh(MeshCommand::CaRotate {
             root: Box::new(root),
             cross_signed_pem,

@@ -490,8 +490,8 @@ mod tests {
             services: vec![
                 service(id.into(), name.into(), port, None),
                 service(
-                    format!("{id}-sidecar-proxy"),
-                    format!("{name}-sidecar-proxy"),
+                    tribune_ids::sidecar_id(id),
+                    tribune_ids::sidecar_name(name),
                     port + 10_000,
                     Some(proxy),
                 ),

@@ -1,18 +1,15 @@
-//! What every request handler of a server agent shares: its identity, Raft,
-//! the proposer, the state machine's data and the metrics; and the two
-//! cluster-wide rules of the API: writes go to the leader (forwarded when
-//! this server is not it), reads are linearizable unless asked stale.
+//! The cluster-wide rules of the API, as narrow handles a subsystem takes
+//! only when it needs them: who leads (`Leadership`), where a write goes
+//! (`Writer`: the leader's proposer, forwarded over server RPC when this
+//! server is not the leader) and when a local read is linearizable
+//! (`Reads`: the leader's read index, applied here first).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::Status;
-use tribune_client::gossip::Gossip;
 
 use crate::catalog::command::{Command, Outcome};
-use crate::mesh::MeshSettings;
-use crate::mesh::leaves::LeafCache;
-use crate::metrics::Metrics;
 use crate::raft::proposer::{ProposeError, Proposer};
 use crate::raft::state_machine::Shared;
 use crate::raft::{NodeId, Raft, ServerNode};
@@ -25,30 +22,6 @@ pub(crate) const REQUEST_ID_HEADER: &str = "x-tribune-request-id";
 
 const LEADER_WAIT: Duration = Duration::from_secs(5);
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
-
-pub(crate) struct ServerContext {
-    pub node_name: String,
-    pub node_id: NodeId,
-    pub datacenter: String,
-    /// The address this agent's node is registered with.
-    pub advertise_ip: String,
-    pub grpc_addr: String,
-    pub http_addr: String,
-    pub raft_addr: String,
-    pub data_dir: String,
-    pub raft: Raft,
-    pub proposer: Proposer,
-    pub state: Arc<Shared>,
-    pub metrics: Arc<Metrics>,
-    pub mesh: MeshSettings,
-    pub leaves: Arc<LeafCache>,
-    /// Open ADS streams and their ACK/NACK state.
-    pub xds_streams: Arc<crate::mesh::status::StreamRegistry>,
-    pub peers: Arc<PeerClients>,
-    pub gossip: Option<Gossip>,
-    /// When an AppendEntries last arrived (see `cluster::elections`).
-    pub leader_contact: Arc<crate::rpc::service::LeaderContact>,
-}
 
 /// Whether the request asked for a stale read.
 pub(crate) fn wants_stale<T>(req: &tonic::Request<T>) -> bool {
@@ -67,7 +40,27 @@ pub(crate) fn request_id<T>(req: &tonic::Request<T>) -> Option<String> {
         .map(String::from)
 }
 
-impl ServerContext {
+/// Who leads, as this server's Raft sees it.
+#[derive(Clone)]
+pub(crate) struct Leadership {
+    raft: Raft,
+    node_id: NodeId,
+}
+
+impl Leadership {
+    pub(crate) fn new(raft: Raft, node_id: NodeId) -> Self {
+        Leadership { raft, node_id }
+    }
+
+    pub(crate) fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The Raft node, for what only it can answer (membership, metrics).
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
     /// The current leader, waiting up to `limit` for one to be elected.
     pub(crate) async fn wait_leader(&self, limit: Duration) -> Option<(NodeId, ServerNode)> {
         let mut m = self.raft.metrics();
@@ -89,6 +82,41 @@ impl ServerContext {
             if tokio::time::timeout_at(deadline, m.changed()).await.is_err() {
                 return None;
             }
+        }
+    }
+
+    /// The current leader, now.
+    pub(crate) fn leader(&self) -> Option<ServerNode> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let id = m.current_leader?;
+        m.membership_config.membership().get_node(&id).cloned()
+    }
+
+    /// This server leads and has applied its whole log: what a leader duty
+    /// waits for, since a leader that restarted sees the state of its last
+    /// snapshot until it has re-applied the entries after it.
+    pub(crate) fn leads_caught_up(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.current_leader == Some(self.node_id) && m.last_applied.map(|l| l.index) >= m.last_log_index
+    }
+}
+
+/// Where writes go: the leader's proposer, wherever the leader is.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    leadership: Leadership,
+    proposer: Proposer,
+    peers: Arc<PeerClients>,
+}
+
+impl Writer {
+    pub(crate) fn new(leadership: Leadership, proposer: Proposer, peers: Arc<PeerClients>) -> Self {
+        Writer {
+            leadership,
+            proposer,
+            peers,
         }
     }
 
@@ -115,10 +143,10 @@ impl ServerContext {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
             }
-            let Some((id, node)) = self.wait_leader(LEADER_WAIT).await else {
+            let Some((id, node)) = self.leadership.wait_leader(LEADER_WAIT).await else {
                 return Err(ProposeError::NotLeader { leader: None });
             };
-            let res = if id == self.node_id {
+            let res = if id == self.leadership.node_id {
                 self.proposer.propose(cmd.clone()).await
             } else {
                 self.peers
@@ -134,21 +162,39 @@ impl ServerContext {
         }
         Err(last)
     }
+}
+
+/// Linearizable reads of the local state.
+#[derive(Clone)]
+pub(crate) struct Reads {
+    leadership: Leadership,
+    peers: Arc<PeerClients>,
+    state: Arc<Shared>,
+}
+
+impl Reads {
+    pub(crate) fn new(leadership: Leadership, peers: Arc<PeerClients>, state: Arc<Shared>) -> Self {
+        Reads {
+            leadership,
+            peers,
+            state,
+        }
+    }
 
     /// Makes the next local read linearizable: confirmed by the leader's
     /// quorum, and this server has applied everything the leader had
     /// committed. A stale read skips it.
-    pub(crate) async fn read_barrier(&self, stale: bool) -> Result<(), Status> {
+    pub(crate) async fn barrier(&self, stale: bool) -> Result<(), Status> {
         if stale {
             return Ok(());
         }
-        let Some((id, node)) = self.wait_leader(LEADER_WAIT).await else {
+        let Some((id, node)) = self.leadership.wait_leader(LEADER_WAIT).await else {
             return Err(Status::unavailable(
                 "no leader is elected: retry, or read with consistency=stale",
             ));
         };
-        let index = if id == self.node_id {
-            crate::raft::read_index(&self.raft)
+        let index = if id == self.leadership.node_id {
+            crate::raft::read_index(&self.leadership.raft)
                 .await
                 .map_err(Status::unavailable)?
         } else {
@@ -166,12 +212,5 @@ impl ServerContext {
                 "this server has not applied index {index} yet: retry, or read with consistency=stale"
             ))),
         }
-    }
-
-    /// The current leader as openraft sees it.
-    pub(crate) fn leader(&self) -> Option<ServerNode> {
-        let m = self.raft.metrics().borrow().clone();
-        let id = m.current_leader?;
-        m.membership_config.membership().get_node(&id).cloned()
     }
 }
