@@ -180,3 +180,92 @@ async fn garbage_on_any_port_is_refused_without_harm() {
     c.register(instance("web", "web-2", 81)).await.unwrap();
     assert_eq!(c.get_service("web", false).await.unwrap().instances.len(), 2);
 }
+
+/// Well-formed gRPC carrying malformed server-RPC messages reaches the
+/// server port: each is refused with INVALID_ARGUMENT naming the field,
+/// an unknown method is UNIMPLEMENTED, and Raft goes on untouched.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_server_rpc_messages_are_refused_without_harm() {
+    use tribune_proto::server as rpc;
+    use tribune_proto::server::server_rpc_client::ServerRpcClient;
+
+    let agent = Agent::start(&[]);
+    let c = agent.client().await;
+    c.register(instance("web", "web-1", 80)).await.unwrap();
+    let term = c.raft_peers().await.unwrap().term;
+
+    let addr = format!("http://127.0.0.1:{}", agent.ports.server);
+    let mut peer = ServerRpcClient::connect(addr.clone()).await.expect("connect");
+    let e = peer
+        .append_entries(rpc::AppendEntriesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("vote: missing"), "{}", e.message());
+
+    // A higher term than the leader's, with an entry whose payload is junk:
+    // refused before Raft sees it, so the leader is not deposed.
+    let e = peer
+        .append_entries(rpc::AppendEntriesRequest {
+            vote: Some(rpc::Vote {
+                term: term + 100,
+                node_id: 42,
+                committed: true,
+            }),
+            entries: vec![rpc::Entry {
+                log_id: Some(rpc::LogId {
+                    term: term + 100,
+                    node_id: 42,
+                    index: 1_000,
+                }),
+                payload: b"{\"not\": \"a record\"}".to_vec(),
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("entries.payload"), "{}", e.message());
+
+    let e = peer
+        .install_snapshot(rpc::InstallSnapshotRequest {
+            vote: Some(rpc::Vote::default()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("meta: missing"), "{}", e.message());
+
+    let e = peer
+        .propose(rpc::ProposeRequest {
+            command: vec![9, 9, 9],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("command"), "{}", e.message());
+
+    // A method the service does not have: UNIMPLEMENTED, never another handler.
+    let mut raw = tonic::client::Grpc::new(
+        tonic::transport::Endpoint::from_shared(addr)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    raw.ready().await.unwrap();
+    let e = raw
+        .unary::<rpc::StatusRequest, rpc::StatusResponse, _>(
+            tonic::Request::new(rpc::StatusRequest {}),
+            "/tribune.server.v1.ServerRpc/NoSuchMethod".parse().unwrap(),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unimplemented);
+
+    assert_eq!(c.raft_peers().await.unwrap().term, term, "the leader was deposed");
+    c.register(instance("web", "web-2", 81)).await.unwrap();
+    assert_eq!(c.get_service("web", false).await.unwrap().instances.len(), 2);
+}

@@ -1,18 +1,22 @@
 //! The gRPC port of a client agent. It answers registration,
 //! deregistration and TTL updates itself (they change what this agent
 //! owns), and `grpc.health.v1` and reflection; every other path goes to
-//! `forward`.
+//! `forward`. The three local methods are routed one by one to handlers
+//! (`unary` decodes and encodes as tonic's generated services do), so no
+//! service is half implemented.
 
-use std::pin::Pin;
+use std::future::Future;
 use std::sync::Arc;
 
-use futures::Stream;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use axum::routing::post;
+use tonic::Status;
+use tonic::server::{Grpc, UnaryService};
 use tonic::service::Routes;
-use tonic::{Request, Response, Status};
+use tonic_health::ServingStatus;
 use tribune_client::agent::LocalAgent;
 use tribune_proto::v1 as pb;
-use tribune_proto::v1::catalog_server::{Catalog, CatalogServer};
-use tribune_proto::v1::health_server::{Health, HealthServer};
 
 use super::forward::forward;
 use crate::api::MAX_REQUEST_BYTES;
@@ -24,20 +28,17 @@ pub(super) fn routes(
 ) -> anyhow::Result<Routes> {
     let keyring =
         tribune_proto::v1::keyring_server::KeyringServer::new(crate::api::keyring::KeyringApi::new(gossip));
-    let catalog = CatalogServer::new(LocalCatalog { agent: agent.clone() })
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let health =
-        HealthServer::new(LocalHealth { agent: agent.clone() }).max_decoding_message_size(MAX_REQUEST_BYTES);
     let (reflection_v1, reflection_v1alpha) = crate::api::reflection()?;
     let (reporter, grpc_health) = tonic_health::server::health_reporter();
     tokio::spawn(async move {
-        reporter.set_serving::<CatalogServer<LocalCatalog>>().await;
-        reporter.set_serving::<HealthServer<LocalHealth>>().await;
+        for service in ["tribune.v1.Catalog", "tribune.v1.Health"] {
+            reporter.set_service_status(service, ServingStatus::Serving).await;
+        }
     });
     let router = axum::Router::new()
-        .route_service("/tribune.v1.Catalog/Register", catalog.clone())
-        .route_service("/tribune.v1.Catalog/Deregister", catalog)
-        .route_service("/tribune.v1.Health/UpdateTtl", health)
+        .route("/tribune.v1.Catalog/Register", post(register))
+        .route("/tribune.v1.Catalog/Deregister", post(deregister))
+        .route("/tribune.v1.Health/UpdateTtl", post(update_ttl))
         .route_service("/grpc.health.v1.Health/{*method}", grpc_health)
         .route_service("/tribune.v1.Keyring/{*method}", keyring)
         .route_service("/grpc.reflection.v1.ServerReflection/{*method}", reflection_v1)
@@ -57,112 +58,58 @@ fn status(e: tribune_client::Error) -> Status {
     }
 }
 
-fn forwarded() -> Status {
-    Status::internal("this call is forwarded to a server and never reaches this handler")
+/// One unary method answered by `f`.
+struct Method<F>(Option<F>);
+
+impl<Req, Resp, F, Fut> UnaryService<Req> for Method<F>
+where
+    F: FnOnce(Req) -> Fut,
+    Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
+{
+    type Response = Resp;
+    type Future = futures::future::BoxFuture<'static, Result<tonic::Response<Resp>, Status>>;
+
+    fn call(&mut self, req: tonic::Request<Req>) -> Self::Future {
+        let Some(f) = self.0.take() else {
+            return Box::pin(async { Err(Status::internal("a method was called twice for one request")) });
+        };
+        let fut = f(req.into_inner());
+        Box::pin(async move { fut.await.map(tonic::Response::new) })
+    }
 }
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
-
-pub(super) struct LocalCatalog {
-    agent: Arc<LocalAgent>,
+/// Decodes the request, runs `f`, encodes its answer: what a generated
+/// tonic service does for one unary method.
+async fn unary<Req, Resp, F, Fut>(req: Request, f: F) -> Response
+where
+    Req: prost::Message + Default + Send + 'static,
+    Resp: prost::Message + Send + 'static,
+    F: FnOnce(Req) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
+{
+    let mut grpc = Grpc::new(tonic_prost::ProstCodec::<Resp, Req>::default())
+        .apply_max_message_size_config(Some(MAX_REQUEST_BYTES), None);
+    grpc.unary(Method(Some(f)), req).await.map(axum::body::Body::new)
 }
 
-#[tonic::async_trait]
-impl Catalog for LocalCatalog {
-    async fn register(
-        &self,
-        req: Request<pb::RegisterRequest>,
-    ) -> Result<Response<pb::RegisterResponse>, Status> {
-        let req = req.into_inner();
+async fn register(State(agent): State<Arc<LocalAgent>>, req: Request) -> Response {
+    unary(req, move |req: pb::RegisterRequest| async move {
         let id = req.service.as_ref().map(|s| s.id.clone()).unwrap_or_default();
         tracing::debug!(service = %id, "register on this agent's node");
-        self.agent.register(req).await.map(Response::new).map_err(status)
-    }
-
-    async fn deregister(
-        &self,
-        req: Request<pb::DeregisterRequest>,
-    ) -> Result<Response<pb::DeregisterResponse>, Status> {
-        let id = req.into_inner().service_id;
-        self.agent
-            .deregister(&id)
-            .await
-            .map(Response::new)
-            .map_err(status)
-    }
-
-    async fn list_services(
-        &self,
-        _: Request<pb::ListServicesRequest>,
-    ) -> Result<Response<pb::ListServicesResponse>, Status> {
-        Err(forwarded())
-    }
-
-    async fn list_nodes(
-        &self,
-        _: Request<pb::ListNodesRequest>,
-    ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        Err(forwarded())
-    }
-
-    async fn get_service(
-        &self,
-        _: Request<pb::GetServiceRequest>,
-    ) -> Result<Response<pb::GetServiceResponse>, Status> {
-        Err(forwarded())
-    }
-
-    async fn get_instance(
-        &self,
-        _: Request<pb::GetInstanceRequest>,
-    ) -> Result<Response<pb::GetInstanceResponse>, Status> {
-        Err(forwarded())
-    }
-
-    async fn get_node(
-        &self,
-        _: Request<pb::GetNodeRequest>,
-    ) -> Result<Response<pb::GetNodeResponse>, Status> {
-        Err(forwarded())
-    }
-
-    async fn deregister_node(
-        &self,
-        _: Request<pb::DeregisterNodeRequest>,
-    ) -> Result<Response<pb::DeregisterNodeResponse>, Status> {
-        Err(forwarded())
-    }
-
-    type WatchServiceStream = EventStream;
-
-    async fn watch_service(
-        &self,
-        _: Request<pb::WatchServiceRequest>,
-    ) -> Result<Response<Self::WatchServiceStream>, Status> {
-        Err(forwarded())
-    }
-
-    type WatchCatalogStream = EventStream;
-
-    async fn watch_catalog(
-        &self,
-        _: Request<pb::WatchCatalogRequest>,
-    ) -> Result<Response<Self::WatchCatalogStream>, Status> {
-        Err(forwarded())
-    }
+        agent.register(req).await.map_err(status)
+    })
+    .await
 }
 
-pub(super) struct LocalHealth {
-    agent: Arc<LocalAgent>,
+async fn deregister(State(agent): State<Arc<LocalAgent>>, req: Request) -> Response {
+    unary(req, move |req: pb::DeregisterRequest| async move {
+        agent.deregister(&req.service_id).await.map_err(status)
+    })
+    .await
 }
 
-#[tonic::async_trait]
-impl Health for LocalHealth {
-    async fn update_ttl(
-        &self,
-        req: Request<pb::UpdateTtlRequest>,
-    ) -> Result<Response<pb::UpdateTtlResponse>, Status> {
-        let req = req.into_inner();
+async fn update_ttl(State(agent): State<Arc<LocalAgent>>, req: Request) -> Response {
+    unary(req, move |req: pb::UpdateTtlRequest| async move {
         let s = pb::HealthStatus::try_from(req.status)
             .ok()
             .filter(|s| *s != pb::HealthStatus::Unspecified)
@@ -172,24 +119,10 @@ impl Health for LocalHealth {
                     req.status
                 ))
             })?;
-        self.agent
+        agent
             .update_ttl(&req.check_id, s, &req.note)
             .await
-            .map(Response::new)
             .map_err(status)
-    }
-
-    async fn list_checks(
-        &self,
-        _: Request<pb::ListChecksRequest>,
-    ) -> Result<Response<pb::ListChecksResponse>, Status> {
-        Err(forwarded())
-    }
-
-    async fn report_check(
-        &self,
-        _: Request<pb::ReportCheckRequest>,
-    ) -> Result<Response<pb::ReportCheckResponse>, Status> {
-        Err(forwarded())
-    }
+    })
+    .await
 }
