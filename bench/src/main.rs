@@ -11,6 +11,7 @@ mod cluster;
 mod etcd;
 mod load;
 mod mesh;
+mod restore;
 mod servers;
 mod tribune;
 
@@ -47,6 +48,9 @@ enum Cmd {
     /// Durable writes on 3 servers against a 3-member etcd, and the time
     /// for writes to resume after kill -9 of the leader.
     Cluster(cluster::ClusterArgs),
+    /// A large backup restored into 3 servers: time until every server
+    /// serves it, memory, and a restarted server's time to serving it.
+    Restore(restore::RestoreArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -115,6 +119,7 @@ async fn main() -> Result<()> {
             Cmd::Sign(args) => mesh::sign(args),
             Cmd::XdsFanout(args) => mesh::fanout(args).await,
             Cmd::Cluster(args) => cluster::run(args).await,
+            Cmd::Restore(args) => restore::run(args).await,
         }
     };
     tokio::select! {

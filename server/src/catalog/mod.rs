@@ -41,6 +41,9 @@ pub(crate) struct Catalog {
     by_node: BTreeMap<String, BTreeSet<String>>,
     checks_by_service: BTreeMap<String, BTreeSet<String>>,
     node_checks: BTreeMap<String, BTreeSet<String>>,
+    /// Every check on a node, its instances' included: what that node's
+    /// agent runs.
+    checks_by_node: BTreeMap<String, BTreeSet<String>>,
     checks_by_status: BTreeMap<Status, BTreeSet<String>>,
     /// Proxies by the service name they front: a service's mesh endpoints.
     proxies_by_destination: BTreeMap<String, BTreeSet<String>>,
@@ -214,17 +217,10 @@ impl Catalog {
 
     /// Every check on `node`: its node-level checks and its instances'.
     pub(crate) fn checks_on<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Check> + 'a {
-        let own = self
-            .by_node
+        self.checks_by_node
             .get(node)
             .into_iter()
             .flatten()
-            .flat_map(|sid| self.checks_by_service.get(sid).into_iter().flatten());
-        self.node_checks
-            .get(node)
-            .into_iter()
-            .flatten()
-            .chain(own)
             .filter_map(|id| self.checks.get(id))
     }
 
@@ -625,6 +621,10 @@ impl Catalog {
             .entry(c.status)
             .or_default()
             .insert(c.id.clone());
+        self.checks_by_node
+            .entry(c.node.clone())
+            .or_default()
+            .insert(c.id.clone());
         self.checks.insert(c.id.clone(), c);
     }
 
@@ -637,6 +637,7 @@ impl Catalog {
             None => remove_from(&mut self.node_checks, &c.node, id),
         }
         remove_from(&mut self.checks_by_status, &c.status, id);
+        remove_from(&mut self.checks_by_node, &c.node, id);
     }
 }
 

@@ -397,3 +397,29 @@ fn an_identical_ttl_update_still_counts_but_an_identical_check_result_does_not()
     assert_eq!(c.check("c1").unwrap().modify_index, 3);
     assert!(t.instances.is_empty());
 }
+
+#[test]
+fn checks_on_a_node_follow_registrations_without_scanning_its_instances() {
+    let mut c = Catalog::default();
+    let mut instances: Vec<Service> = (0..50).map(|i| svc(&format!("bare-{i}"), "bare", 80)).collect();
+    instances.push(svc("web-1", "web", 80));
+    apply(
+        &mut c,
+        1,
+        register(instances, vec![ttl_check("c1", Some("web-1"), Status::Passing)]),
+    );
+    let ids = |c: &Catalog, n: &str| c.checks_on(n).map(|k| k.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&c, "n1"), ["c1"]);
+    assert!(ids(&c, "n2").is_empty());
+    apply(
+        &mut c,
+        2,
+        Command::Deregister {
+            service_id: "web-1".into(),
+        },
+    );
+    assert!(
+        ids(&c, "n1").is_empty(),
+        "a removed instance's checks leave its node"
+    );
+}
