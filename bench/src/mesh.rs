@@ -344,6 +344,7 @@ async fn fanout_one(args: &FanoutArgs, n: usize, mode: Mode) -> Result<FanoutRes
             .context("connecting an ADS channel")?;
         channels.push(ch);
     }
+    let mut streams = Vec::with_capacity(n);
     for i in 0..n {
         let spec = StreamSpec {
             n: i,
@@ -354,7 +355,7 @@ async fn fanout_one(args: &FanoutArgs, n: usize, mode: Mode) -> Result<FanoutRes
         };
         let ch = channels[i / args.per_connection].clone();
         let tx = tx.clone();
-        tokio::spawn(async move {
+        streams.push(tokio::spawn(async move {
             let r = match mode {
                 Mode::Delta => run_delta(ch, spec, tx).await,
                 Mode::Sotw => run_sotw(ch, spec, tx).await,
@@ -362,7 +363,7 @@ async fn fanout_one(args: &FanoutArgs, n: usize, mode: Mode) -> Result<FanoutRes
             if let Err(e) = r {
                 eprintln!("stream ended: {e:#}");
             }
-        });
+        }));
     }
     let mut held = vec![0usize; n];
     wait_all(&mut rx, &mut held, 1, started, Duration::from_secs(120)).await?;
@@ -389,6 +390,14 @@ async fn fanout_one(args: &FanoutArgs, n: usize, mode: Mode) -> Result<FanoutRes
             times.last().copied().unwrap_or_default(),
         ));
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The streams end before the server does, so none reports the server
+    // going away as an error.
+    for s in &streams {
+        s.abort();
+    }
+    for s in streams {
+        let _ = s.await;
     }
     drop(t);
     Ok(FanoutResult {

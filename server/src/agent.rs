@@ -217,6 +217,7 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
         settings.mesh.default_allow,
     );
     tokio::spawn(hub.clone().run());
+    tokio::spawn(crate::raft::compact_after_restore(raft.clone(), state.clone()));
     tokio::spawn(crate::mesh::ca::leader_duties(ca.clone()));
     tokio::spawn(crate::checks::run(
         settings.node.clone(),

@@ -47,6 +47,24 @@ pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, CodecError> {
     }
 }
 
+/// Decodes the leading fields of a record as `T`, ignoring the rest (a
+/// snapshot's metadata without its catalog). JSON records are decoded
+/// whole as `Full` and cut down with `part`.
+pub(crate) fn decode_prefix<T: DeserializeOwned, Full: DeserializeOwned>(
+    b: &[u8],
+    part: impl FnOnce(Full) -> T,
+) -> Result<T, CodecError> {
+    let body = |version: u8, message: String| CodecError::Body { version, message };
+    match b.split_first() {
+        Some((&POSTCARD_V2, rest)) => postcard::take_from_bytes(rest)
+            .map(|(t, _)| t)
+            .map_err(|e| body(POSTCARD_V2, e.to_string())),
+        Some((&JSON_V1, _)) => decode::<Full>(b).map(part),
+        Some((&v, _)) => Err(CodecError::UnknownVersion(v)),
+        None => Err(CodecError::Empty),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

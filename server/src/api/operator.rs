@@ -219,12 +219,11 @@ impl Operator for OperatorApi {
         self.ctx
             .metrics
             .observe("SnapshotSave", async {
-                let body = {
+                let bytes = {
                     let d = self.ctx.state.read();
-                    d.snapshot_body(format!("save-{}", d.applied_index()))
-                };
-                let bytes = snapshot_file::encode(&body)
-                    .map_err(|e| Status::internal(format!("encoding snapshot: {e}")))?;
+                    d.encode_snapshot(&format!("save-{}", d.applied_index()))
+                }
+                .map_err(|e| Status::internal(format!("encoding snapshot: {e}")))?;
                 tracing::info!(bytes = bytes.len(), "snapshot save");
                 let (tx, rx) = tokio::sync::mpsc::channel(4);
                 tokio::spawn(async move {

@@ -423,3 +423,39 @@ fn checks_on_a_node_follow_registrations_without_scanning_its_instances() {
         "a removed instance's checks leave its node"
     );
 }
+
+#[test]
+fn the_borrowed_view_encodes_exactly_as_the_data() {
+    let mut c = Catalog::default();
+    apply(
+        &mut c,
+        1,
+        register(
+            vec![svc("web-1", "web", 80), svc("api-1", "api", 90)],
+            vec![ttl_check("c1", Some("web-1"), Status::Warning)],
+        ),
+    );
+    apply(
+        &mut c,
+        2,
+        Command::Once {
+            request_id: "r1".into(),
+            cmd: Box::new(Command::Deregister {
+                service_id: "api-1".into(),
+            }),
+        },
+    );
+    apply(
+        &mut c,
+        3,
+        Command::RestoreChunk {
+            restore_id: "x".into(),
+            offset: 0,
+            data: vec![1, 2, 3],
+        },
+    );
+    let owned = crate::codec::encode(&c.to_data()).unwrap();
+    assert_eq!(crate::codec::encode(&c.data_ref()).unwrap(), owned);
+    let back: CatalogData = crate::codec::decode(&owned).unwrap();
+    assert_eq!(back, c.to_data());
+}

@@ -25,13 +25,49 @@ const KEY_COMMITTED: &str = "committed";
 
 /// Entries kept in memory after they are written: the state machine
 /// applies them right after the append, and followers are sent recent ones,
-/// so neither reads them back from disk or decodes them again.
+/// so neither reads them back from disk or decodes them again. Bounded by
+/// count and by encoded size (a restore's chunks are large).
 const CACHE_ENTRIES: usize = 256;
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// redb's own page cache: reads are mostly served from the entry cache.
+const REDB_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// The newest entries, contiguous up to the last one written.
+#[derive(Default)]
+struct Recent {
+    entries: std::collections::BTreeMap<u64, (Entry, usize)>,
+    bytes: usize,
+}
+
+impl Recent {
+    fn insert(&mut self, e: Entry, size: usize) {
+        if let Some((_, old)) = self.entries.insert(e.log_id.index, (e, size)) {
+            self.bytes -= old;
+        }
+        self.bytes += size;
+        while self.entries.len() > CACHE_ENTRIES || (self.bytes > CACHE_BYTES && self.entries.len() > 1) {
+            if let Some((_, (_, s))) = self.entries.pop_first() {
+                self.bytes -= s;
+            }
+        }
+    }
+
+    fn retain(&mut self, keep: impl Fn(u64) -> bool) {
+        let bytes = &mut self.bytes;
+        self.entries.retain(|k, (_, s)| {
+            let k = keep(*k);
+            if !k {
+                *bytes -= *s;
+            }
+            k
+        });
+    }
+}
 
 #[derive(Clone)]
 pub(crate) struct LogStore {
     db: Arc<Database>,
-    recent: Arc<std::sync::Mutex<std::collections::BTreeMap<u64, Entry>>>,
+    recent: Arc<std::sync::Mutex<Recent>>,
     /// The committed log id openraft last reported, written with the next
     /// append: a restarted server then re-applies its log up to there
     /// before it serves, instead of waiting for a new leader's commit.
@@ -58,7 +94,10 @@ fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, StorageError> {
 impl LogStore {
     /// Opens (or creates) `raft.redb` in `dir`.
     pub(crate) fn open(dir: &Path) -> Result<Self, StorageError> {
-        let db = Database::create(dir.join("raft.redb")).map_err(io_err)?;
+        let db = redb::Builder::new()
+            .set_cache_size(REDB_CACHE_BYTES)
+            .create(dir.join("raft.redb"))
+            .map_err(io_err)?;
         let tx = db.begin_write().map_err(io_err)?;
         {
             tx.open_table(LOG).map_err(io_err)?;
@@ -82,7 +121,7 @@ impl LogStore {
         self
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, Entry>> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, Recent> {
         self.recent.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -134,7 +173,7 @@ impl LogStore {
     /// The last log id this server holds (the newest entry, or what was
     /// purged into a snapshot).
     pub(crate) fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
-        if let Some((_, e)) = self.cache().last_key_value() {
+        if let Some((_, (e, _))) = self.cache().entries.last_key_value() {
             return Ok(Some(e.log_id));
         }
         let purged: Option<LogId> = self.meta(KEY_PURGED)?;
@@ -166,11 +205,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         {
             let cache = self.cache();
-            if cache.first_key_value().is_some_and(|(first, _)| *first <= start) {
+            if cache
+                .entries
+                .first_key_value()
+                .is_some_and(|(first, _)| *first <= start)
+            {
                 return Ok(cache
+                    .entries
                     .range(start..)
                     .take_while(|(k, _)| range.contains(*k))
-                    .map(|(_, e)| e.clone())
+                    .map(|(_, (e, _))| e.clone())
                     .collect());
             }
         }
@@ -231,6 +275,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .iter()
             .map(|e| Ok((e.log_id.index, encode(e)?)))
             .collect::<Result<Vec<_>, StorageError>>()?;
+        let sizes: Vec<usize> = records.iter().map(|(_, r)| r.len()).collect();
         // Only ever an entry that is already durable: committed entries
         // were appended (and fsynced) before.
         let committed = match *self.committed.lock().unwrap_or_else(|e| e.into_inner()) {
@@ -258,11 +303,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(()) => {
                 {
                     let mut cache = self.cache();
-                    for e in entries {
-                        cache.insert(e.log_id.index, e);
-                    }
-                    while cache.len() > CACHE_ENTRIES {
-                        cache.pop_first();
+                    for (e, size) in entries.into_iter().zip(sizes) {
+                        cache.insert(e, size);
                     }
                 }
                 callback.log_io_completed(Ok(()));
@@ -277,7 +319,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // The cache never holds what the disk does not: drop first.
-        self.cache().retain(|k, _| *k < log_id.index);
+        self.cache().retain(|k| k < log_id.index);
         self.write(true, move |tx| {
             let mut t = tx.open_table(LOG).map_err(io_err)?;
             t.retain_in(log_id.index.., |_, _| false).map_err(io_err)?;
@@ -287,7 +329,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.cache().retain(|k, _| *k > log_id.index);
+        self.cache().retain(|k| k > log_id.index);
         let purged = encode(&log_id)?;
         // Purged entries are already in a snapshot; losing this commit in a
         // crash only brings them back, together with the old purge marker.

@@ -80,6 +80,29 @@ pub(crate) fn node_id_for(name: &str) -> NodeId {
     h >> 1
 }
 
+/// After a restore, takes a snapshot at once: the restore's chunks then leave
+/// the log (and memory) instead of waiting for the next scheduled snapshot,
+/// and a restart loads the restored catalog from one file. A reset that came
+/// with an installed snapshot is already one.
+pub(crate) async fn compact_after_restore(raft: Raft, state: std::sync::Arc<state_machine::Shared>) {
+    let mut feed = state.read().feed.subscribe();
+    loop {
+        match feed.recv().await {
+            Ok(cs) if cs.reset => {
+                let snapshot = raft.metrics().borrow().snapshot.map(|l| l.index);
+                if snapshot < Some(cs.index) {
+                    tracing::info!(index = cs.index, "catalog restored: taking a snapshot");
+                    if let Err(e) = raft.trigger().snapshot().await {
+                        tracing::warn!(error = %e, "could not take a snapshot after the restore");
+                    }
+                }
+            }
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
 #[cfg(test)]
 mod storage_suite {
     //! openraft's own storage conformance suite, run against our redb log

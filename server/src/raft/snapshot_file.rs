@@ -30,6 +30,24 @@ pub(crate) struct SnapshotBody {
     pub catalog: CatalogData,
 }
 
+/// [`SnapshotBody`] borrowed from the live state: encodes to the same bytes.
+#[derive(Serialize)]
+pub(crate) struct SnapshotBodyRef<'a> {
+    pub snapshot_id: &'a str,
+    pub last_log_id: &'a Option<LogId>,
+    pub membership: &'a StoredMembership,
+    pub catalog: crate::catalog::model::CatalogDataRef<'a>,
+}
+
+/// The leading fields of a [`SnapshotBody`]: what openraft asks about a
+/// snapshot, read without decoding its catalog.
+#[derive(Clone, Debug, Deserialize)]
+pub(crate) struct SnapshotHead {
+    pub snapshot_id: String,
+    pub last_log_id: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SnapshotFileError {
     #[error("not a Tribune snapshot (bad magic bytes)")]
@@ -44,7 +62,7 @@ pub(crate) enum SnapshotFileError {
     Body(String),
 }
 
-pub(crate) fn encode(body: &SnapshotBody) -> Result<Vec<u8>, SnapshotFileError> {
+pub(crate) fn encode<B: Serialize>(body: &B) -> Result<Vec<u8>, SnapshotFileError> {
     let record = crate::codec::encode(body).map_err(|e| SnapshotFileError::Body(e.to_string()))?;
     let mut out = Vec::with_capacity(HEADER_LEN + record.len());
     out.extend_from_slice(MAGIC);
@@ -55,7 +73,8 @@ pub(crate) fn encode(body: &SnapshotBody) -> Result<Vec<u8>, SnapshotFileError> 
     Ok(out)
 }
 
-pub(crate) fn decode(bytes: &[u8]) -> Result<SnapshotBody, SnapshotFileError> {
+/// Checks the header and checksum; the format version and the body.
+fn checked(bytes: &[u8]) -> Result<(u32, &[u8]), SnapshotFileError> {
     if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
         return Err(SnapshotFileError::BadMagic);
     }
@@ -80,11 +99,33 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<SnapshotBody, SnapshotFileError> {
     if crc32fast::hash(body) != crc {
         return Err(SnapshotFileError::Checksum);
     }
+    Ok((version, body))
+}
+
+pub(crate) fn decode(bytes: &[u8]) -> Result<SnapshotBody, SnapshotFileError> {
+    let (version, body) = checked(bytes)?;
     let unreadable = |e: String| SnapshotFileError::Body(e);
     if version == FORMAT_V1 {
         return serde_json::from_slice(body).map_err(|e| unreadable(e.to_string()));
     }
     crate::codec::decode(body).map_err(|e| unreadable(e.to_string()))
+}
+
+/// The snapshot's metadata, checked but without decoding its catalog.
+pub(crate) fn decode_head(bytes: &[u8]) -> Result<SnapshotHead, SnapshotFileError> {
+    let (version, body) = checked(bytes)?;
+    let unreadable = |e: String| SnapshotFileError::Body(e);
+    let head = |b: SnapshotBody| SnapshotHead {
+        snapshot_id: b.snapshot_id,
+        last_log_id: b.last_log_id,
+        membership: b.membership,
+    };
+    if version == FORMAT_V1 {
+        return serde_json::from_slice(body)
+            .map(head)
+            .map_err(|e| unreadable(e.to_string()));
+    }
+    crate::codec::decode_prefix(body, head).map_err(|e| unreadable(e.to_string()))
 }
 
 /// Writes `bytes` to `path` so that a crash leaves either the old file or the
@@ -146,6 +187,25 @@ mod tests {
         old.extend_from_slice(&json);
         assert_eq!(decode(&old).unwrap().snapshot_id, "1-5-0");
         assert!(encode(&body()).unwrap().len() < old.len());
+    }
+
+    #[test]
+    fn the_head_is_read_without_the_catalog() {
+        let mut b = body();
+        b.catalog.nodes.push(crate::catalog::model::Node {
+            name: "n1".into(),
+            address: "127.0.0.1".into(),
+            datacenter: "dc1".into(),
+            meta: Default::default(),
+            create_index: 1,
+            modify_index: 1,
+        });
+        let head = decode_head(&encode(&b).unwrap()).unwrap();
+        assert_eq!(head.snapshot_id, "1-5-0");
+        assert!(matches!(
+            decode_head(b"garbage garbage garbage!"),
+            Err(SnapshotFileError::BadMagic)
+        ));
     }
 
     #[test]

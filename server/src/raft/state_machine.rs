@@ -11,7 +11,7 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
 use tokio::sync::watch;
 
-use super::snapshot_file::{self, SnapshotBody};
+use super::snapshot_file;
 use super::{Entry, LogId, NodeId, ServerNode, StorageError, StoredMembership, TypeConfig};
 use crate::catalog::command::Response;
 use crate::catalog::feed::{ChangeSet, Feed};
@@ -32,13 +32,18 @@ impl SmData {
         self.last_applied.map(|l| l.index).unwrap_or(0)
     }
 
-    pub(crate) fn snapshot_body(&self, snapshot_id: String) -> SnapshotBody {
-        SnapshotBody {
+    /// The state as a snapshot file, encoded straight from the live
+    /// catalog (under the caller's read lock) instead of from a copy of it.
+    pub(crate) fn encode_snapshot(
+        &self,
+        snapshot_id: &str,
+    ) -> Result<Vec<u8>, snapshot_file::SnapshotFileError> {
+        snapshot_file::encode(&snapshot_file::SnapshotBodyRef {
             snapshot_id,
-            last_log_id: self.last_applied,
-            membership: self.membership.clone(),
-            catalog: self.catalog.to_data(),
-        }
+            last_log_id: &self.last_applied,
+            membership: &self.membership,
+            catalog: self.catalog.data_ref(),
+        })
     }
 }
 
@@ -143,14 +148,6 @@ impl StateMachineStore {
     }
 }
 
-fn meta_of(body: &SnapshotBody) -> SnapshotMeta<NodeId, ServerNode> {
-    SnapshotMeta {
-        last_log_id: body.last_log_id,
-        last_membership: body.membership.clone(),
-        snapshot_id: body.snapshot_id.clone(),
-    }
-}
-
 /// Resolves what an entry touched into what watchers see at `index`.
 fn change_set(catalog: &Catalog, index: u64, t: Touched) -> ChangeSet {
     let upserts: Vec<_> = t
@@ -183,19 +180,24 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let seq = self
             .snapshot_seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let body = {
+        let (bytes, meta) = {
             let d = self.shared.read();
             let id = match d.last_applied {
                 Some(l) => format!("{}-{}-{seq}", l.leader_id.term, l.index),
                 None => format!("0-0-{seq}"),
             };
-            d.snapshot_body(id)
+            let bytes = d.encode_snapshot(&id).map_err(sm_err)?;
+            let meta = SnapshotMeta {
+                last_log_id: d.last_applied,
+                last_membership: d.membership.clone(),
+                snapshot_id: id,
+            };
+            (bytes, meta)
         };
-        let bytes = snapshot_file::encode(&body).map_err(sm_err)?;
         let bytes = self.persist(bytes).await?;
-        tracing::info!(snapshot = %body.snapshot_id, bytes = bytes.len(), "raft snapshot written");
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = bytes.len(), "raft snapshot written");
         Ok(Snapshot {
-            meta: meta_of(&body),
+            meta,
             snapshot: Box::new(Cursor::new(bytes)),
         })
     }
@@ -291,9 +293,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(snap_err(e)),
         };
-        let body = snapshot_file::decode(&bytes).map_err(snap_err)?;
+        // openraft wants the metadata; the catalog stays encoded.
+        let head = snapshot_file::decode_head(&bytes).map_err(snap_err)?;
         Ok(Some(Snapshot {
-            meta: meta_of(&body),
+            meta: SnapshotMeta {
+                last_log_id: head.last_log_id,
+                last_membership: head.membership,
+                snapshot_id: head.snapshot_id,
+            },
             snapshot: Box::new(Cursor::new(bytes)),
         }))
     }
