@@ -6,8 +6,8 @@
 //! into a fresh 3-server cluster. It prints the backup's size, the time to
 //! the restore's acknowledgement and until every server serves the restored
 //! catalog, each server's RSS, and for one follower restarted with that
-//! state: the time from its start to serving it, and its RSS then, as a
-//! multiple of the backup's size.
+//! state (once its snapshot holds the restore): the time from its start to
+//! serving it, and its RSS then, as a multiple of the backup's size.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -73,8 +73,21 @@ pub async fn run(args: RestoreArgs) -> Result<()> {
         );
     }
 
+    // A restart "with that state" is one after the restore was compacted
+    // into the server's snapshot (each server takes one right after it).
     let follower = (leader + 1) % cluster.members.len();
     let m = &mut cluster.members[follower];
+    let snap = m.server.data_dir().join("snapshots/current.snap");
+    let deadline = Instant::now() + WAIT_LIMIT;
+    while std::fs::metadata(&snap)
+        .map(|md| (md.len() as usize) < size * 9 / 10)
+        .unwrap_or(true)
+    {
+        if Instant::now() >= deadline {
+            bail!("{} took no snapshot of the restored catalog", m.server.name());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     m.server.kill9().await?;
     let restarted = Instant::now();
     m.server.respawn().await?;
