@@ -52,13 +52,13 @@ fn spec(def: &CheckDefinition) -> Option<CheckSpec> {
         CheckKind::Ttl { ttl_ms } => Probe::Ttl(Duration::from_millis(*ttl_ms)),
         CheckKind::Serf => return None,
     };
-    Some(CheckSpec {
+    Some(CheckSpec::from_millis(
         probe,
-        interval: Duration::from_millis(def.interval_ms),
-        timeout: Duration::from_millis(def.timeout_ms),
-        success_before_passing: def.success_before_passing,
-        failures_before_critical: def.failures_before_critical,
-    })
+        def.interval_ms,
+        def.timeout_ms,
+        def.success_before_passing,
+        def.failures_before_critical,
+    ))
 }
 
 impl CheckHost for ServerChecks {

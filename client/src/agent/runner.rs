@@ -20,13 +20,13 @@ pub(super) fn spec(def: &api::CheckDefinition) -> Option<CheckSpec> {
         Kind::TtlMs(ttl) => Probe::Ttl(Duration::from_millis(*ttl)),
         Kind::SerfHealth(_) => return None,
     };
-    Some(CheckSpec {
+    Some(CheckSpec::from_millis(
         probe,
-        interval: Duration::from_millis(def.interval_ms),
-        timeout: Duration::from_millis(def.timeout_ms),
-        success_before_passing: def.success_before_passing,
-        failures_before_critical: def.failures_before_critical,
-    })
+        def.interval_ms,
+        def.timeout_ms,
+        def.success_before_passing,
+        def.failures_before_critical,
+    ))
 }
 
 impl CheckHost for LocalAgent {

@@ -45,6 +45,24 @@ pub struct CheckSpec {
 }
 
 impl CheckSpec {
+    /// A spec from a definition's fields as both APIs store them
+    /// (milliseconds; thresholds as counts).
+    pub fn from_millis(
+        probe: Probe,
+        interval_ms: u64,
+        timeout_ms: u64,
+        success_before_passing: u32,
+        failures_before_critical: u32,
+    ) -> Self {
+        CheckSpec {
+            probe,
+            interval: Duration::from_millis(interval_ms),
+            timeout: Duration::from_millis(timeout_ms),
+            success_before_passing,
+            failures_before_critical,
+        }
+    }
+
     /// TTL and alias checks look every second; probes on their interval
     /// (at least a second), each with its timeout (at least 100 ms).
     fn wait(&self) -> Duration {
