@@ -10,6 +10,7 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
+use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -103,13 +104,13 @@ async fn serve<P: Protocol>(
     hub: Arc<XdsHub>,
     registry: Arc<StreamRegistry>,
     metrics: XdsMetrics,
-    mut inbound: Streaming<P::Req>,
+    mut inbound: impl Stream<Item = Result<P::Req, Status>> + Unpin + Send,
     out: Out<P::Resp>,
 ) where
     P::Req: prost::Message + Default,
 {
-    let first = match inbound.message().await {
-        Ok(Some(r)) => r,
+    let first = match inbound.next().await {
+        Some(Ok(r)) => r,
         _ => return,
     };
     let proxy_id = P::node(&first).map(|n| n.id.clone()).unwrap_or_default();
@@ -149,10 +150,10 @@ async fn serve<P: Protocol>(
                 }
                 None => {
                     tokio::select! {
-                        m = inbound.message() => match m {
-                            Ok(Some(req)) => { next = Some(req); continue; }
-                            Ok(None) => break,
-                            Err(e) => { tracing::debug!(error = %e, "ads stream closed"); break; }
+                        m = inbound.next() => match m {
+                            Some(Ok(req)) => { next = Some(req); continue; }
+                            None => break,
+                            Some(Err(e)) => { tracing::debug!(error = %e, "ads stream closed"); break; }
                         },
                         c = updates.changed() => {
                             if c.is_err() { break; }
@@ -211,5 +212,226 @@ impl AggregatedDiscoveryService for AdsService {
             tx,
         ));
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The ADS stream loop on a real hub and state machine, fed requests
+    //! from a channel: no Raft, no network.
+
+    use std::time::Duration;
+
+    use envoy_types::pb::envoy::config::core::v3::Node;
+    use envoy_types::pb::envoy::service::discovery::v3::{
+        DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    };
+    use envoy_types::pb::google::rpc::Status as RpcStatus;
+    use tokio::sync::mpsc;
+    use tokio_stream::wrappers::UnboundedReceiverStream;
+    use tonic::Status;
+    use tribune_xds::{DeltaStream, SotwStream, names};
+
+    use super::serve;
+    use crate::mesh::hub::XdsHub;
+    use crate::mesh::hub::fixture::{Fixture, mesh, with_sidecar};
+    use crate::mesh::status::StreamRegistry;
+    use crate::metrics::{NackLabels, XdsMetrics};
+
+    const PROXY: &str = "web-1-sidecar-proxy";
+
+    struct Harness<Req, Resp> {
+        _f: Fixture,
+        to_server: mpsc::UnboundedSender<Result<Req, Status>>,
+        from_server: mpsc::Receiver<Result<Resp, Status>>,
+        registry: std::sync::Arc<StreamRegistry>,
+        metrics: XdsMetrics,
+    }
+
+    async fn start<P: super::Protocol>(f: Fixture, hub: std::sync::Arc<XdsHub>) -> Harness<P::Req, P::Resp>
+    where
+        P::Req: prost::Message + Default,
+    {
+        let (to_server, rx) = mpsc::unbounded_channel();
+        let (out, from_server) = mpsc::channel(16);
+        let registry = std::sync::Arc::new(StreamRegistry::default());
+        let metrics = XdsMetrics::default();
+        tokio::spawn(serve::<P>(
+            hub,
+            registry.clone(),
+            metrics.clone(),
+            UnboundedReceiverStream::new(rx),
+            out,
+        ));
+        Harness {
+            _f: f,
+            to_server,
+            from_server,
+            registry,
+            metrics,
+        }
+    }
+
+    async fn recv<T>(rx: &mut mpsc::Receiver<Result<T, Status>>) -> Result<T, Status> {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a response within 5 s")
+            .expect("the stream is open")
+    }
+
+    fn node(id: &str) -> Option<Node> {
+        Some(Node {
+            id: id.into(),
+            cluster: "web".into(),
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn sotw_configures_the_proxy_and_an_ack_is_answered_with_silence() {
+        let (f, hub) = mesh().await;
+        let mut h = start::<SotwStream>(f, hub).await;
+        h.to_server
+            .send(Ok(DiscoveryRequest {
+                node: node(PROXY),
+                type_url: names::CLUSTER.into(),
+                ..Default::default()
+            }))
+            .unwrap();
+        let resp: DiscoveryResponse = recv(&mut h.from_server).await.unwrap();
+        assert_eq!(resp.type_url, names::CLUSTER);
+        assert!(!resp.resources.is_empty(), "the api upstream cluster at least");
+        h.to_server
+            .send(Ok(DiscoveryRequest {
+                node: node(PROXY),
+                type_url: names::CLUSTER.into(),
+                version_info: resp.version_info.clone(),
+                response_nonce: resp.nonce.clone(),
+                ..Default::default()
+            }))
+            .unwrap();
+        let quiet = tokio::time::timeout(Duration::from_millis(300), h.from_server.recv()).await;
+        assert!(quiet.is_err(), "an ACK gets no response: {quiet:?}");
+        let streams = h.registry.snapshot();
+        assert_eq!(streams.len(), 1);
+        assert_eq!(streams[0].proxy_id, PROXY);
+        assert!(streams[0].types.iter().any(|t| t.type_url == "cds" && t.acked));
+    }
+
+    #[tokio::test]
+    async fn a_nack_is_counted_kept_and_not_answered_with_the_same_config() {
+        let (f, hub) = mesh().await;
+        let mut h = start::<SotwStream>(f, hub).await;
+        h.to_server
+            .send(Ok(DiscoveryRequest {
+                node: node(PROXY),
+                type_url: names::CLUSTER.into(),
+                ..Default::default()
+            }))
+            .unwrap();
+        let resp = recv(&mut h.from_server).await.unwrap();
+        h.to_server
+            .send(Ok(DiscoveryRequest {
+                node: node(PROXY),
+                type_url: names::CLUSTER.into(),
+                response_nonce: resp.nonce.clone(),
+                error_detail: Some(RpcStatus {
+                    code: 3,
+                    message: "cluster rejected".into(),
+                    details: vec![],
+                }),
+                ..Default::default()
+            }))
+            .unwrap();
+        let quiet = tokio::time::timeout(Duration::from_millis(300), h.from_server.recv()).await;
+        assert!(
+            quiet.is_err(),
+            "a NACK is not answered with the same config again"
+        );
+        let nacks = h
+            .metrics
+            .nacks
+            .get_or_create(&NackLabels { resource_type: "cds" })
+            .get();
+        assert_eq!(nacks, 1);
+        let cds = h.registry.snapshot()[0]
+            .types
+            .iter()
+            .find(|t| t.type_url == "cds")
+            .cloned()
+            .unwrap();
+        assert_eq!(cds.last_nack.as_deref(), Some("cluster rejected"));
+        assert!(!cds.acked);
+    }
+
+    #[tokio::test]
+    async fn delta_pushes_a_catalog_change_to_an_open_stream() {
+        let (f, hub) = mesh().await;
+        let mut h = start::<DeltaStream>(f, hub).await;
+        // EDS is not a wildcard type: the proxy names the cluster it wants.
+        let api = names::sni("api", "dc1", &tribune_ids::trust_domain("c1"));
+        h.to_server
+            .send(Ok(DeltaDiscoveryRequest {
+                node: node(PROXY),
+                type_url: names::ENDPOINT.into(),
+                resource_names_subscribe: vec![api.clone()],
+                ..Default::default()
+            }))
+            .unwrap();
+        let first: DeltaDiscoveryResponse = recv(&mut h.from_server).await.unwrap();
+        assert_eq!(first.type_url, names::ENDPOINT);
+        assert!(first.resources.iter().any(|r| r.name == api), "api's endpoints");
+        h.to_server
+            .send(Ok(DeltaDiscoveryRequest {
+                node: node(PROXY),
+                type_url: names::ENDPOINT.into(),
+                response_nonce: first.nonce.clone(),
+                ..Default::default()
+            }))
+            .unwrap();
+        h._f.apply(with_sidecar("api-2", "api", 8082, &[])).await;
+        let pushed = recv(&mut h.from_server).await.unwrap();
+        assert_eq!(pushed.type_url, names::ENDPOINT);
+        assert!(
+            pushed.resources.iter().any(|r| r.name == api),
+            "api's endpoints again, now with api-2: {:?}",
+            pushed.resources.iter().map(|r| &r.name).collect::<Vec<_>>()
+        );
+        let cla = pushed
+            .resources
+            .iter()
+            .find(|r| r.name == api)
+            .and_then(|r| r.resource.as_ref())
+            .map(|any| {
+                use prost::Message;
+                envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment::decode(&*any.value)
+                    .unwrap()
+            })
+            .expect("a ClusterLoadAssignment");
+        let n: usize = cla.endpoints.iter().map(|e| e.lb_endpoints.len()).sum();
+        assert_eq!(n, 2, "api-1 and api-2");
+    }
+
+    #[tokio::test]
+    async fn a_stream_is_refused_without_a_node_id_or_for_an_unknown_proxy() {
+        let (f, hub) = mesh().await;
+        let mut h = start::<SotwStream>(f, hub.clone()).await;
+        h.to_server.send(Ok(DiscoveryRequest::default())).unwrap();
+        let e = recv(&mut h.from_server).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("node.id"), "{}", e.message());
+
+        let (f, hub) = mesh().await;
+        let mut h = start::<SotwStream>(f, hub).await;
+        h.to_server
+            .send(Ok(DiscoveryRequest {
+                node: node("nope-sidecar-proxy"),
+                type_url: names::CLUSTER.into(),
+                ..Default::default()
+            }))
+            .unwrap();
+        let e = recv(&mut h.from_server).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        assert!(h.registry.snapshot().is_empty());
     }
 }

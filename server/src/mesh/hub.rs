@@ -398,9 +398,9 @@ impl XdsHub {
 }
 
 #[cfg(test)]
-mod tests {
-    //! The hub on a real state machine, without Raft or a network: entries
-    //! are applied to the state machine directly.
+pub(crate) mod fixture {
+    //! A hub on a real state machine, without Raft or a network: entries
+    //! are applied to the state machine directly. Shared with the ADS tests.
 
     use std::collections::BTreeMap;
 
@@ -417,7 +417,7 @@ mod tests {
     use crate::raft::state_machine::StateMachineStore;
     use crate::raft::{Entry, LogId};
 
-    struct Fixture {
+    pub(crate) struct Fixture {
         _dir: tempfile::TempDir,
         sm: StateMachineStore,
         index: u64,
@@ -434,7 +434,7 @@ mod tests {
             }
         }
 
-        async fn apply(&mut self, cmd: Command) {
+        pub(crate) async fn apply(&mut self, cmd: Command) {
             self.index += 1;
             let entry = Entry {
                 log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
@@ -444,7 +444,7 @@ mod tests {
         }
     }
 
-    fn with_sidecar(id: &str, name: &str, port: u16, upstreams: &[&str]) -> Command {
+    pub(crate) fn with_sidecar(id: &str, name: &str, port: u16, upstreams: &[&str]) -> Command {
         let service = |id: String, name: String, port: u16, proxy: Option<ProxyConfig>| Service {
             id,
             name,
@@ -501,7 +501,9 @@ mod tests {
         })
     }
 
-    async fn mesh() -> (Fixture, Arc<XdsHub>) {
+    /// A CA, `web` (upstream `api`) and `api`, each with a sidecar, and a
+    /// running hub.
+    pub(crate) async fn mesh() -> (Fixture, Arc<XdsHub>) {
         let mut f = Fixture::new();
         let td = tribune_certs::trust_domain("c1");
         let root = tribune_certs::new_root(&td, "Tribune CA 1", 86_400, now_unix()).unwrap();
@@ -518,7 +520,7 @@ mod tests {
         (f, hub)
     }
 
-    fn api_endpoints(r: &ProxyResources) -> usize {
+    pub(crate) fn api_endpoints(r: &ProxyResources) -> usize {
         let cla = r
             .of_type(names::ENDPOINT)
             .and_then(|t| t.values().find(|x| x.name.starts_with("api.")))
@@ -526,6 +528,15 @@ mod tests {
             .expect("an endpoint resource for api");
         cla.endpoints.iter().map(|e| e.lb_endpoints.len()).sum()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::SubscribeError;
+    use super::fixture::{api_endpoints, mesh, with_sidecar};
+    use tribune_xds::names;
 
     #[tokio::test]
     async fn two_streams_of_one_proxy_are_both_served() {
