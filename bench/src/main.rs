@@ -10,6 +10,7 @@
 mod cluster;
 mod etcd;
 mod load;
+mod logstore;
 mod mesh;
 mod restore;
 mod servers;
@@ -51,6 +52,9 @@ enum Cmd {
     /// A large backup restored into 3 servers: time until every server
     /// serves it, memory, and a restarted server's time to serving it.
     Restore(restore::RestoreArgs),
+    /// What one durable append costs in redb and in raft-log, the stores
+    /// alone.
+    LogStore(logstore::LogStoreArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -120,6 +124,7 @@ async fn main() -> Result<()> {
             Cmd::XdsFanout(args) => mesh::fanout(args).await,
             Cmd::Cluster(args) => cluster::run(args).await,
             Cmd::Restore(args) => restore::run(args).await,
+            Cmd::LogStore(args) => logstore::run(args),
         }
     };
     tokio::select! {
