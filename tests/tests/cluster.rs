@@ -178,6 +178,17 @@ async fn five_servers_elect_one_leader_and_all_answer() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_larger_than_a_raft_message_restores_into_three_servers() {
     let _serial = ONE_AT_A_TIME.lock().await;
+    restore_a_large_backup_into(3).await;
+}
+
+/// The same on five servers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_larger_than_a_raft_message_restores_into_five_servers() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    restore_a_large_backup_into(5).await;
+}
+
+async fn restore_a_large_backup_into(servers: usize) {
     const INSTANCES: usize = 2_200;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("big.snap");
@@ -207,16 +218,19 @@ async fn a_backup_larger_than_a_raft_message_restores_into_three_servers() {
     let size = std::fs::metadata(&file).unwrap().len();
     assert!(size > 64 * 1024 * 1024, "the backup is only {size} bytes");
 
-    let mut c = Cluster::start(3, &[]);
+    let mut c = Cluster::start(servers, &[]);
     let leader = c.leader(Duration::from_secs(10)).await.expect("a leader");
     let client = c.client().await;
     client.register(instance("api", "before-1", 80)).await.unwrap();
     let term = client.raft_peers().await.unwrap().term;
 
     let started = Instant::now();
-    let out = c.servers[(leader + 1) % 3].cli_ok(&["snapshot", "restore", file.to_str().unwrap()]);
+    let out = c.servers[(leader + 1) % servers].cli_ok(&["snapshot", "restore", file.to_str().unwrap()]);
     assert!(out.contains("Restored snapshot"), "{out}");
-    println!("restored {size} bytes into 3 servers in {:?}", started.elapsed());
+    println!(
+        "restored {size} bytes into {servers} servers in {:?}",
+        started.elapsed()
+    );
     client.register(instance("api", "after-1", 80)).await.unwrap();
 
     for s in &c.servers {
