@@ -5,17 +5,19 @@
 # /proc/PID/stat over a window inside the measured phase.
 #
 #   cargo build --release -p tribune-server -p tribune-bench
-#   bash scripts/bench-cpu-share.sh [--store tribune|etcd] [--clients 64] [--duration 10]
+#   bash scripts/bench-cpu-share.sh [--store tribune|etcd] [--clients 64] [--duration 10] [--tribune-bin PATH]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STORE=tribune
 CLIENTS=64
 DURATION=10
+EXTRA=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --store) STORE=$2; shift 2 ;;
     --clients) CLIENTS=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
+    --tribune-bin) EXTRA=(--tribune-bin "$2"); shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -23,13 +25,13 @@ BENCH=target/release/tribune-bench
 [ -x "$BENCH" ] || { echo "no $BENCH: cargo build --release -p tribune-server -p tribune-bench" >&2; exit 1; }
 [ "$DURATION" -ge 6 ] || { echo "--duration must be at least 6 (seconds)" >&2; exit 2; }
 case "$STORE" in
-  tribune) SERVERS='tribune agent --server' ;;
+  tribune) SERVERS=' agent --server' ;;
   etcd) SERVERS='etcd --name' ;;
   *) echo "--store is tribune or etcd" >&2; exit 2 ;;
 esac
 LOG=$(mktemp)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -f "$LOG"' EXIT
-"$BENCH" cluster --stores "$STORE" --clients "$CLIENTS" --duration "${DURATION}s" --failover-rounds 0 \
+"$BENCH" cluster "${EXTRA[@]}" --stores "$STORE" --clients "$CLIENTS" --duration "${DURATION}s" --failover-rounds 0 \
   > "$LOG" 2>&1 &
 BENCH_PID=$!
 # The phase starts with 2 s of warm-up; measure inside the window after it.

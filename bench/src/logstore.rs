@@ -1,14 +1,14 @@
 //! `tribune-bench log-store`: what one durable append costs in the two log
-//! stores a server could use, measured in one run: redb, which the server
-//! uses (one write transaction with `Durability::Immediate` per append, as
-//! `raft/log_store.rs` does), and `raft-log`, the segmented write-ahead log
-//! that Databend's meta-service runs on openraft (append, then
+//! stores a server could use, measured in one run: redb as servers used it
+//! before the WAL (one write transaction with `Durability::Immediate` per
+//! append), and `raft-log`, the segmented write-ahead log that servers now
+//! use, as Databend's meta-service does on openraft (append, then
 //! `flush(sync)` and wait for its callback). One appender, entries of the
 //! sizes a server writes: a single registration (one client) and a batch
 //! of them (group commit under load).
 //!
-//! This measures the stores alone, not the write path: it is the first
-//! step of choosing between them, before either is put behind openraft.
+//! This measures the stores alone, not the write path; `writes` and
+//! `cluster` with `--tribune-bin` compare whole servers.
 
 use std::io;
 use std::sync::Arc;

@@ -68,6 +68,21 @@ pub(crate) enum Command {
     },
 }
 
+impl Request {
+    /// Roughly what the request occupies, for caches bounded in bytes: a
+    /// restore chunk is its data, anything else a few hundred bytes.
+    pub(crate) fn approx_bytes(&self) -> usize {
+        fn one(c: &Command) -> usize {
+            match c {
+                Command::RestoreChunk { data, .. } => data.len() + 64,
+                Command::Once { cmd, .. } => one(cmd) + 48,
+                _ => 256,
+            }
+        }
+        self.commands.iter().map(one).sum::<usize>().max(64)
+    }
+}
+
 /// Entities carry index 0 here; apply stamps them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Registration {

@@ -1,11 +1,12 @@
 //! Raft, on openraft 0.9 (the stable `storage-v2` trait set): the type
-//! configuration, the redb log store, the catalog state machine, the gRPC
+//! configuration, the log store (raft-log's WAL), the catalog state machine, the gRPC
 //! transport between servers, and the proposer that batches client writes.
 
 // openraft's StorageError (224 bytes) is what its storage traits return;
 // boxing it in our helpers would only move the copy.
 #![allow(clippy::result_large_err)]
 
+mod legacy_redb;
 pub(crate) mod log_store;
 pub(crate) mod proposer;
 pub(crate) mod snapshot_file;
@@ -80,10 +81,11 @@ pub(crate) fn node_id_for(name: &str) -> NodeId {
     h >> 1
 }
 
-/// After a restore, takes a snapshot at once: the restore's chunks then leave
-/// the log (and memory) instead of waiting for the next scheduled snapshot,
-/// and a restart loads the restored catalog from one file. A reset that came
-/// with an installed snapshot is already one.
+/// After a restore, takes a snapshot at once and purges the log up to it:
+/// the restore's chunks then leave the log (and memory) instead of waiting
+/// for the next scheduled snapshot, and a restart loads the restored catalog
+/// from one file instead of replaying the chunks. A reset that came with an
+/// installed snapshot is already one.
 pub(crate) async fn compact_after_restore(raft: Raft, state: std::sync::Arc<state_machine::Shared>) {
     let mut feed = state.read().feed.subscribe();
     loop {
@@ -94,8 +96,10 @@ pub(crate) async fn compact_after_restore(raft: Raft, state: std::sync::Arc<stat
                     tracing::info!(index = cs.index, "catalog restored: taking a snapshot");
                     if let Err(e) = raft.trigger().snapshot().await {
                         tracing::warn!(error = %e, "could not take a snapshot after the restore");
+                        continue;
                     }
                 }
+                purge_when_snapshotted(&raft, cs.index).await;
             }
             Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -103,9 +107,32 @@ pub(crate) async fn compact_after_restore(raft: Raft, state: std::sync::Arc<stat
     }
 }
 
+/// Purges the log up to `index` once a snapshot covers it (a follower that
+/// still needs those entries gets the snapshot instead).
+async fn purge_when_snapshotted(raft: &Raft, index: u64) {
+    let mut metrics = raft.metrics();
+    let covered = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        metrics
+            .wait_for(|m| m.snapshot.is_some_and(|l| l.index >= index))
+            .await
+            .is_ok()
+    })
+    .await;
+    if covered != Ok(true) {
+        tracing::warn!(
+            index,
+            "no snapshot covers the restore yet: its entries stay in the log"
+        );
+        return;
+    }
+    if let Err(e) = raft.trigger().purge_log(index).await {
+        tracing::warn!(error = %e, "could not purge the restore's entries from the log");
+    }
+}
+
 #[cfg(test)]
 mod storage_suite {
-    //! openraft's own storage conformance suite, run against our redb log
+    //! openraft's own storage conformance suite, run against our WAL log
     //! store and catalog state machine.
 
     use openraft::testing::{StoreBuilder, Suite};
