@@ -9,6 +9,7 @@
 
 mod cluster;
 mod etcd;
+mod federation;
 mod load;
 mod logstore;
 mod mesh;
@@ -55,6 +56,9 @@ enum Cmd {
     /// What one durable append costs in redb and in raft-log, the stores
     /// alone.
     LogStore(logstore::LogStoreArgs),
+    /// A read served by another datacenter through a local server, against
+    /// the same read made there directly.
+    Forwarding(federation::ForwardingArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -125,6 +129,7 @@ async fn main() -> Result<()> {
             Cmd::Cluster(args) => cluster::run(args).await,
             Cmd::Restore(args) => restore::run(args).await,
             Cmd::LogStore(args) => logstore::run(args),
+            Cmd::Forwarding(args) => federation::run(args).await,
         }
     };
     tokio::select! {

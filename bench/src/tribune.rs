@@ -41,6 +41,16 @@ struct AgentSpec {
     expect: usize,
     /// Gossip: this agent's LAN address and the one to join, in a cluster.
     gossip: Option<(String, String)>,
+    /// Another datacenter than dc1, with its WAN address and the WAN
+    /// address of a server to join.
+    federated: Option<Federated>,
+}
+
+/// A server's place in a federation.
+pub struct Federated {
+    pub datacenter: String,
+    pub wan_addr: String,
+    pub join_wan: Option<String>,
 }
 
 impl AgentSpec {
@@ -58,6 +68,7 @@ impl AgentSpec {
             server_addr: format!("127.0.0.1:{}", ports[2]),
             expect,
             gossip: None,
+            federated: None,
         }
     }
 
@@ -91,6 +102,21 @@ impl AgentSpec {
         } else {
             // Any free UDP port: a lone server must not collide on 8301.
             a.extend(["--serf-lan-addr".into(), "127.0.0.1:0".into()]);
+        }
+        match &self.federated {
+            Some(f) => {
+                a.extend([
+                    "--datacenter".into(),
+                    f.datacenter.clone(),
+                    "--serf-wan-addr".into(),
+                    f.wan_addr.clone(),
+                ]);
+                if let Some(j) = &f.join_wan {
+                    a.extend(["--retry-join-wan".into(), j.clone()]);
+                }
+            }
+            // Any free port: servers side by side must not collide on 8302.
+            None => a.extend(["--serf-wan-addr".into(), "127.0.0.1:0".into()]),
         }
         if let Some(l) = log_level {
             a.extend(["--log-level".into(), l.into()]);
@@ -127,6 +153,21 @@ impl AgentSpec {
 pub async fn start(bin: &Path, log_level: Option<&str>, log_dir: Option<&Path>) -> Result<Tribune> {
     let spec = AgentSpec::on_free_ports("bench", 1)?;
     let mut node = spec.spawn("tribune".into(), bin, log_level, log_dir)?;
+    node.wait_ready().await?;
+    Ok(node)
+}
+
+/// Starts a single-server datacenter whose gRPC, HTTP and server ports are
+/// on `ip` (free ports of 127.0.0.1, which are free there too on loopback),
+/// and waits until it has elected itself leader.
+pub async fn start_federated(bin: &Path, ip: &str, federated: Federated) -> Result<Tribune> {
+    let ports = free_ports(3)?;
+    let mut spec = AgentSpec::on_ports(&federated.datacenter, 1, &ports);
+    spec.grpc_addr = format!("{ip}:{}", ports[0]);
+    spec.http_addr = format!("{ip}:{}", ports[1]);
+    spec.server_addr = format!("{ip}:{}", ports[2]);
+    spec.federated = Some(federated);
+    let mut node = spec.spawn(format!("tribune-{ip}"), bin, None, None)?;
     node.wait_ready().await?;
     Ok(node)
 }

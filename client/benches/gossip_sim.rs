@@ -241,6 +241,7 @@ fn match_agent_identity_size() -> usize {
         datacenter: "dc1".into(),
         server_addr: String::new(),
         grpc_addr: "10.20.31.142:8502".into(),
+        wan_addr: None,
         version: env!("CARGO_PKG_VERSION").into(),
         // Milliseconds since the epoch, as the runtime sets it.
         incarnation: 1_767_225_600_000,

@@ -111,6 +111,7 @@ pub struct Client {
     channels: std::sync::Arc<Vec<(String, Channel)>>,
     current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     token: Option<MetadataValue<tonic::metadata::Ascii>>,
+    datacenter: Option<MetadataValue<tonic::metadata::Ascii>>,
     stale: bool,
 }
 
@@ -124,10 +125,21 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Metadata that names a write, so a retry applies once.
 pub const REQUEST_ID_HEADER: &str = "x-tribune-request-id";
+/// Metadata naming the datacenter that serves a request (the serving
+/// server forwards it there when it is another).
+pub const DATACENTER_HEADER: &str = "x-tribune-datacenter";
 /// Metadata that asks for a read of the serving agent's own state.
 pub const CONSISTENCY_HEADER: &str = "x-tribune-consistency";
 
+/// Metadata on an error that says which other datacenter could not be
+/// reached: another server of this datacenter would fare no better, so the
+/// call is not retried.
+pub const UNREACHABLE_DATACENTER_HEADER: &str = "x-tribune-unreachable-datacenter";
+
 fn retryable(s: &Status) -> bool {
+    if s.metadata().contains_key(UNREACHABLE_DATACENTER_HEADER) {
+        return false;
+    }
     match s.code() {
         tonic::Code::Unavailable | tonic::Code::Cancelled => true,
         // A connection that broke mid-call.
@@ -210,6 +222,7 @@ impl Client {
             channels: std::sync::Arc::new(channels),
             current: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(first)),
             token: None,
+            datacenter: None,
             stale: false,
         })
     }
@@ -221,6 +234,16 @@ impl Client {
                 .parse()
                 .map_err(|_| Error::Status(Status::invalid_argument("token: not valid ASCII metadata")))?,
         );
+        Ok(self)
+    }
+
+    /// Sends every call to datacenter `dc` (the serving server forwards it
+    /// there when it is another one).
+    pub fn datacenter(mut self, dc: &str) -> Result<Self, Error> {
+        self.datacenter =
+            Some(dc.parse().map_err(|_| {
+                Error::Status(Status::invalid_argument("datacenter: not valid ASCII metadata"))
+            })?);
         Ok(self)
     }
 
@@ -246,6 +269,9 @@ impl Client {
         let mut r = Request::new(msg);
         if let Some(t) = &self.token {
             r.metadata_mut().insert(TOKEN_HEADER, t.clone());
+        }
+        if let Some(dc) = &self.datacenter {
+            r.metadata_mut().insert(DATACENTER_HEADER, dc.clone());
         }
         r
     }
@@ -334,6 +360,16 @@ impl Client {
             CatalogClient::new(ch).list_nodes(r).await
         })
         .await
+    }
+
+    /// The datacenters of the federation, nearest first.
+    pub async fn list_datacenters(&self) -> Result<Vec<String>, Error> {
+        let r = self
+            .unary(false, api::ListDatacentersRequest {}, |ch, r| async move {
+                CatalogClient::new(ch).list_datacenters(r).await
+            })
+            .await?;
+        Ok(r.datacenters)
     }
 
     /// A service's instances with their health.
@@ -501,7 +537,16 @@ impl Client {
 
     /// LAN gossip members as the serving agent sees them.
     pub async fn members(&self) -> Result<api::MembersResponse, Error> {
-        self.unary(false, api::MembersRequest {}, |ch, r| async move {
+        self.unary(false, api::MembersRequest { wan: false }, |ch, r| async move {
+            OperatorClient::new(ch).members(r).await
+        })
+        .await
+    }
+
+    /// The WAN pool (the servers of every datacenter) as the serving server
+    /// sees it; names are `node.datacenter`.
+    pub async fn wan_members(&self) -> Result<api::MembersResponse, Error> {
+        self.unary(false, api::MembersRequest { wan: true }, |ch, r| async move {
             OperatorClient::new(ch).members(r).await
         })
         .await

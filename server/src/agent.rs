@@ -62,6 +62,7 @@ pub(crate) fn gossip_member(
     role: Role,
     server_addr: String,
     grpc_addr: SocketAddr,
+    wan_addr: Option<SocketAddr>,
 ) -> Member {
     Member {
         name: settings.node.clone(),
@@ -70,6 +71,7 @@ pub(crate) fn gossip_member(
         datacenter: settings.datacenter.clone(),
         server_addr,
         grpc_addr: grpc_addr.to_string(),
+        wan_addr,
         version: env!("CARGO_PKG_VERSION").into(),
         incarnation: 0,
     }
@@ -135,12 +137,21 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
         .unwrap_or(raft_listener.local_addr()?);
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
+    let wan = crate::federation::wan::Wan::start(&settings, &data_dir, raft_addr, grpc_addr).await?;
     let gossip = Gossip::start(
-        gossip_member(&settings, Role::Server, raft_addr.to_string(), grpc_addr),
+        gossip_member(
+            &settings,
+            Role::Server,
+            raft_addr.to_string(),
+            grpc_addr,
+            Some(wan.gossip().me().gossip_addr),
+        ),
         settings.retry_join.clone(),
         gossip_config(&settings, &data_dir)?,
     )
     .await?;
+
+    tokio::spawn(wan.clone().join_local_servers(gossip.clone()));
 
     let metrics = Arc::new(Metrics::default());
     let log_store = LogStore::open(&data_dir)
@@ -244,46 +255,62 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
         metrics: metrics.clone(),
         leader_contact,
     };
+    tokio::spawn(wan.clone().measure_distances(peers.clone()));
+    let api_routes = crate::api::routes(Services {
+        catalog: CatalogCtx {
+            core: core.clone(),
+            node_name: settings.node.clone(),
+            advertise_ip: settings.bind.to_string(),
+            datacenter: settings.datacenter.clone(),
+            wan: wan.clone(),
+        },
+        core: core.clone(),
+        connect: Arc::new(ConnectCtx {
+            core: core.clone(),
+            ca,
+            leaves,
+            datacenter: settings.datacenter.clone(),
+        }),
+        operator: Arc::new(OperatorCtx {
+            core,
+            leadership: leadership.clone(),
+            raft: raft.clone(),
+            node_id,
+            node_name: settings.node.clone(),
+            datacenter: settings.datacenter.clone(),
+            raft_addr: raft_addr.to_string(),
+            grpc_addr: grpc_addr.to_string(),
+            gossip: Some(gossip.clone()),
+            wan: wan.gossip().clone(),
+            autopilot: autopilot.clone(),
+        }),
+        hub,
+        xds_streams: xds_streams.clone(),
+        gossip: gossip.clone(),
+    })?;
+    // Requests for another datacenter leave before any service sees them.
+    let forwarder = Arc::new(crate::federation::forward::Forwarder {
+        wan: wan.clone(),
+        peers: peers.clone(),
+    });
+    let api_routes = tonic::service::Routes::from(api_routes.into_axum_router().layer(
+        axum::middleware::from_fn_with_state(forwarder, crate::federation::forward::route),
+    ));
+    // The server port also serves the public API: requests forwarded from
+    // other datacenters arrive there.
     let raft_server = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("server_rpc", path = %req.uri().path()))
-        .add_service(
-            ServerRpcServer::new(rpc_service)
-                .max_decoding_message_size(crate::rpc::MAX_MESSAGE)
-                .max_encoding_message_size(crate::rpc::MAX_MESSAGE),
+        .add_routes(
+            api_routes.clone().add_service(
+                ServerRpcServer::new(rpc_service)
+                    .max_decoding_message_size(crate::rpc::MAX_MESSAGE)
+                    .max_encoding_message_size(crate::rpc::MAX_MESSAGE),
+            ),
         )
         .serve_with_incoming_shutdown(grpc_incoming(raft_listener), stopped());
     let api_server = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("grpc_request", path = %req.uri().path()))
-        .add_routes(crate::api::routes(Services {
-            catalog: CatalogCtx {
-                core: core.clone(),
-                node_name: settings.node.clone(),
-                advertise_ip: settings.bind.to_string(),
-                datacenter: settings.datacenter.clone(),
-            },
-            core: core.clone(),
-            connect: Arc::new(ConnectCtx {
-                core: core.clone(),
-                ca,
-                leaves,
-                datacenter: settings.datacenter.clone(),
-            }),
-            operator: Arc::new(OperatorCtx {
-                core,
-                leadership: leadership.clone(),
-                raft: raft.clone(),
-                node_id,
-                node_name: settings.node.clone(),
-                datacenter: settings.datacenter.clone(),
-                raft_addr: raft_addr.to_string(),
-                grpc_addr: grpc_addr.to_string(),
-                gossip: Some(gossip.clone()),
-                autopilot: autopilot.clone(),
-            }),
-            hub,
-            xds_streams: xds_streams.clone(),
-            gossip: gossip.clone(),
-        })?)
+        .add_routes(api_routes)
         .serve_with_incoming_shutdown(grpc_incoming(grpc_listener), stopped());
     let http = Arc::new(HttpCtx {
         leadership: leadership.clone(),
@@ -352,11 +379,14 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
     print_banner(
         &settings,
         node_id,
-        &raft_addr,
-        &grpc_addr,
-        &http_addr,
         &data_dir,
-        gossip.me().gossip_addr,
+        &Listening {
+            raft: raft_addr,
+            grpc: grpc_addr,
+            http: http_addr,
+            lan_gossip: gossip.me().gossip_addr,
+            wan_gossip: wan.gossip().me().gossip_addr,
+        },
     );
     {
         let (leadership, writer, settings) = (leadership.clone(), writer.clone(), settings.clone());
@@ -376,7 +406,7 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
     // A leader first makes sure a voter has every entry, so the one that
     // takes over has every acknowledged write.
     let successor = crate::cluster::transfer::prepare(&leadership, Duration::from_secs(3)).await;
-    gossip.leave().await;
+    tokio::join!(gossip.leave(), wan.gossip().leave());
     let _ = stop_tx.send(true);
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "raft did not stop cleanly");
@@ -412,15 +442,16 @@ async fn register_self(writer: &Writer, s: &Settings) {
     }
 }
 
-fn print_banner(
-    s: &Settings,
-    node_id: u64,
-    raft_addr: &SocketAddr,
-    grpc_addr: &SocketAddr,
-    http_addr: &SocketAddr,
-    data_dir: &Path,
-    gossip: SocketAddr,
-) {
+/// Where a server agent listens, for its banner.
+struct Listening {
+    raft: SocketAddr,
+    grpc: SocketAddr,
+    http: SocketAddr,
+    lan_gossip: SocketAddr,
+    wan_gossip: SocketAddr,
+}
+
+fn print_banner(s: &Settings, node_id: u64, data_dir: &Path, at: &Listening) {
     println!("==> Tribune agent running!");
     println!("         Version: {}", env!("CARGO_PKG_VERSION"));
     println!("            Node: {} (raft id {node_id})", s.node);
@@ -435,8 +466,12 @@ fn print_banner(
         data_dir.display(),
         if s.dev { " (temporary)" } else { "" }
     );
-    println!("      gRPC / xDS: {grpc_addr}");
-    println!("            HTTP: {http_addr}");
-    println!("      Server RPC: {raft_addr}");
-    println!("      LAN gossip: {gossip}");
+    println!("      gRPC / xDS: {}", at.grpc);
+    println!("            HTTP: {}", at.http);
+    println!("      Server RPC: {}", at.raft);
+    println!("      LAN gossip: {}", at.lan_gossip);
+    println!(
+        "      WAN gossip: {} (primary datacenter {})",
+        at.wan_gossip, s.primary_datacenter
+    );
 }

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 pub(crate) const DEFAULT_SERVER_PORT: u16 = 8300;
 pub(crate) const DEFAULT_SERF_LAN_PORT: u16 = 8301;
+pub(crate) const DEFAULT_SERF_WAN_PORT: u16 = 8302;
 pub(crate) const DEFAULT_HTTP_PORT: u16 = 8500;
 pub(crate) const DEFAULT_GRPC_PORT: u16 = 8502;
 
@@ -38,6 +39,13 @@ pub(crate) struct AgentConfig {
     #[arg(long)]
     #[serde(default)]
     pub retry_join: Vec<String>,
+    /// WAN gossip address of a server in another datacenter (HOST[:PORT], port 8302 by default); repeatable; servers only.
+    #[arg(long)]
+    #[serde(default)]
+    pub retry_join_wan: Vec<String>,
+    /// The datacenter that owns the mesh's trust and authorization (default: this server's own).
+    #[arg(long)]
+    pub primary_datacenter: Option<String>,
     /// IP to bind every port to (default 127.0.0.1).
     #[arg(long)]
     pub bind: Option<IpAddr>,
@@ -125,12 +133,15 @@ impl AgentConfig {
         };
         merge!(cfg, flags;
             node, data_dir, datacenter, bootstrap_expect, bind, grpc_addr, http_addr, server_addr,
-            serf_lan_addr, serf_wan_addr, advertise_server_addr, encrypt, log_level, snapshot_threshold, snapshot_keep_logs, watch_history,
+            serf_lan_addr, serf_wan_addr, advertise_server_addr, encrypt, log_level, primary_datacenter, snapshot_threshold, snapshot_keep_logs, watch_history,
             default_intention, leaf_cert_ttl, ca_root_ttl, ca_sign_rate, dead_server_cleanup_after,
             reconnect_timeout, anti_entropy_interval;
             dev, server, log_json);
         if !flags.retry_join.is_empty() {
             cfg.retry_join = flags.retry_join;
+        }
+        if !flags.retry_join_wan.is_empty() {
+            cfg.retry_join_wan = flags.retry_join_wan;
         }
         Ok(cfg)
     }
@@ -151,6 +162,10 @@ pub(crate) struct Settings {
     pub bootstrap_expect: u32,
     pub retry_join: Vec<SocketAddr>,
     pub serf_lan_addr: SocketAddr,
+    /// WAN gossip (servers only).
+    pub serf_wan_addr: SocketAddr,
+    pub retry_join_wan: Vec<SocketAddr>,
+    pub primary_datacenter: String,
     pub dead_server_cleanup_after: Option<std::time::Duration>,
     pub bind: IpAddr,
     pub grpc_addr: SocketAddr,
@@ -164,21 +179,21 @@ pub(crate) struct Settings {
     pub mesh: crate::mesh::MeshSettings,
 }
 
-/// `HOST[:PORT]` of another agent's LAN gossip (port 8301 when left out).
-fn join_addr(v: &str) -> anyhow::Result<SocketAddr> {
+/// `HOST[:PORT]` of another agent's gossip port (`default_port` when left out).
+fn join_addr(flag: &str, v: &str, default_port: u16) -> anyhow::Result<SocketAddr> {
     use std::net::ToSocketAddrs;
     let with_port = if v.parse::<SocketAddr>().is_ok()
         || v.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
     {
         v.to_string()
     } else {
-        format!("{v}:{DEFAULT_SERF_LAN_PORT}")
+        format!("{v}:{default_port}")
     };
     with_port
         .to_socket_addrs()
-        .map_err(|e| anyhow::anyhow!("--retry-join {v:?}: {e}"))?
+        .map_err(|e| anyhow::anyhow!("{flag} {v:?}: {e}"))?
         .next()
-        .ok_or_else(|| anyhow::anyhow!("--retry-join {v:?}: no address"))
+        .ok_or_else(|| anyhow::anyhow!("{flag} {v:?}: no address"))
 }
 
 fn secs(flag: &str, v: Option<&str>, default: u64, min: u64) -> anyhow::Result<u64> {
@@ -233,7 +248,15 @@ impl Settings {
         let retry_join = cfg
             .retry_join
             .iter()
-            .map(|j| join_addr(j))
+            .map(|j| join_addr("--retry-join", j, DEFAULT_SERF_LAN_PORT))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if !server && !cfg.retry_join_wan.is_empty() {
+            bail!("--retry-join-wan is for servers: client agents gossip on the LAN only");
+        }
+        let retry_join_wan = cfg
+            .retry_join_wan
+            .iter()
+            .map(|j| join_addr("--retry-join-wan", j, DEFAULT_SERF_WAN_PORT))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let data_dir = match (&cfg.data_dir, cfg.dev) {
             (Some(d), _) => Some(d.clone()),
@@ -248,6 +271,12 @@ impl Settings {
         crate::catalog::validate::node_name("--node", &node).map_err(|e| anyhow::anyhow!("{e}"))?;
         let datacenter = cfg.datacenter.clone().unwrap_or_else(|| "dc1".into());
         crate::catalog::validate::node_name("--datacenter", &datacenter)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let primary_datacenter = cfg
+            .primary_datacenter
+            .clone()
+            .unwrap_or_else(|| datacenter.clone());
+        crate::catalog::validate::node_name("--primary-datacenter", &primary_datacenter)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let bind = cfg.bind.unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let at = |p| SocketAddr::new(bind, p);
@@ -277,6 +306,9 @@ impl Settings {
             bind,
             retry_join,
             serf_lan_addr: cfg.serf_lan_addr.unwrap_or(at(DEFAULT_SERF_LAN_PORT)),
+            serf_wan_addr: cfg.serf_wan_addr.unwrap_or(at(DEFAULT_SERF_WAN_PORT)),
+            retry_join_wan,
+            primary_datacenter,
             dead_server_cleanup_after: match cfg.dead_server_cleanup_after.as_deref() {
                 None => None,
                 Some(v) => Some(std::time::Duration::from_secs(secs(

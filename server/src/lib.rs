@@ -16,6 +16,7 @@ mod cluster;
 mod codec;
 mod config;
 mod consensus;
+mod federation;
 mod http;
 mod logging;
 mod mesh;

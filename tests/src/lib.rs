@@ -86,6 +86,8 @@ pub struct Ports {
     pub http: u16,
     pub server: u16,
     pub serf: u16,
+    /// WAN gossip (servers).
+    pub wan: u16,
 }
 
 impl Ports {
@@ -95,6 +97,7 @@ impl Ports {
             http: free_port(),
             server: free_port(),
             serf: free_port(), // gossip: UDP and TCP on one port
+            wan: free_port(),
         }
     }
 
@@ -203,6 +206,11 @@ impl Agent {
             // A test may bind the server port elsewhere (see `faults`).
             if !self.extra.iter().any(|a| a == "--server-addr") {
                 cmd.args(["--server-addr", &format!("127.0.0.1:{}", self.ports.server)]);
+            }
+            // A test of several datacenters puts each one's WAN side on
+            // its own loopback address.
+            if !self.extra.iter().any(|a| a == "--serf-wan-addr") {
+                cmd.args(["--serf-wan-addr", &format!("127.0.0.1:{}", self.ports.wan)]);
             }
         }
         let mut child = cmd

@@ -18,7 +18,7 @@ pub enum Role {
 pub struct Member {
     /// Node name.
     pub name: String,
-    /// LAN gossip address (UDP).
+    /// Gossip address (UDP) in the pool this identity is gossiped in.
     pub gossip_addr: SocketAddr,
     /// Server or client.
     pub role: Role,
@@ -28,6 +28,9 @@ pub struct Member {
     pub server_addr: String,
     /// gRPC API address.
     pub grpc_addr: String,
+    /// A server's WAN gossip address, in its LAN identity: the servers of
+    /// a datacenter join each other's WAN pool through it.
+    pub wan_addr: Option<SocketAddr>,
     /// Tribune version.
     pub version: String,
     /// Bumped on every restart and every rejoin after being declared down:
@@ -45,6 +48,7 @@ impl Member {
             datacenter: String::new(),
             server_addr: String::new(),
             grpc_addr: String::new(),
+            wan_addr: None,
             version: String::new(),
             incarnation: 0,
         }

@@ -1,5 +1,7 @@
-//! LAN gossip membership: SWIM (with suspicion) via `foca`, over UDP, with
-//! a TCP side on the same port number.
+//! Gossip membership: SWIM (with suspicion) via `foca`, over UDP, with a
+//! TCP side on the same port number. Every agent runs a LAN pool; servers
+//! also run a WAN pool with the servers of other datacenters (the same
+//! code, with WAN timings and its own keyring file).
 //!
 //! foca does no I/O: this module owns the sockets and the timers and feeds
 //! foca what arrives. Every member carries its name, role, datacenter and
@@ -60,8 +62,10 @@ pub struct MemberStatus {
 /// What can keep gossip from starting.
 pub enum GossipError {
     /// The UDP port could not be bound.
-    #[error("cannot bind the LAN gossip port {addr}: {source}")]
+    #[error("cannot bind the {pool} gossip port {addr}: {source}")]
     Bind {
+        /// LAN or WAN.
+        pool: &'static str,
         /// The address asked for.
         addr: SocketAddr,
         /// Why.
@@ -69,8 +73,10 @@ pub enum GossipError {
         source: std::io::Error,
     },
     /// The TCP port (same number as the UDP one) could not be bound.
-    #[error("cannot bind the LAN gossip TCP port {addr}: {source}")]
+    #[error("cannot bind the {pool} gossip TCP port {addr}: {source}")]
     BindTcp {
+        /// LAN or WAN.
+        pool: &'static str,
         /// The address asked for.
         addr: SocketAddr,
         /// Why.
@@ -113,6 +119,8 @@ struct Shared {
 /// Settings of the gossip layer.
 #[derive(Clone, Debug)]
 pub struct GossipConfig {
+    /// The pool's name in errors and logs: LAN or WAN.
+    pub pool: &'static str,
     /// Expected cluster size, which tunes SWIM's timings.
     pub cluster_size: u32,
     /// How often to retry `--retry-join` addresses until one answers; also
@@ -142,6 +150,7 @@ pub struct GossipConfig {
 impl Default for GossipConfig {
     fn default() -> Self {
         GossipConfig {
+            pool: "LAN",
             cluster_size: 16,
             retry_interval: Duration::from_secs(1),
             keyring: None,
@@ -186,21 +195,27 @@ fn initial_keyring(cfg: &GossipConfig) -> Result<Option<Keyring>, GossipError> {
 
 /// Binds UDP then TCP on the same port number. With port 0 the port UDP got
 /// may be taken on TCP: then try another.
-async fn bind(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), GossipError> {
+async fn bind(pool: &'static str, addr: SocketAddr) -> Result<(UdpSocket, TcpListener), GossipError> {
     let attempts = if addr.port() == 0 { 16 } else { 1 };
     let mut attempt = 0;
     loop {
         attempt += 1;
         let udp = UdpSocket::bind(addr)
             .await
-            .map_err(|source| GossipError::Bind { addr, source })?;
+            .map_err(|source| GossipError::Bind { pool, addr, source })?;
         let local = udp.local_addr().unwrap_or(addr);
         match TcpListener::bind(local).await {
             Ok(tcp) => return Ok((udp, tcp)),
             Err(e) if attempt < attempts => {
                 tracing::debug!(addr = %local, error = %e, "gossip TCP port taken, trying another");
             }
-            Err(source) => return Err(GossipError::BindTcp { addr: local, source }),
+            Err(source) => {
+                return Err(GossipError::BindTcp {
+                    pool,
+                    addr: local,
+                    source,
+                });
+            }
         }
     }
 }
@@ -211,7 +226,7 @@ impl Gossip {
     /// answers).
     pub async fn start(me: Member, join: Vec<SocketAddr>, cfg: GossipConfig) -> Result<Gossip, GossipError> {
         let keyring = initial_keyring(&cfg)?;
-        let (socket, listener) = bind(me.gossip_addr).await?;
+        let (socket, listener) = bind(cfg.pool, me.gossip_addr).await?;
         let mut me = me;
         // Port 0 asked for any free port: advertise the real one.
         if let Ok(a) = socket.local_addr() {
@@ -236,7 +251,7 @@ impl Gossip {
         });
         let (cmds, rx) = mpsc::channel(16);
         let leave_wait = cfg.leave_propagate_delay + Duration::from_secs(2);
-        let span = tracing::info_span!("gossip", me = %me.name);
+        let span = tracing::info_span!("gossip", pool = cfg.pool, me = %me.name);
         tokio::spawn(tracing::Instrument::instrument(
             runtime::run(socket, listener, me, join, cfg, shared.clone(), rx),
             span,
@@ -246,6 +261,13 @@ impl Gossip {
             cmds,
             leave_wait,
         })
+    }
+
+    /// Joins through `addr` as well, as with a `--retry-join` address, but
+    /// once: for members learnt another way (a server's WAN address from
+    /// the LAN pool).
+    pub async fn join(&self, addr: SocketAddr) {
+        let _ = self.cmds.send(runtime::Command::Join(addr)).await;
     }
 
     /// This agent as others see it.

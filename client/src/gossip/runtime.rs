@@ -22,6 +22,8 @@ use super::{GossipConfig, Member, MemberState, Shared};
 
 pub enum Command {
     Leave(oneshot::Sender<()>),
+    /// Join through this address too (a member learnt elsewhere).
+    Join(SocketAddr),
 }
 
 /// What the TCP side hands the runtime, which alone owns foca.
@@ -185,6 +187,12 @@ pub(super) async fn run(
                     if leaving.is_none() {
                         let delay = agent.announce_leave();
                         leaving = Some((Instant::now() + delay, done));
+                    }
+                }
+                Some(Command::Join(addr)) => {
+                    if addr != agent.shared.me.gossip_addr {
+                        let _ = agent.foca.announce(Member::placeholder(addr), &mut agent.rt);
+                        agent.start_push_pull(addr);
                     }
                 }
                 None => return,

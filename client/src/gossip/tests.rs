@@ -16,6 +16,7 @@ fn member(name: &str) -> Member {
         datacenter: "dc1".into(),
         server_addr: String::new(),
         grpc_addr: String::new(),
+        wan_addr: None,
         version: "test".into(),
         incarnation: 0,
     }

@@ -61,6 +61,14 @@ pub fn swim_config(cluster_size: u32) -> foca::Config {
     config
 }
 
+/// foca's WAN profile (memberlist's): servers of other datacenters are far
+/// and few, and a forwarded request learns of a dead server by itself, so
+/// the pool favours no false downs over fast detection.
+pub fn wan_swim_config(cluster_size: u32) -> foca::Config {
+    let size = NonZeroU32::new(cluster_size.max(1)).unwrap_or(NonZeroU32::MIN);
+    foca::Config::new_wan(size)
+}
+
 /// Time from suspicion to down. The suspicion has to reach the member and
 /// its refutation has to come back, each taking ~log(N) gossip rounds, so
 /// the window grows with log10(N): 2 s up to 1,000 members, ~2.5 s at 5,000.

@@ -20,6 +20,8 @@ pub(crate) struct CatalogCtx {
     pub(crate) node_name: String,
     pub(crate) advertise_ip: String,
     pub(crate) datacenter: String,
+    /// The WAN pool: which datacenters exist.
+    pub(crate) wan: std::sync::Arc<crate::federation::wan::Wan>,
 }
 
 impl std::ops::Deref for CatalogCtx {
@@ -167,6 +169,20 @@ impl Catalog for CatalogApi {
                 Ok(Response::new(pb::ListNodesResponse {
                     index: d.applied_index(),
                     nodes: d.catalog.nodes().map(convert::node_to_pb).collect(),
+                }))
+            })
+            .await
+    }
+
+    async fn list_datacenters(
+        &self,
+        _req: Request<pb::ListDatacentersRequest>,
+    ) -> Result<Response<pb::ListDatacentersResponse>, Status> {
+        self.ctx
+            .metrics
+            .observe("ListDatacenters", async {
+                Ok(Response::new(pb::ListDatacentersResponse {
+                    datacenters: self.ctx.wan.datacenters(),
                 }))
             })
             .await

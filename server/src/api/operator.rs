@@ -26,6 +26,8 @@ pub(crate) struct OperatorCtx {
     pub(crate) raft_addr: String,
     pub(crate) grpc_addr: String,
     pub(crate) gossip: Option<tribune_client::gossip::Gossip>,
+    /// The WAN pool of servers of every datacenter.
+    pub(crate) wan: tribune_client::gossip::Gossip,
     pub(crate) autopilot: Arc<crate::cluster::autopilot::Autopilot>,
 }
 
@@ -144,15 +146,21 @@ impl Operator for OperatorApi {
 
     async fn members(
         &self,
-        _req: Request<pb::MembersRequest>,
+        req: Request<pb::MembersRequest>,
     ) -> Result<Response<pb::MembersResponse>, Status> {
         self.ctx
             .metrics
             .observe("Members", async {
-                let members = match &self.ctx.gossip {
+                let pool = if req.get_ref().wan {
+                    Some(&self.ctx.wan)
+                } else {
+                    self.ctx.gossip.as_ref()
+                };
+                let members = match pool {
                     Some(g) => g
                         .members()
                         .into_iter()
+                        .filter(|m| !m.member.is_placeholder())
                         .map(|m| pb::GossipMember {
                             name: m.member.name,
                             address: m.member.gossip_addr.to_string(),

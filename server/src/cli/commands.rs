@@ -45,11 +45,14 @@ async fn shutdown_signal() {
 }
 
 pub(super) async fn connect(c: &ClientArgs) -> anyhow::Result<Client> {
-    let client = Client::connect(&c.grpc_addr).await?.stale(c.stale);
-    Ok(match &c.token {
-        Some(t) => client.with_token(t)?,
-        None => client,
-    })
+    let mut client = Client::connect(&c.grpc_addr).await?.stale(c.stale);
+    if let Some(t) = &c.token {
+        client = client.with_token(t)?;
+    }
+    if let Some(dc) = &c.datacenter {
+        client = client.datacenter(dc)?;
+    }
+    Ok(client)
 }
 
 pub(super) async fn register(c: &ClientArgs, args: RegisterArgs) -> anyhow::Result<()> {
@@ -130,6 +133,15 @@ pub(super) async fn catalog_nodes(c: &ClientArgs) -> anyhow::Result<()> {
             })
             .collect();
         table(&["NODE", "ADDRESS", "DATACENTER", "INDEX"], &rows);
+    })
+}
+
+pub(super) async fn catalog_datacenters(c: &ClientArgs) -> anyhow::Result<()> {
+    let dcs = connect(c).await?.list_datacenters().await?;
+    emit(c.format, &dcs, || {
+        for dc in &dcs {
+            println!("{dc}");
+        }
     })
 }
 
@@ -344,8 +356,13 @@ pub(super) async fn keyring(c: &ClientArgs, op: api::KeyringOp, key: &str) -> an
     Ok(())
 }
 
-pub(super) async fn members(c: &ClientArgs) -> anyhow::Result<()> {
-    let resp = connect(c).await?.members().await?;
+pub(super) async fn members(c: &ClientArgs, wan: bool) -> anyhow::Result<()> {
+    let client = connect(c).await?;
+    let resp = if wan {
+        client.wan_members().await?
+    } else {
+        client.members().await?
+    };
     emit(c.format, &resp, || {
         let rows: Vec<Vec<String>> = resp
             .members

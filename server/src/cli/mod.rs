@@ -46,7 +46,8 @@ enum Cmd {
     Connect(ConnectCmd),
     /// Service-to-service authorization.
     Intention(IntentionCmd),
-    /// LAN gossip members and their state.
+    /// Gossip members and their state: the LAN pool, or with --wan the
+    /// servers of every datacenter.
     Members(MembersCmd),
     /// Print a new gossip encryption key (base64 of 32 random bytes) for --encrypt.
     Keygen,
@@ -77,6 +78,9 @@ struct KeyringCmd {
 struct MembersCmd {
     #[command(flatten)]
     client: ClientArgs,
+    /// The WAN pool: the servers of every datacenter (`node.dc`).
+    #[arg(long)]
+    wan: bool,
 }
 
 #[derive(Args)]
@@ -115,6 +119,10 @@ pub(crate) struct ClientArgs {
     /// ACL token.
     #[arg(long, env = "TRIBUNE_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
+    /// The datacenter that serves the request (default: the agent's own);
+    /// the agent's servers forward it there.
+    #[arg(long, env = "TRIBUNE_DATACENTER", global = true)]
+    pub datacenter: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
     pub format: Format,
@@ -157,6 +165,8 @@ enum CatalogSub {
     Services,
     /// Every node.
     Nodes,
+    /// The datacenters of the federation, nearest first.
+    Datacenters,
     /// A service's instances with their aggregated health.
     Service {
         name: String,
@@ -296,6 +306,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Catalog(s) => match s.cmd {
             CatalogSub::Services => c::catalog_services(&s.client).await,
             CatalogSub::Nodes => c::catalog_nodes(&s.client).await,
+            CatalogSub::Datacenters => c::catalog_datacenters(&s.client).await,
             CatalogSub::Service { name, passing } => c::catalog_service(&s.client, &name, passing).await,
         },
         Cmd::Watch(s) => match s.cmd {
@@ -323,7 +334,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Cmd::Connect(s) => connect::run_connect(&s.client, s.cmd).await,
         Cmd::Intention(s) => connect::run_intention(&s.client, s.cmd).await,
-        Cmd::Members(s) => c::members(&s.client).await,
+        Cmd::Members(s) => c::members(&s.client, s.wan).await,
         Cmd::Keygen => {
             println!("{}", tribune_client::gossip::Keyring::generate_key());
             Ok(())

@@ -25,6 +25,7 @@ use crate::api::MAX_REQUEST_BYTES;
 pub(super) fn routes(
     agent: Arc<LocalAgent>,
     gossip: tribune_client::gossip::Gossip,
+    datacenter: String,
 ) -> anyhow::Result<Routes> {
     let keyring =
         tribune_proto::v1::keyring_server::KeyringServer::new(crate::api::keyring::KeyringApi::new(gossip));
@@ -47,8 +48,29 @@ pub(super) fn routes(
             reflection_v1alpha,
         )
         .fallback(forward)
+        .layer(axum::middleware::from_fn_with_state(
+            (agent.clone(), Arc::new(datacenter)),
+            other_datacenter,
+        ))
         .with_state(agent);
     Ok(Routes::from(router))
+}
+
+/// A call for another datacenter is not this agent's to answer, even a
+/// registration: it goes to a server, which forwards it there.
+async fn other_datacenter(
+    State((agent, local)): State<(Arc<LocalAgent>, Arc<String>)>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let dc = req
+        .headers()
+        .get(tribune_client::DATACENTER_HEADER)
+        .and_then(|v| v.to_str().ok());
+    match dc {
+        Some(dc) if !dc.is_empty() && dc != local.as_str() => forward(State(agent), req).await,
+        _ => next.run(req).await,
+    }
 }
 
 fn status(e: tribune_client::Error) -> Status {

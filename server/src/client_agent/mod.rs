@@ -34,7 +34,7 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let gossip = Gossip::start(
-        crate::agent::gossip_member(&settings, Role::Client, String::new(), grpc_addr),
+        crate::agent::gossip_member(&settings, Role::Client, String::new(), grpc_addr, None),
         settings.retry_join.clone(),
         crate::agent::gossip_config(&settings, &data_dir)?,
     )
@@ -54,7 +54,11 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
     let (stop_tx, stopped) = crate::agent::stop_signal();
     let api_server = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("grpc_request", path = %req.uri().path()))
-        .add_routes(api::routes(agent.clone(), gossip.clone())?)
+        .add_routes(api::routes(
+            agent.clone(),
+            gossip.clone(),
+            settings.datacenter.clone(),
+        )?)
         .serve_with_incoming_shutdown(crate::agent::grpc_incoming(grpc_listener), stopped());
     let http_server = axum::serve(http_listener, http_router(agent.clone(), gossip.clone()))
         .with_graceful_shutdown(stopped());

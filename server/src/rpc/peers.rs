@@ -50,25 +50,29 @@ impl PeerClients {
         }
     }
 
+    /// The one channel kept for the server port at `addr`: server RPC, and
+    /// the public API for requests forwarded from another datacenter.
+    pub(crate) fn channel(&self, addr: &str) -> Result<Channel, PeerError> {
+        let mut m = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = m.get(addr) {
+            return Ok(c.clone());
+        }
+        let ch = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| PeerError::Unreachable {
+                addr: addr.into(),
+                message: e.to_string(),
+            })?
+            .local_address(self.source)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        m.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+
     /// The client for `addr`, on the one channel kept for it.
     pub(crate) fn client(&self, addr: &str) -> Result<ServerRpcClient<Channel>, PeerError> {
-        let mut m = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        let ch = match m.get(addr) {
-            Some(c) => c.clone(),
-            None => {
-                let ch = Endpoint::from_shared(format!("http://{addr}"))
-                    .map_err(|e| PeerError::Unreachable {
-                        addr: addr.into(),
-                        message: e.to_string(),
-                    })?
-                    .local_address(self.source)
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .tcp_nodelay(true)
-                    .connect_lazy();
-                m.insert(addr.to_string(), ch.clone());
-                ch
-            }
-        };
+        let ch = self.channel(addr)?;
         Ok(ServerRpcClient::new(ch)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE))
