@@ -3,7 +3,8 @@
 //! 127.0.0.1 and dc2 on 127.0.0.2; the same read (`GetService` of one
 //! instance in dc2, linearizable) is made straight to dc2's server and
 //! through dc1's server with `--datacenter dc2`, at each concurrency, in
-//! one run.
+//! one run. Before that, an idle window measures the WAN gossip bytes each
+//! server sends and receives (from `tribune_gossip_bytes_total`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,6 +30,27 @@ pub struct ForwardingArgs {
     /// Unmeasured reading before each measurement.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
     warmup: Duration,
+    /// Idle time over which WAN gossip traffic is measured.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    wan_window: Duration,
+}
+
+/// A server's WAN gossip bytes so far: (sent, received).
+async fn wan_bytes(http_addr: &str) -> Result<(f64, f64)> {
+    let (_, body) = crate::tribune::http_get(http_addr, "/metrics").await?;
+    let mut out = (0.0, 0.0);
+    for line in body
+        .lines()
+        .filter(|l| l.starts_with("tribune_gossip_bytes_total{") && l.contains("pool=\"wan\""))
+    {
+        let v: f64 = line.rsplit(' ').next().unwrap_or("0").parse().unwrap_or(0.0);
+        if line.contains("direction=\"sent\"") {
+            out.0 = v;
+        } else {
+            out.1 = v;
+        }
+    }
+    Ok(out)
 }
 
 /// One client reading the `api` service of dc2.
@@ -107,6 +129,19 @@ pub async fn run(args: ForwardingArgs) -> Result<()> {
             bail!("dc1 did not learn of dc2 over WAN gossip within 30 s");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    eprintln!("WAN gossip, idle, {:?} ...", args.wan_window);
+    let before = [wan_bytes(&dc1.http_addr).await?, wan_bytes(&dc2.http_addr).await?];
+    tokio::time::sleep(args.wan_window).await;
+    let after = [wan_bytes(&dc1.http_addr).await?, wan_bytes(&dc2.http_addr).await?];
+    let secs = args.wan_window.as_secs_f64();
+    for (i, dc) in ["dc1", "dc2"].iter().enumerate() {
+        println!(
+            "WAN gossip, {dc}'s server, idle, pool of 2: {:.0} B/s sent, {:.0} B/s received",
+            (after[i].0 - before[i].0) / secs,
+            (after[i].1 - before[i].1) / secs
+        );
     }
 
     let window = Window {

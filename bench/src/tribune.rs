@@ -351,7 +351,7 @@ impl TribuneCluster {
 
 /// `GET http://ADDR/PATH` as a bare HTTP/1.0 request (to need no HTTP
 /// client): the status code and the body.
-async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+pub async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
     let get = async {
         let mut s = TcpStream::connect(addr).await?;
         s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())

@@ -318,6 +318,7 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
         metrics: metrics.clone(),
         xds_streams,
         gossip: Some(gossip.clone()),
+        wan: Some(wan.gossip().clone()),
         node_name: settings.node.clone(),
         node_id,
         datacenter: settings.datacenter.clone(),

@@ -14,7 +14,7 @@ use tribune_client::gossip::MemberState;
 
 use crate::consensus::Leadership;
 use crate::mesh::status::StreamRegistry;
-use crate::metrics::{Metrics, StateLabel};
+use crate::metrics::{GossipBytesLabels, Metrics, StateLabel};
 use crate::raft::NodeId;
 use crate::raft::state_machine::Shared;
 
@@ -26,6 +26,8 @@ pub(crate) struct HttpCtx {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) xds_streams: Arc<StreamRegistry>,
     pub(crate) gossip: Option<tribune_client::gossip::Gossip>,
+    /// A server's WAN pool.
+    pub(crate) wan: Option<tribune_client::gossip::Gossip>,
     pub(crate) node_name: String,
     pub(crate) node_id: NodeId,
     pub(crate) datacenter: String,
@@ -82,6 +84,17 @@ async fn metrics(State(ctx): State<Arc<HttpCtx>>) -> impl IntoResponse {
             m.gossip_members
                 .get_or_create(&StateLabel { state: name })
                 .set(n as i64);
+        }
+    }
+    for (pool, g) in [("lan", &ctx.gossip), ("wan", &ctx.wan)] {
+        let Some(g) = g else { continue };
+        let (sent, received) = g.bytes();
+        for (direction, total) in [("sent", sent), ("received", received)] {
+            let c = ctx
+                .metrics
+                .gossip_bytes
+                .get_or_create(&GossipBytesLabels { pool, direction });
+            c.inc_by(total.saturating_sub(c.get()));
         }
     }
     (

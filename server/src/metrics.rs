@@ -42,11 +42,19 @@ pub(crate) struct Metrics {
     /// Gossip packets that did not decrypt (wrong or no key), since start.
     pub gossip_dropped: Counter,
     pub gossip_members: Family<StateLabel, Gauge>,
+    /// Gossip bytes by pool (lan, wan) and direction (sent, received).
+    pub gossip_bytes: Family<GossipBytesLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct StateLabel {
     pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct GossipBytesLabels {
+    pub pool: &'static str,
+    pub direction: &'static str,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -128,6 +136,12 @@ impl Default for Metrics {
             "LAN gossip members by state, as this agent sees them",
             gossip_members.clone(),
         );
+        let gossip_bytes = Family::<GossipBytesLabels, Counter>::default();
+        registry.register(
+            "gossip_bytes",
+            "Gossip bytes sent and received by pool: UDP datagrams and TCP frames as sealed, without protocol headers",
+            gossip_bytes.clone(),
+        );
         Metrics {
             registry,
             log_append_seconds,
@@ -136,6 +150,7 @@ impl Default for Metrics {
             apply_seconds,
             gossip_dropped,
             gossip_members,
+            gossip_bytes,
             xds: XdsMetrics {
                 streams_open: xds_streams_open,
                 nacks,

@@ -112,6 +112,10 @@ struct Shared {
     /// that every packet takes.
     keyring_ops: Mutex<()>,
     dropped: AtomicU64,
+    /// Bytes handed to the network and taken from it (UDP datagrams and TCP
+    /// frames as sealed, without IP, UDP or TCP headers).
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
     /// Tests cut UDP to show what TCP alone achieves.
     udp_muted: AtomicBool,
 }
@@ -247,6 +251,8 @@ impl Gossip {
             keyring_file: cfg.keyring_file.clone(),
             keyring_ops: Mutex::new(()),
             dropped: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
             udp_muted: AtomicBool::new(false),
         });
         let (cmds, rx) = mpsc::channel(16);
@@ -307,6 +313,15 @@ impl Gossip {
         if self.cmds.send(runtime::Command::Leave(tx)).await.is_ok() {
             let _ = tokio::time::timeout(self.leave_wait, rx).await;
         }
+    }
+
+    /// Bytes this agent sent and received in this pool since it started
+    /// (UDP datagrams and TCP frames, sealed, without protocol headers).
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.shared.bytes_sent.load(Ordering::Relaxed),
+            self.shared.bytes_received.load(Ordering::Relaxed),
+        )
     }
 
     /// Packets and TCP frames dropped because they did not open with the
@@ -398,6 +413,14 @@ impl Shared {
             }),
             None => Ok(Cow::Borrowed(data)),
         }
+    }
+
+    fn count_sent(&self, n: usize) {
+        self.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn count_received(&self, n: usize) {
+        self.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// A member that was recorded Down and turns out to have left.

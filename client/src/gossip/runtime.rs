@@ -209,6 +209,7 @@ impl Agent {
         if self.shared.udp_muted.load(Ordering::Relaxed) {
             return;
         }
+        self.shared.count_received(data.len());
         let plain = match self.shared.open(data) {
             Ok(p) => p,
             Err(e) => {
@@ -373,8 +374,9 @@ impl Agent {
             if self.shared.udp_muted.load(Ordering::Relaxed) {
                 return;
             }
-            if let Err(e) = self.socket.send_to(&packet, to).await {
-                tracing::debug!(%to, error = %e, "gossip send failed");
+            match self.socket.send_to(&packet, to).await {
+                Ok(n) => self.shared.count_sent(n),
+                Err(e) => tracing::debug!(%to, error = %e, "gossip send failed"),
             }
             return;
         }

@@ -123,10 +123,13 @@ async fn write_frame(stream: &mut TcpStream, peer: SocketAddr, body: &[u8]) -> R
 
 fn encode(shared: &Shared, peer: SocketAddr, msg: &Wire) -> Result<Vec<u8>, TransportError> {
     let plain = postcard::to_allocvec(msg).map_err(|source| TransportError::Encode { peer, source })?;
-    Ok(shared.seal(&plain))
+    let body = shared.seal(&plain);
+    shared.count_sent(body.len() + 4);
+    Ok(body)
 }
 
 fn decode(shared: &Shared, peer: SocketAddr, body: &[u8]) -> Result<Wire, TransportError> {
+    shared.count_received(body.len() + 4);
     let plain = shared
         .open(body)
         .map_err(|source| TransportError::Open { peer, source })?;
