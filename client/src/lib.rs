@@ -543,6 +543,15 @@ impl Client {
         .await
     }
 
+    /// What the serving server of a secondary datacenter copies from the
+    /// primary, and how recently it succeeded.
+    pub async fn replication_status(&self) -> Result<api::ReplicationStatusResponse, Error> {
+        self.unary(false, api::ReplicationStatusRequest {}, |ch, r| async move {
+            OperatorClient::new(ch).replication_status(r).await
+        })
+        .await
+    }
+
     /// The WAN pool (the servers of every datacenter) as the serving server
     /// sees it; names are `node.datacenter`.
     pub async fn wan_members(&self) -> Result<api::MembersResponse, Error> {

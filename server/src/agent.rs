@@ -256,6 +256,21 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
         leader_contact,
     };
     tokio::spawn(wan.clone().measure_distances(peers.clone()));
+    let primary = Arc::new(crate::federation::primary::Primary::new(
+        settings.primary_datacenter.clone(),
+        wan.clone(),
+        peers.clone(),
+    ));
+    let replication: Arc<crate::federation::replication::ReplicationStatus> = Arc::default();
+    tokio::spawn(crate::federation::replication::run(Arc::new(
+        crate::federation::replication::IntentionReplication {
+            primary: primary.clone(),
+            state: state.clone(),
+            leadership: leadership.clone(),
+            writer: writer.clone(),
+            status: replication.clone(),
+        },
+    )));
     let api_routes = crate::api::routes(Services {
         catalog: CatalogCtx {
             core: core.clone(),
@@ -270,6 +285,7 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
             ca,
             leaves,
             datacenter: settings.datacenter.clone(),
+            primary: primary.clone(),
         }),
         operator: Arc::new(OperatorCtx {
             core,
@@ -282,6 +298,8 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
             grpc_addr: grpc_addr.to_string(),
             gossip: Some(gossip.clone()),
             wan: wan.gossip().clone(),
+            primary,
+            replication,
             autopilot: autopilot.clone(),
         }),
         hub,

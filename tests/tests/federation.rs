@@ -35,6 +35,8 @@ fn start_dc2(dir: &Path, ports: &Ports, join: &str) -> Agent {
         &[
             "--datacenter",
             "dc2",
+            "--primary-datacenter",
+            "dc1",
             "--bootstrap-expect",
             "1",
             "--server-addr",
@@ -177,6 +179,38 @@ async fn two_datacenters_federate_and_forward_requests() {
         "the watch through dc1 did not see api-2 registered in dc2"
     );
 
+    // Intentions belong to the primary: one written through dc2 lands in
+    // dc1 and comes back to dc2 as a copy.
+    dc2.cli_ok(&["intention", "create", "--deny", "web", "api"]);
+    dc2.cli_ok(&["intention", "create", "--deny", "ops", "api"]);
+    assert_eq!(
+        denied(s0, "web", "api"),
+        Some(true),
+        "the primary holds the intention"
+    );
+    until(
+        Duration::from_secs(20),
+        "dc2's copy denies web -> api",
+        || async { denied(&dc2, "web", "api") == Some(true) && denied(&dc2, "ops", "api") == Some(true) },
+    )
+    .await;
+    let status = dc2.cli_json(&["operator", "replication", "status"]);
+    let kind = &status["kinds"][0];
+    assert_eq!(kind["kind"], "intentions", "{status}");
+    assert_eq!(kind["enabled"], true, "{status}");
+    assert!(kind["index"].as_u64().unwrap_or(0) > 0, "{status}");
+    assert!(kind["seconds_since_success"].as_f64().is_some(), "{status}");
+    let primary_status = s0.cli_json(&["operator", "replication", "status"]);
+    assert_eq!(primary_status["kinds"][0]["enabled"], false, "{primary_status}");
+    dc2.cli_ok(&["intention", "create", "--allow", "web", "api"]);
+    until(
+        Duration::from_secs(20),
+        "dc2's copy allows web -> api again",
+        || async { denied(&dc2, "web", "api") == Some(false) },
+    )
+    .await;
+    assert_eq!(denied(s0, "web", "api"), Some(false));
+
     // An unknown datacenter is NOT_FOUND, naming it.
     let out = s0.cli(&["catalog", "services", "--datacenter", "dc9"]);
     assert!(!out.status.success());
@@ -204,4 +238,35 @@ async fn two_datacenters_federate_and_forward_requests() {
         || async { service_ids(&via_dc1, "api").await.len() == 2 },
     )
     .await;
+
+    // The primary gone altogether: dc2 keeps its last copy, and says why
+    // it is not refreshed.
+    let mut dc1 = dc1;
+    for s in &mut dc1.servers {
+        s.kill9();
+    }
+    until(
+        Duration::from_secs(20),
+        "dc2 reports the primary unreachable",
+        || async {
+            let status = dc2.cli_json(&["operator", "replication", "status"]);
+            status["kinds"][0]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("dc1"))
+        },
+    )
+    .await;
+    assert_eq!(denied(&dc2, "ops", "api"), Some(true), "the copy is kept");
+    assert_eq!(denied(&dc2, "web", "api"), Some(false), "the copy is kept");
+}
+
+/// `intention check SRC DST` on `agent`: Some(true) when denied (exit 2),
+/// Some(false) when allowed, None on any other failure.
+fn denied(agent: &Agent, src: &str, dst: &str) -> Option<bool> {
+    let out = agent.cli(&["intention", "check", src, dst]);
+    match out.status.code() {
+        Some(0) => Some(false),
+        Some(2) => Some(true),
+        _ => None,
+    }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tribune_proto::v1 as pb;
 use tribune_proto::v1::connect_ca_server::ConnectCa;
+use tribune_proto::v1::intentions_client::IntentionsClient;
 use tribune_proto::v1::intentions_server::Intentions;
 
 use super::{invalid, outcome_error, propose_error};
@@ -23,6 +24,8 @@ pub(crate) struct ConnectCtx {
     pub(crate) ca: Arc<ca::CaDuties>,
     pub(crate) leaves: Arc<crate::mesh::leaves::LeafCache>,
     pub(crate) datacenter: String,
+    /// Where intention writes go when this is a secondary datacenter.
+    pub(crate) primary: Arc<crate::federation::primary::Primary>,
 }
 
 impl std::ops::Deref for ConnectCtx {
@@ -172,6 +175,25 @@ impl Intentions for IntentionsApi {
         self.ctx
             .metrics
             .observe("IntentionUpsert", async {
+                if self.ctx.primary.is_elsewhere() {
+                    let metadata = self.ctx.primary.metadata(req.metadata());
+                    let msg = req.into_inner();
+                    let reply = self
+                        .ctx
+                        .primary
+                        .call(|ch| {
+                            let req =
+                                tonic::Request::from_parts(metadata.clone(), Default::default(), msg.clone());
+                            async move {
+                                IntentionsClient::new(ch)
+                                    .upsert(req)
+                                    .await
+                                    .map(Response::into_inner)
+                            }
+                        })
+                        .await?;
+                    return Ok(Response::new(reply));
+                }
                 let rid = request_id(&req);
                 let r = req.into_inner();
                 endpoint("source", &r.source)?;
@@ -220,6 +242,25 @@ impl Intentions for IntentionsApi {
         self.ctx
             .metrics
             .observe("IntentionDelete", async {
+                if self.ctx.primary.is_elsewhere() {
+                    let metadata = self.ctx.primary.metadata(req.metadata());
+                    let msg = req.into_inner();
+                    let reply = self
+                        .ctx
+                        .primary
+                        .call(|ch| {
+                            let req =
+                                tonic::Request::from_parts(metadata.clone(), Default::default(), msg.clone());
+                            async move {
+                                IntentionsClient::new(ch)
+                                    .delete(req)
+                                    .await
+                                    .map(Response::into_inner)
+                            }
+                        })
+                        .await?;
+                    return Ok(Response::new(reply));
+                }
                 let rid = request_id(&req);
                 let r = req.into_inner();
                 endpoint("source", &r.source)?;

@@ -28,6 +28,8 @@ pub(crate) struct OperatorCtx {
     pub(crate) gossip: Option<tribune_client::gossip::Gossip>,
     /// The WAN pool of servers of every datacenter.
     pub(crate) wan: tribune_client::gossip::Gossip,
+    pub(crate) primary: Arc<crate::federation::primary::Primary>,
+    pub(crate) replication: Arc<crate::federation::replication::ReplicationStatus>,
     pub(crate) autopilot: Arc<crate::cluster::autopilot::Autopilot>,
 }
 
@@ -184,6 +186,30 @@ impl Operator for OperatorApi {
                     }],
                 };
                 Ok(Response::new(pb::MembersResponse { members }))
+            })
+            .await
+    }
+
+    async fn replication_status(
+        &self,
+        _req: Request<pb::ReplicationStatusRequest>,
+    ) -> Result<Response<pb::ReplicationStatusResponse>, Status> {
+        self.ctx
+            .metrics
+            .observe("ReplicationStatus", async {
+                let i = self.ctx.replication.intentions();
+                Ok(Response::new(pb::ReplicationStatusResponse {
+                    datacenter: self.ctx.datacenter.clone(),
+                    primary_datacenter: self.ctx.primary.name().to_string(),
+                    kinds: vec![pb::ReplicatedKind {
+                        kind: "intentions".into(),
+                        enabled: self.ctx.primary.is_elsewhere(),
+                        source_datacenter: self.ctx.primary.name().to_string(),
+                        index: i.index,
+                        seconds_since_success: i.last_success.map(|t| t.elapsed().as_secs_f64()),
+                        last_error: i.last_error.unwrap_or_default(),
+                    }],
+                }))
             })
             .await
     }

@@ -92,6 +92,19 @@ pub(crate) enum MeshCommand {
         source: String,
         destination: String,
     },
+    /// A secondary datacenter's copy of the primary's intentions: the set
+    /// becomes exactly `intentions` (an unchanged one keeps its indexes).
+    IntentionsReplace {
+        intentions: Vec<IntentionRule>,
+    },
+}
+
+/// An intention as the primary datacenter replicates it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) struct IntentionRule {
+    pub source: String,
+    pub destination: String,
+    pub allow: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -177,6 +190,36 @@ impl MeshState {
                         modify_index: index,
                     },
                 );
+                Outcome::MeshUpdated
+            }
+            MeshCommand::IntentionsReplace { intentions } => {
+                let wanted: BTreeMap<(String, String), bool> = intentions
+                    .iter()
+                    .map(|r| ((r.source.clone(), r.destination.clone()), r.allow))
+                    .collect();
+                self.intentions.retain(|key, _| wanted.contains_key(key));
+                for ((source, destination), allow) in wanted {
+                    let key = (source.clone(), destination.clone());
+                    match self.intentions.get_mut(&key) {
+                        Some(i) if i.allow == allow => {}
+                        Some(i) => {
+                            i.allow = allow;
+                            i.modify_index = index;
+                        }
+                        None => {
+                            self.intentions.insert(
+                                key,
+                                Intention {
+                                    source,
+                                    destination,
+                                    allow,
+                                    create_index: index,
+                                    modify_index: index,
+                                },
+                            );
+                        }
+                    }
+                }
                 Outcome::MeshUpdated
             }
             MeshCommand::IntentionDelete { source, destination } => {
@@ -270,5 +313,35 @@ mod tests {
         };
         assert_eq!(m.apply(8, &del), Outcome::MeshUpdated);
         assert!(matches!(m.apply(9, &del), Outcome::NotFound { .. }));
+    }
+
+    #[test]
+    fn a_replicated_set_replaces_the_intentions_and_keeps_unchanged_indexes() {
+        let mut m = MeshState::default();
+        let rule = |s: &str, d: &str, allow| IntentionRule {
+            source: s.into(),
+            destination: d.into(),
+            allow,
+        };
+        let replace = |rules| MeshCommand::IntentionsReplace { intentions: rules };
+        m.apply(
+            3,
+            &replace(vec![rule("web", "api", true), rule("web", "db", false)]),
+        );
+        m.apply(
+            9,
+            &replace(vec![rule("web", "api", true), rule("ops", "db", true)]),
+        );
+        let key = |s: &str, d: &str| (s.to_string(), d.to_string());
+        assert_eq!(m.intentions.len(), 2, "web -> db is gone");
+        let kept = &m.intentions[&key("web", "api")];
+        assert_eq!((kept.create_index, kept.modify_index), (3, 3), "unchanged");
+        assert_eq!(m.intentions[&key("ops", "db")].create_index, 9);
+        m.apply(12, &replace(vec![rule("web", "api", false)]));
+        let flipped = &m.intentions[&key("web", "api")];
+        assert_eq!(
+            (flipped.allow, flipped.create_index, flipped.modify_index),
+            (false, 3, 12)
+        );
     }
 }

@@ -136,6 +136,40 @@ pub(super) async fn catalog_nodes(c: &ClientArgs) -> anyhow::Result<()> {
     })
 }
 
+pub(super) async fn replication_status(c: &ClientArgs) -> anyhow::Result<()> {
+    let resp = connect(c).await?.replication_status().await?;
+    emit(c.format, &resp, || {
+        println!(
+            "Datacenter: {}  Primary: {}",
+            resp.datacenter, resp.primary_datacenter
+        );
+        let rows: Vec<Vec<String>> = resp
+            .kinds
+            .iter()
+            .map(|k| {
+                vec![
+                    k.kind.clone(),
+                    if k.enabled { "yes" } else { "no (primary)" }.to_string(),
+                    k.index.to_string(),
+                    k.seconds_since_success
+                        .map_or_else(|| "never".to_string(), |s| format!("{s:.1}s ago")),
+                    k.last_error.clone(),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "KIND",
+                "REPLICATING",
+                "PRIMARY INDEX",
+                "LAST SUCCESS",
+                "LAST ERROR",
+            ],
+            &rows,
+        );
+    })
+}
+
 pub(super) async fn catalog_datacenters(c: &ClientArgs) -> anyhow::Result<()> {
     let dcs = connect(c).await?.list_datacenters().await?;
     emit(c.format, &dcs, || {

@@ -241,6 +241,18 @@ enum OperatorSub {
         #[command(subcommand)]
         cmd: AutopilotSub,
     },
+    /// What a secondary datacenter copies from the primary.
+    Replication {
+        #[command(subcommand)]
+        cmd: ReplicationSub,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReplicationSub {
+    /// Per replicated kind: the primary's index last copied and the time
+    /// since the last successful round.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -331,6 +343,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             OperatorSub::Autopilot {
                 cmd: AutopilotSub::State,
             } => c::autopilot_state(&s.client).await,
+            OperatorSub::Replication {
+                cmd: ReplicationSub::Status,
+            } => c::replication_status(&s.client).await,
         },
         Cmd::Connect(s) => connect::run_connect(&s.client, s.cmd).await,
         Cmd::Intention(s) => connect::run_intention(&s.client, s.cmd).await,

@@ -8,4 +8,6 @@
 //! service, stream and future method is forwarded the same way.
 
 pub(crate) mod forward;
+pub(crate) mod primary;
+pub(crate) mod replication;
 pub(crate) mod wan;
