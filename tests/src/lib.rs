@@ -245,6 +245,19 @@ impl Agent {
         format!("http://127.0.0.1:{}{path}", self.ports.http)
     }
 
+    /// The value of the metric line `series` (name and labels, as
+    /// `/metrics` prints them) on this agent; 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let out = Command::new("curl")
+            .args(["-s", &self.http_url("/metrics")])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub async fn client(&self) -> Client {
         Client::connect(&self.grpc_addr())
             .await

@@ -538,17 +538,8 @@ fn encrypted_gossip_keeps_keyless_agents_out_and_rotates_without_flapping() {
         "{members}"
     );
     // Their packets were dropped, and counted.
-    let metrics = Command::new("curl")
-        .args(["-s", &server.http_url("/metrics")])
-        .output()
-        .expect("curl");
-    let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
-    let dropped: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("tribune_gossip_dropped_packets_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
-    assert!(dropped > 0.0, "no dropped gossip packets counted:\n{metrics}");
+    let dropped = server.metric("tribune_gossip_dropped_packets_total");
+    assert!(dropped > 0.0, "no dropped gossip packets counted");
 
     // Rotate through a client agent while watching every member's state.
     let stop = Arc::new(AtomicBool::new(false));

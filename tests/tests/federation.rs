@@ -107,17 +107,8 @@ async fn two_datacenters_federate_and_forward_requests() {
         .unwrap();
     assert_eq!(d2.1, format!("{DC2_IP}:{}", dc2_ports.wan), "dc2's WAN address");
     // The WAN pool's traffic is counted, apart from the LAN pool's.
-    let metrics = std::process::Command::new("curl")
-        .args(["-s", &s0.http_url("/metrics")])
-        .output()
-        .expect("curl");
-    let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
-    let wan_sent: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("tribune_gossip_bytes_total{pool=\"wan\",direction=\"sent\"} "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
-    assert!(wan_sent > 0.0, "no WAN gossip bytes counted:\n{metrics}");
+    let wan_sent = s0.metric("tribune_gossip_bytes_total{pool=\"wan\",direction=\"sent\"}");
+    assert!(wan_sent > 0.0, "no WAN gossip bytes counted");
 
     // Every dc1 server learns of dc2, not only the one it joined through.
     let s2 = &dc1.servers[2];

@@ -176,23 +176,14 @@ impl Intentions for IntentionsApi {
             .metrics
             .observe("IntentionUpsert", async {
                 if self.ctx.primary.is_elsewhere() {
-                    let metadata = self.ctx.primary.metadata(req.metadata());
-                    let msg = req.into_inner();
-                    let reply = self
+                    return self
                         .ctx
                         .primary
-                        .call(|ch| {
-                            let req =
-                                tonic::Request::from_parts(metadata.clone(), Default::default(), msg.clone());
-                            async move {
-                                IntentionsClient::new(ch)
-                                    .upsert(req)
-                                    .await
-                                    .map(Response::into_inner)
-                            }
-                        })
-                        .await?;
-                    return Ok(Response::new(reply));
+                        .forward(
+                            req,
+                            |ch, r| async move { IntentionsClient::new(ch).upsert(r).await },
+                        )
+                        .await;
                 }
                 let rid = request_id(&req);
                 let r = req.into_inner();
@@ -243,23 +234,14 @@ impl Intentions for IntentionsApi {
             .metrics
             .observe("IntentionDelete", async {
                 if self.ctx.primary.is_elsewhere() {
-                    let metadata = self.ctx.primary.metadata(req.metadata());
-                    let msg = req.into_inner();
-                    let reply = self
+                    return self
                         .ctx
                         .primary
-                        .call(|ch| {
-                            let req =
-                                tonic::Request::from_parts(metadata.clone(), Default::default(), msg.clone());
-                            async move {
-                                IntentionsClient::new(ch)
-                                    .delete(req)
-                                    .await
-                                    .map(Response::into_inner)
-                            }
-                        })
-                        .await?;
-                    return Ok(Response::new(reply));
+                        .forward(
+                            req,
+                            |ch, r| async move { IntentionsClient::new(ch).delete(r).await },
+                        )
+                        .await;
                 }
                 let rid = request_id(&req);
                 let r = req.into_inner();

@@ -52,7 +52,8 @@ impl Forwarder {
         }
         let servers = self.wan.servers(dc);
         if servers.is_empty() {
-            return unreachable(dc, format!("datacenter {dc} has no server alive in the WAN pool"));
+            return unreachable(dc, format!("datacenter {dc} has no server alive in the WAN pool"))
+                .into_http();
         }
         let (parts, body) = req.into_parts();
         let body = match axum::body::to_bytes(body, MAX_FORWARDED_BYTES).await {
@@ -96,15 +97,16 @@ impl Forwarder {
             dc,
             format!("no server of datacenter {dc} could be reached (last: {last_error})"),
         )
+        .into_http()
     }
 }
 
-/// UNAVAILABLE, marked so that clients do not retry it on another server
-/// of this datacenter.
-fn unreachable(dc: &str, message: String) -> Response {
+/// UNAVAILABLE for datacenter `dc`, marked so that clients do not retry it
+/// on another server of this datacenter.
+pub(crate) fn unreachable(dc: &str, message: String) -> Status {
     let mut s = Status::unavailable(message);
     if let Ok(v) = dc.parse() {
         s.metadata_mut().insert(UNREACHABLE_DATACENTER_HEADER, v);
     }
-    s.into_http()
+    s
 }

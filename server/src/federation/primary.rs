@@ -7,10 +7,9 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tonic::Status;
-use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
-use tribune_client::{DATACENTER_HEADER, UNREACHABLE_DATACENTER_HEADER};
+use tonic::{Request, Response, Status};
+use tribune_client::DATACENTER_HEADER;
 
 use super::wan::Wan;
 use crate::rpc::peers::PeerClients;
@@ -35,15 +34,31 @@ impl Primary {
         self.name != self.wan.local()
     }
 
-    /// `metadata` for a call to the primary: the caller's (token, request
-    /// ID), naming the primary as the datacenter that serves it, so that
-    /// the primary never sends it back here.
-    pub(crate) fn metadata(&self, metadata: &MetadataMap) -> MetadataMap {
-        let mut m = metadata.clone();
+    /// Sends `req` to the primary as it came (token, request ID), naming
+    /// the primary as the datacenter that serves it, so that the primary
+    /// never sends it back here.
+    pub(crate) async fn forward<Req, Resp, F, Fut>(
+        &self,
+        req: Request<Req>,
+        call: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Clone,
+        F: Fn(Channel, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let mut metadata = req.metadata().clone();
         if let Ok(v) = self.name.parse() {
-            m.insert(DATACENTER_HEADER, v);
+            metadata.insert(DATACENTER_HEADER, v);
         }
-        m
+        let msg = req.into_inner();
+        self.call(|ch| {
+            call(
+                ch,
+                Request::from_parts(metadata.clone(), Default::default(), msg.clone()),
+            )
+        })
+        .await
     }
 
     /// Runs `call` against the primary's alive servers in turn, until one
@@ -71,13 +86,12 @@ impl Primary {
                 other => return other,
             }
         }
-        let mut s = Status::unavailable(format!(
-            "the primary datacenter {} could not be reached: {last}",
-            self.name
-        ));
-        if let Ok(v) = self.name.parse() {
-            s.metadata_mut().insert(UNREACHABLE_DATACENTER_HEADER, v);
-        }
-        Err(s)
+        Err(super::forward::unreachable(
+            &self.name,
+            format!(
+                "the primary datacenter {} could not be reached: {last}",
+                self.name
+            ),
+        ))
     }
 }
