@@ -8,6 +8,8 @@
 //!
 //! * [`new_root`] makes a self-signed root CA ([`RootCa`]: certificate + PKCS#8 key, PEM).
 //! * [`sign_leaf`] issues a workload certificate ([`Leaf`]) for a SPIFFE ID under a root.
+//! * [`intermediate_request`], [`sign_intermediate`] and [`signing_ca`] give a datacenter that
+//!   does not own the root its own intermediate CA, signed by the root's owner from a CSR.
 //! * [`cross_sign`] signs a new root's key and subject with an old root, for rotation: peers
 //!   that still trust only the old root accept `leaf → cross-signed → old root`.
 //! * [`verify_chain`] checks a leaf against trusted roots (rustls-webpki, ring backend), and
@@ -19,8 +21,9 @@
 //! It knows X.509 and nothing else: no Raft, storage, gRPC, networking or async runtime. Callers
 //! pass the current time (`now_unix`, Unix seconds) explicitly, persist and replicate
 //! [`RootCa`]s themselves, and decide when to rotate. It does not check a peer's SPIFFE ID
-//! against a policy (read it from [`inspect`]'s `uri_sans`), publish CRLs, or sign CSRs: leaf
-//! keys are generated here and returned with the certificate.
+//! against a policy (read it from [`inspect`]'s `uri_sans`), publish CRLs, or sign CSRs for
+//! leaves: leaf keys are generated here and returned with the certificate (CSRs are for
+//! intermediate CAs only).
 //!
 //! # Serial numbers
 //!
@@ -64,6 +67,7 @@
 
 mod error;
 mod inspect;
+mod intermediate;
 mod leaf;
 mod pem;
 mod root;
@@ -74,6 +78,7 @@ mod verify;
 
 pub use error::CertError;
 pub use inspect::{CertInfo, inspect};
+pub use intermediate::{IntermediateRequest, intermediate_request, sign_intermediate, signing_ca};
 pub use leaf::{Leaf, sign_leaf};
 pub use root::{RootCa, cross_sign, new_root};
 pub use spiffe::{service_spiffe_id, trust_domain};

@@ -21,7 +21,7 @@ use crate::validity::Window;
 use crate::{CertError, pem};
 
 /// Key usages of every CA certificate this crate makes (roots and cross-signed roots).
-const CA_KEY_USAGES: [KeyUsagePurpose; 3] = [
+pub(crate) const CA_KEY_USAGES: [KeyUsagePurpose; 3] = [
     KeyUsagePurpose::KeyCertSign,
     KeyUsagePurpose::CrlSign,
     KeyUsagePurpose::DigitalSignature,
@@ -216,7 +216,11 @@ pub(crate) fn load_ca(root: &RootCa, what: &'static str) -> Result<LoadedCa, Cer
 }
 
 /// Loads a PKCS#8 P-256 key and checks it belongs to `cert`.
-fn load_key(key_pem: &str, cert: &X509Certificate<'_>, what: &'static str) -> Result<KeyPair, CertError> {
+pub(crate) fn load_key(
+    key_pem: &str,
+    cert: &X509Certificate<'_>,
+    what: &'static str,
+) -> Result<KeyPair, CertError> {
     let key = KeyPair::from_pkcs8_pem_and_sign_algo(key_pem, &PKCS_ECDSA_P256_SHA256)
         .map_err(|source| CertError::Key { what, source })?;
     if key.public_key_raw() != cert.public_key().subject_public_key.data.as_ref() {
@@ -225,7 +229,7 @@ fn load_key(key_pem: &str, cert: &X509Certificate<'_>, what: &'static str) -> Re
     Ok(key)
 }
 
-fn require_ca(cert: &X509Certificate<'_>, what: &str) -> Result<(), CertError> {
+pub(crate) fn require_ca(cert: &X509Certificate<'_>, what: &str) -> Result<(), CertError> {
     let is_ca = cert
         .basic_constraints()
         .map_err(|e| CertError::Parse {

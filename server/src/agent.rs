@@ -13,6 +13,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tribune_client::gossip::{Gossip, GossipConfig, Member, Role};
+use tribune_proto::server::federation_server::FederationServer;
 use tribune_proto::server::server_rpc_server::ServerRpcServer;
 
 use crate::api::catalog::CatalogCtx;
@@ -215,6 +216,7 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
         state: state.clone(),
         writer: writer.clone(),
         mesh: settings.mesh.clone(),
+        secondary: settings.primary_datacenter != settings.datacenter,
     });
     let autopilot = Arc::new(Autopilot {
         raft: raft.clone(),
@@ -224,8 +226,11 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
     let hub = crate::mesh::hub::XdsHub::new(
         state.clone(),
         leaves.clone(),
-        settings.datacenter.clone(),
-        settings.mesh.default_allow,
+        crate::mesh::hub::HubSettings {
+            datacenter: settings.datacenter.clone(),
+            default_allow: settings.mesh.default_allow,
+            gateway_mode: settings.mesh.gateway_mode,
+        },
     );
     tokio::spawn(hub.clone().run());
     tokio::spawn(crate::raft::compact_after_restore(raft.clone(), state.clone()));
@@ -269,6 +274,25 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
             leadership: leadership.clone(),
             writer: writer.clone(),
             status: replication.clone(),
+        },
+    )));
+    tokio::spawn(crate::federation::ca::run(Arc::new(
+        crate::federation::ca::CaReplication {
+            primary: primary.clone(),
+            datacenter: settings.datacenter.clone(),
+            state: state.clone(),
+            leadership: leadership.clone(),
+            writer: writer.clone(),
+            status: replication.clone(),
+        },
+    )));
+    tokio::spawn(crate::federation::remote_mesh::run(Arc::new(
+        crate::federation::remote_mesh::RemoteMeshes {
+            wan: wan.clone(),
+            peers: peers.clone(),
+            state: state.clone(),
+            leadership: leadership.clone(),
+            writer: writer.clone(),
         },
     )));
     let api_routes = crate::api::routes(Services {
@@ -319,11 +343,17 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
     let raft_server = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("server_rpc", path = %req.uri().path()))
         .add_routes(
-            api_routes.clone().add_service(
-                ServerRpcServer::new(rpc_service)
-                    .max_decoding_message_size(crate::rpc::MAX_MESSAGE)
-                    .max_encoding_message_size(crate::rpc::MAX_MESSAGE),
-            ),
+            api_routes
+                .clone()
+                .add_service(
+                    ServerRpcServer::new(rpc_service)
+                        .max_decoding_message_size(crate::rpc::MAX_MESSAGE)
+                        .max_encoding_message_size(crate::rpc::MAX_MESSAGE),
+                )
+                .add_service(FederationServer::new(crate::federation::remote_mesh::MeshViews {
+                    state: state.clone(),
+                    datacenter: settings.datacenter.clone(),
+                })),
         )
         .serve_with_incoming_shutdown(grpc_incoming(raft_listener), stopped());
     let api_server = tonic::transport::Server::builder()
@@ -447,6 +477,7 @@ async fn register_self(writer: &Writer, s: &Settings) {
         node: Node {
             name: s.node.clone(),
             address: s.bind.to_string(),
+            wan_address: String::new(),
             datacenter: s.datacenter.clone(),
             meta: BTreeMap::new(),
             create_index: 0,

@@ -2,20 +2,33 @@
 //! inside typed messages: log entries, snapshot bodies, forwarded commands
 //! and their outcomes.
 //!
-//! A record is a format version byte followed by the body. Version 2, what
-//! this build writes, is postcard (compact, positional serde); version 1,
-//! what builds before it wrote, was JSON and is still read, so a data
-//! directory from an older build opens. A type change that postcard cannot
-//! read positionally (a field added, removed or reordered in a logged type)
-//! takes a new version byte and a decoder for the old one beside it.
+//! A record is a format version byte followed by the body. Version 3, what
+//! this build writes, is postcard (compact, positional serde). Older
+//! versions are still read, so a data directory from an older build opens:
+//! version 2 was postcard of the types before WAN addresses, gateway modes,
+//! intermediate CAs and remote datacenters were added (each [`Record`] type
+//! reads it through the old shapes it kept), version 1 was JSON. A type
+//! change that postcard cannot read positionally (a field added, removed or
+//! reordered in a logged type) takes a new version byte and a decoder for
+//! the old one beside it; a variant added at the end of an enum does not.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// JSON, written by builds before the binary format; read only.
 const JSON_V1: u8 = 1;
-/// postcard.
+/// postcard, of the types as they were before version 3; read only.
 const POSTCARD_V2: u8 = 2;
+/// postcard.
+const POSTCARD_V3: u8 = 3;
+
+/// A type kept in records. `from_v2` reads a body that version 2 wrote:
+/// types whose shape did not change since decode it as they are.
+pub(crate) trait Record: Serialize + DeserializeOwned {
+    fn from_v2(body: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(body)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CodecError {
@@ -30,17 +43,18 @@ pub(crate) enum CodecError {
 }
 
 pub(crate) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, CodecError> {
-    let mut out = vec![POSTCARD_V2];
+    let mut out = vec![POSTCARD_V3];
     postcard::to_io(v, &mut out).map_err(|e| CodecError::Encode(e.to_string()))?;
     Ok(out)
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, CodecError> {
+pub(crate) fn decode<T: Record>(b: &[u8]) -> Result<T, CodecError> {
     let body = |version: u8, message: String| CodecError::Body { version, message };
     match b.split_first() {
-        Some((&POSTCARD_V2, rest)) => {
-            postcard::from_bytes(rest).map_err(|e| body(POSTCARD_V2, e.to_string()))
+        Some((&POSTCARD_V3, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| body(POSTCARD_V3, e.to_string()))
         }
+        Some((&POSTCARD_V2, rest)) => T::from_v2(rest).map_err(|e| body(POSTCARD_V2, e.to_string())),
         Some((&JSON_V1, rest)) => serde_json::from_slice(rest).map_err(|e| body(JSON_V1, e.to_string())),
         Some((&v, _)) => Err(CodecError::UnknownVersion(v)),
         None => Err(CodecError::Empty),
@@ -48,17 +62,18 @@ pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, CodecError> {
 }
 
 /// Decodes the leading fields of a record as `T`, ignoring the rest (a
-/// snapshot's metadata without its catalog). JSON records are decoded
-/// whole as `Full` and cut down with `part`.
-pub(crate) fn decode_prefix<T: DeserializeOwned, Full: DeserializeOwned>(
+/// snapshot's metadata without its catalog): fields whose shape is the same
+/// in versions 2 and 3. JSON records are decoded whole as `Full` and cut
+/// down with `part`.
+pub(crate) fn decode_prefix<T: DeserializeOwned, Full: Record>(
     b: &[u8],
     part: impl FnOnce(Full) -> T,
 ) -> Result<T, CodecError> {
     let body = |version: u8, message: String| CodecError::Body { version, message };
     match b.split_first() {
-        Some((&POSTCARD_V2, rest)) => postcard::take_from_bytes(rest)
+        Some((&v @ (POSTCARD_V2 | POSTCARD_V3), rest)) => postcard::take_from_bytes(rest)
             .map(|(t, _)| t)
-            .map_err(|e| body(POSTCARD_V2, e.to_string())),
+            .map_err(|e| body(v, e.to_string())),
         Some((&JSON_V1, _)) => decode::<Full>(b).map(part),
         Some((&v, _)) => Err(CodecError::UnknownVersion(v)),
         None => Err(CodecError::Empty),
@@ -78,7 +93,7 @@ mod tests {
             }],
         };
         let bin = encode(&req).unwrap();
-        assert_eq!(bin[0], POSTCARD_V2);
+        assert_eq!(bin[0], POSTCARD_V3);
         let back: Request = decode(&bin).unwrap();
         assert_eq!(format!("{back:?}"), format!("{req:?}"));
 
@@ -97,7 +112,7 @@ mod tests {
             Err(CodecError::UnknownVersion(9))
         ));
         assert!(matches!(
-            decode::<Request>(&[POSTCARD_V2, 0xff, 0xff, 0xff]),
+            decode::<Request>(&[POSTCARD_V3, 0xff, 0xff, 0xff]),
             Err(CodecError::Body { .. })
         ));
     }

@@ -101,6 +101,12 @@ pub(crate) struct AgentConfig {
     /// Leaf certificates this server signs per second at most (default 50000).
     #[arg(long)]
     pub ca_sign_rate: Option<u32>,
+    /// How sidecars reach upstreams in other datacenters when neither the
+    /// upstream nor its service says: none (straight to the remote
+    /// sidecars), local (through this datacenter's mesh gateways) or remote
+    /// (through the target's); default none, as in Consul.
+    #[arg(long)]
+    pub mesh_gateway_mode: Option<String>,
     /// Remove servers gossip has seen dead for this long from Raft (e.g. 10m; default off).
     #[arg(long)]
     pub dead_server_cleanup_after: Option<String>,
@@ -134,7 +140,7 @@ impl AgentConfig {
         merge!(cfg, flags;
             node, data_dir, datacenter, bootstrap_expect, bind, grpc_addr, http_addr, server_addr,
             serf_lan_addr, serf_wan_addr, advertise_server_addr, encrypt, log_level, primary_datacenter, snapshot_threshold, snapshot_keep_logs, watch_history,
-            default_intention, leaf_cert_ttl, ca_root_ttl, ca_sign_rate, dead_server_cleanup_after,
+            default_intention, leaf_cert_ttl, ca_root_ttl, ca_sign_rate, mesh_gateway_mode, dead_server_cleanup_after,
             reconnect_timeout, anti_entropy_interval;
             dev, server, log_json);
         if !flags.retry_join.is_empty() {
@@ -338,6 +344,12 @@ impl Settings {
                     Some(0) => bail!("--ca-sign-rate must be at least 1"),
                     Some(n) => n,
                     None => 50_000,
+                },
+                gateway_mode: match cfg.mesh_gateway_mode.as_deref() {
+                    None | Some("none") => tribune_xds::GatewayMode::None,
+                    Some("local") => tribune_xds::GatewayMode::Local,
+                    Some("remote") => tribune_xds::GatewayMode::Remote,
+                    Some(other) => bail!("--mesh-gateway-mode {other:?}: use none, local or remote"),
                 },
             },
         })

@@ -343,6 +343,17 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill9();
+        // A failed test leaves its agents' logs behind for a reader: the
+        // tail on stderr, and the whole log under TRIBUNE_TEST_LOGS if set.
+        if std::thread::panicking() {
+            eprintln!("--- log of {} (last lines) ---\n{}", self.node, self.log_tail());
+        }
+        if let Some(dir) = std::env::var_os("TRIBUNE_TEST_LOGS") {
+            let dir = PathBuf::from(dir);
+            let _ = std::fs::create_dir_all(&dir);
+            let name = format!("{}-{}.log", self.node, self.ports.grpc);
+            let _ = std::fs::copy(&self.log, dir.join(name));
+        }
     }
 }
 

@@ -18,6 +18,46 @@ pub struct MeshSnapshot {
     pub endpoints: BTreeMap<String, Vec<MeshEndpoint>>,
     /// PEM roots every proxy trusts (active first; during a rotation, old and new).
     pub roots_pem: Vec<String>,
+    /// This datacenter's mesh gateways, at their LAN addresses.
+    pub local_gateways: Vec<MeshEndpoint>,
+    /// The other datacenters of the federation, by name, as last copied.
+    pub remote: BTreeMap<String, RemoteDatacenter>,
+}
+
+/// Another datacenter as its mesh traffic reaches it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RemoteDatacenter {
+    /// Its mesh gateways, at their WAN addresses.
+    pub gateways: Vec<MeshEndpoint>,
+    /// Its services' sidecars, at their WAN addresses, by service name
+    /// (what `GatewayMode::None` connects to).
+    pub endpoints: BTreeMap<String, Vec<MeshEndpoint>>,
+}
+
+/// How a sidecar reaches an upstream in another datacenter. The cluster
+/// keeps the target's SNI and SAN check in every mode; only its endpoints
+/// differ.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GatewayMode {
+    /// Straight to the remote sidecars at their WAN addresses.
+    #[default]
+    None,
+    /// Through this datacenter's mesh gateways (LAN addresses).
+    Local,
+    /// Straight to the target datacenter's mesh gateways (WAN addresses).
+    Remote,
+}
+
+/// A mesh gateway being configured: it listens on its LAN address and, when
+/// it has a different one, on its WAN address, with the same filter chains.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gateway {
+    pub proxy_id: String,
+    pub service: String,
+    pub lan_address: String,
+    pub lan_port: u16,
+    /// `None`: the gateway listens on its LAN address only.
+    pub wan: Option<(String, u16)>,
 }
 
 /// Service-to-service authorization. `*` matches any service.
@@ -58,6 +98,9 @@ pub struct Upstream {
     pub datacenter: String,
     pub bind_address: String,
     pub bind_port: u16,
+    /// Resolved by the server (upstream, then proxy, then datacenter);
+    /// ignored for an upstream in the local datacenter.
+    pub mode: GatewayMode,
 }
 
 /// The proxy's own certificate: the leaf and whatever intermediates it

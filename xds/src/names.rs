@@ -41,3 +41,26 @@ pub fn leaf_secret(service: &str) -> String {
 pub fn upstream_listener(destination: &str) -> String {
     format!("upstream:{destination}")
 }
+
+/// Everything of one datacenter behind its mesh gateways: the suffix every
+/// SNI of that datacenter ends with (see [`sni`]), and the name of the
+/// gateway cluster that leads there.
+pub fn datacenter_cluster(datacenter: &str, trust_domain: &str) -> String {
+    format!("{datacenter}.internal.{trust_domain}")
+}
+
+/// The filter-chain server name matching every SNI of one datacenter
+/// (Envoy matches a leading `*.` against any number of labels).
+pub fn datacenter_server_name(datacenter: &str, trust_domain: &str) -> String {
+    format!("*.{}", datacenter_cluster(datacenter, trust_domain))
+}
+
+/// A mesh gateway's listener on its LAN address.
+pub fn gateway_lan_listener(address: &str, port: u16) -> String {
+    format!("default:{address}:{port}")
+}
+
+/// A mesh gateway's listener on its WAN address.
+pub fn gateway_wan_listener(address: &str, port: u16) -> String {
+    format!("wan:{address}:{port}")
+}

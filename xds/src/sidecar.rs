@@ -2,35 +2,31 @@
 //! resources out. Pure: no I/O, no clock, no randomness; the same input
 //! always gives the same resources and versions.
 
+use std::collections::BTreeMap;
+
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
-use envoy_types::pb::envoy::config::core::v3::{Address, HealthStatus};
-use envoy_types::pb::envoy::config::core::v3::{
-    AggregatedConfigSource, ApiVersion, ConfigSource, DataSource, SocketAddress, TransportSocket, address,
-    config_source, data_source, socket_address, transport_socket,
-};
-use envoy_types::pb::envoy::config::endpoint::v3::{
-    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
-};
-use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
-use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+use envoy_types::pb::envoy::config::core::v3::{DataSource, TransportSocket, data_source, transport_socket};
+use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LocalityLbEndpoints};
+use envoy_types::pb::envoy::config::listener::v3::{FilterChain, Listener};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret,
     SubjectAltNameMatcher, TlsCertificate, UpstreamTlsContext, common_tls_context, secret,
     subject_alt_name_matcher,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
-use envoy_types::pb::google::protobuf::{BoolValue, Duration};
+use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::util::pack_any;
 
-use crate::model::{LeafCert, MeshSnapshot, Sidecar, Upstream};
+use crate::common::{
+    ads, connect_timeout, eds_cluster, lb_endpoint, load_assignment, network_filter, socket, tcp_proxy_to,
+};
+use crate::model::{GatewayMode, LeafCert, MeshEndpoint, MeshSnapshot, RemoteDatacenter, Sidecar, Upstream};
 use crate::names::{self, CLUSTER, ENDPOINT, LISTENER, SECRET};
 use crate::rbac;
 use crate::resources::{ProxyResources, Resource};
 
-const CONNECT_TIMEOUT_SECS: i64 = 5;
-
-/// Something about the input that kept one resource from being built; the
-/// rest of the proxy's configuration is still produced.
+/// Something about the input that kept one resource from being built, or
+/// left it empty; the rest of the proxy's configuration is still produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
     pub proxy_id: String,
@@ -63,25 +59,22 @@ pub fn build(
         } else {
             &up.datacenter
         };
-        if dc != &mesh.datacenter {
+        // Nowhere to send it yet is not a reason to drop the upstream: its
+        // listener and cluster are built all the same, so that when the
+        // endpoints do appear only EDS changes (no listener or cluster churn).
+        let eps = upstream_endpoints(up, dc, mesh).unwrap_or_else(|why| {
             diags.push(Diagnostic {
                 proxy_id: proxy.proxy_id.clone(),
-                message: format!(
-                    "upstream {} in datacenter {dc}: cross-datacenter upstreams need mesh gateways, not built yet",
-                    up.destination
-                ),
+                message: format!("upstream {} in datacenter {dc}: {why}", up.destination),
             });
-            continue;
-        }
+            &[]
+        });
         let sni = names::sni(&up.destination, dc, &mesh.trust_domain);
         out.insert(
             CLUSTER,
             Resource::new(sni.clone(), upstream_cluster(proxy, up, dc, &sni, mesh)),
         );
-        out.insert(
-            ENDPOINT,
-            Resource::new(sni.clone(), endpoints(&sni, mesh, &up.destination)),
-        );
+        out.insert(ENDPOINT, Resource::new(sni.clone(), load_assignment(&sni, eps)));
         out.insert(
             LISTENER,
             Resource::new(
@@ -105,30 +98,10 @@ pub fn build(
     (out, diags)
 }
 
-fn ads() -> ConfigSource {
-    ConfigSource {
-        resource_api_version: ApiVersion::V3 as i32,
-        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
-            AggregatedConfigSource {},
-        )),
-        ..Default::default()
-    }
-}
-
 fn sds(name: &str) -> SdsSecretConfig {
     SdsSecretConfig {
         name: name.to_string(),
         sds_config: Some(ads()),
-    }
-}
-
-fn socket(address: &str, port: u16) -> Address {
-    Address {
-        address: Some(address::Address::SocketAddress(SocketAddress {
-            address: address.to_string(),
-            port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(port))),
-            ..Default::default()
-        })),
     }
 }
 
@@ -139,27 +112,9 @@ fn tls_socket<T: prost::Name + prost::Message>(ctx: T) -> TransportSocket {
     }
 }
 
-fn timeout() -> Duration {
-    Duration {
-        seconds: CONNECT_TIMEOUT_SECS,
-        nanos: 0,
-    }
-}
-
 fn inline(pem: &str) -> DataSource {
     DataSource {
         specifier: Some(data_source::Specifier::InlineString(pem.to_string())),
-        ..Default::default()
-    }
-}
-
-fn lb_endpoint(address: &str, port: u16) -> LbEndpoint {
-    LbEndpoint {
-        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-            address: Some(socket(address, port)),
-            ..Default::default()
-        })),
-        health_status: HealthStatus::Healthy as i32,
         ..Default::default()
     }
 }
@@ -170,7 +125,7 @@ fn local_app_cluster(p: &Sidecar) -> Cluster {
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
             cluster::DiscoveryType::Static as i32,
         )),
-        connect_timeout: Some(timeout()),
+        connect_timeout: Some(connect_timeout()),
         load_assignment: Some(ClusterLoadAssignment {
             cluster_name: names::LOCAL_APP.into(),
             endpoints: vec![LocalityLbEndpoints {
@@ -218,60 +173,58 @@ fn upstream_cluster(p: &Sidecar, up: &Upstream, dc: &str, sni: &str, mesh: &Mesh
         ..Default::default()
     };
     Cluster {
-        name: sni.to_string(),
-        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
-            cluster::DiscoveryType::Eds as i32,
-        )),
-        eds_cluster_config: Some(cluster::EdsClusterConfig {
-            eds_config: Some(ads()),
-            service_name: String::new(),
-        }),
-        connect_timeout: Some(timeout()),
         transport_socket: Some(tls_socket(UpstreamTlsContext {
             common_tls_context: Some(common_tls(&p.service, validation)),
             sni: sni.to_string(),
             ..Default::default()
         })),
-        ..Default::default()
+        ..eds_cluster(sni)
     }
 }
 
-/// The healthy (passing or warning) sidecars of `service`; critical ones leave.
-fn endpoints(cluster: &str, mesh: &MeshSnapshot, service: &str) -> ClusterLoadAssignment {
-    let lb_endpoints = mesh
-        .endpoints
-        .get(service)
-        .into_iter()
-        .flatten()
-        .filter(|e| e.healthy)
-        .map(|e| lb_endpoint(&e.address, e.port))
-        .collect();
-    ClusterLoadAssignment {
-        cluster_name: cluster.to_string(),
-        endpoints: vec![LocalityLbEndpoints {
-            lb_endpoints,
-            ..Default::default()
-        }],
-        ..Default::default()
+/// Where an upstream's connections go, chosen here and nowhere else. In
+/// this datacenter: the destination's sidecars. In another: by gateway
+/// mode, the remote sidecars, this datacenter's gateways or the remote
+/// datacenter's gateways; the cluster (SNI, SAN check) is the same in every
+/// case, since a gateway forwards the TLS stream untouched. `Err` says why
+/// there is nothing to choose from. Unhealthy ones are filtered later, by
+/// [`load_assignment`].
+fn upstream_endpoints<'m>(
+    up: &Upstream,
+    dc: &str,
+    mesh: &'m MeshSnapshot,
+) -> Result<&'m [MeshEndpoint], String> {
+    if dc == mesh.datacenter {
+        return Ok(service_endpoints(&mesh.endpoints, &up.destination));
+    }
+    match up.mode {
+        GatewayMode::None => {
+            remote_datacenter(mesh, dc).map(|r| service_endpoints(&r.endpoints, &up.destination))
+        }
+        GatewayMode::Local if mesh.local_gateways.is_empty() => Err(
+            "gateway mode is local but no mesh gateway is registered in this datacenter; \
+             its cluster has no endpoints until one is"
+                .into(),
+        ),
+        GatewayMode::Local => Ok(&mesh.local_gateways),
+        GatewayMode::Remote => remote_datacenter(mesh, dc).map(|r| r.gateways.as_slice()),
     }
 }
 
-fn network_filter<T: prost::Name + prost::Message>(name: &str, cfg: T) -> Filter {
-    Filter {
-        name: name.into(),
-        config_type: Some(filter::ConfigType::TypedConfig(pack_any(cfg))),
-    }
+/// A datacenter not (yet) copied into the snapshot: federation is
+/// eventually consistent, so this is expected for a while after a join.
+fn remote_datacenter<'m>(mesh: &'m MeshSnapshot, dc: &str) -> Result<&'m RemoteDatacenter, String> {
+    mesh.remote.get(dc).ok_or_else(|| {
+        "no such datacenter is known (yet); its cluster has no endpoints until it joins".into()
+    })
 }
 
-fn tcp_proxy_to(cluster: &str, stat_prefix: &str) -> Filter {
-    network_filter(
-        "envoy.filters.network.tcp_proxy",
-        TcpProxy {
-            stat_prefix: stat_prefix.to_string(),
-            cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_string())),
-            ..Default::default()
-        },
-    )
+/// A service nobody registered yet has no endpoints; that is not an error.
+fn service_endpoints<'m>(
+    by_service: &'m BTreeMap<String, Vec<MeshEndpoint>>,
+    service: &str,
+) -> &'m [MeshEndpoint] {
+    by_service.get(service).map_or(&[], Vec::as_slice)
 }
 
 /// mTLS in (client certificate required, validated against the trust

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use tribune_proto::v1 as pb;
+use tribune_proto::v1::connect_ca_client::ConnectCaClient;
 use tribune_proto::v1::connect_ca_server::ConnectCa;
 use tribune_proto::v1::intentions_client::IntentionsClient;
 use tribune_proto::v1::intentions_server::Intentions;
@@ -68,6 +69,12 @@ impl ConnectCa for ConnectApi {
                     })?;
                 let active = ca.active().map(|r| r.root.id.clone()).unwrap_or_default();
                 Ok(Response::new(pb::CaRootsResponse {
+                    cluster_id: ca.cluster_id.clone(),
+                    intermediate_pem: ca
+                        .signing
+                        .as_ref()
+                        .map(|s| s.ca.cert_pem.clone())
+                        .unwrap_or_default(),
                     index: d.applied_index(),
                     trust_domain: ca.trust_domain.clone(),
                     active_root_id: active.clone(),
@@ -93,11 +100,22 @@ impl ConnectCa for ConnectApi {
 
     async fn rotate(
         &self,
-        _req: Request<pb::CaRotateRequest>,
+        req: Request<pb::CaRotateRequest>,
     ) -> Result<Response<pb::CaRotateResponse>, Status> {
         self.ctx
             .metrics
             .observe("CaRotate", async {
+                // The primary owns the root; a secondary follows it.
+                if self.ctx.primary.is_elsewhere() {
+                    return self
+                        .ctx
+                        .primary
+                        .forward(
+                            req,
+                            |ch, r| async move { ConnectCaClient::new(ch).rotate(r).await },
+                        )
+                        .await;
+                }
                 let (index, new_root_id) = ca::rotate(&self.ctx.ca).await.map_err(ca_error)?;
                 Ok(Response::new(pb::CaRotateResponse { index, new_root_id }))
             })
@@ -132,6 +150,37 @@ impl ConnectCa for ConnectApi {
                     root_id: l.root_id.clone(),
                     serial_hex: l.serial_hex.clone(),
                     not_after_unix: l.not_after_unix,
+                }))
+            })
+            .await
+    }
+
+    async fn sign_intermediate(
+        &self,
+        req: Request<pb::CaSignIntermediateRequest>,
+    ) -> Result<Response<pb::CaSignIntermediateResponse>, Status> {
+        self.ctx
+            .metrics
+            .observe("CaSignIntermediate", async {
+                if self.ctx.primary.is_elsewhere() {
+                    return self
+                        .ctx
+                        .primary
+                        .forward(req, |ch, r| async move {
+                            ConnectCaClient::new(ch).sign_intermediate(r).await
+                        })
+                        .await;
+                }
+                let r = req.into_inner();
+                let (cert_pem, root_id) =
+                    ca::sign_intermediate(&self.ctx.ca, &r.csr_pem).map_err(|e| match e {
+                        CaError::Cert(c) => Status::invalid_argument(format!("csr_pem: {c}")),
+                        other => ca_error(other),
+                    })?;
+                tracing::info!(datacenter = %r.datacenter, root = %root_id, "signed an intermediate CA");
+                Ok(Response::new(pb::CaSignIntermediateResponse {
+                    cert_pem,
+                    root_id,
                 }))
             })
             .await

@@ -7,8 +7,8 @@ use tribune_proto::v1 as pb;
 
 use crate::catalog::command::Registration;
 use crate::catalog::model::{
-    Check, CheckDefinition, CheckKind, InstanceHealth, Node, ProxyConfig, Service, ServiceKind, Status,
-    Upstream,
+    Check, CheckDefinition, CheckKind, GatewayMode, InstanceHealth, Node, ProxyConfig, Service, ServiceKind,
+    Status, Upstream, WanAddress,
 };
 use crate::catalog::validate::{self as v, FieldError, err};
 
@@ -104,6 +104,7 @@ fn upstreams_of(field: &str, ups: Vec<pb::Upstream>) -> v::Result<Vec<Upstream>>
                 local_bind_address: addr,
                 local_bind_port: port,
                 datacenter: u.datacenter,
+                mesh_gateway_mode: mode_from_pb(&f("mesh_gateway_mode"), u.mesh_gateway_mode)?,
             })
         })
         .collect()
@@ -140,7 +141,38 @@ fn proxy_of(field: &str, p: pb::ProxyConfig) -> v::Result<ProxyConfig> {
         local_service_address,
         local_service_port,
         upstreams: upstreams_of(&format!("{field}.upstreams"), p.upstreams)?,
+        mesh_gateway_mode: mode_from_pb(&format!("{field}.mesh_gateway_mode"), p.mesh_gateway_mode)?,
     })
+}
+
+fn mode_from_pb(field: &str, m: i32) -> v::Result<Option<GatewayMode>> {
+    match pb::MeshGatewayMode::try_from(m) {
+        Ok(pb::MeshGatewayMode::Default) => Ok(None),
+        Ok(pb::MeshGatewayMode::None) => Ok(Some(GatewayMode::None)),
+        Ok(pb::MeshGatewayMode::Local) => Ok(Some(GatewayMode::Local)),
+        Ok(pb::MeshGatewayMode::Remote) => Ok(Some(GatewayMode::Remote)),
+        Err(_) => err(
+            field,
+            format!("{m} is not a mesh gateway mode: use NONE, LOCAL or REMOTE"),
+        ),
+    }
+}
+
+fn mode_to_pb(m: Option<GatewayMode>) -> i32 {
+    match m {
+        None => pb::MeshGatewayMode::Default as i32,
+        Some(GatewayMode::None) => pb::MeshGatewayMode::None as i32,
+        Some(GatewayMode::Local) => pb::MeshGatewayMode::Local as i32,
+        Some(GatewayMode::Remote) => pb::MeshGatewayMode::Remote as i32,
+    }
+}
+
+fn wan_of(field: &str, v: &str) -> v::Result<Option<WanAddress>> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let (address, port) = v::split_host_port(field, v)?;
+    Ok(Some(WanAddress { address, port }))
 }
 
 fn check_of(
@@ -310,12 +342,26 @@ pub(crate) fn registration(
         (_, None) => None,
     };
 
+    let wan = wan_of("service.wan_address", &spec.wan_address)?;
+    if kind == ServiceKind::MeshGateway && wan.is_none() {
+        return err(
+            "service.wan_address",
+            "is required for a mesh-gateway: where other datacenters reach it (IP:PORT)",
+        );
+    }
+    let node_wan_address = if req.node_wan_address.is_empty() {
+        String::new()
+    } else {
+        v::address("node_wan_address", &req.node_wan_address)?;
+        req.node_wan_address
+    };
     let service = Service {
         id: id.clone(),
         name: spec.name.clone(),
         node: node.clone(),
         address: address.clone(),
         port,
+        wan,
         tags: spec.tags,
         meta,
         kind,
@@ -370,6 +416,7 @@ pub(crate) fn registration(
                 node: node.clone(),
                 address: sc_address,
                 port: sc_port,
+                wan: None,
                 tags: Vec::new(),
                 meta: BTreeMap::new(),
                 kind: ServiceKind::SidecarProxy,
@@ -379,6 +426,7 @@ pub(crate) fn registration(
                     local_service_address: "127.0.0.1".into(),
                     local_service_port: port,
                     upstreams: upstreams_of("sidecar.upstreams", sc.upstreams)?,
+                    mesh_gateway_mode: mode_from_pb("sidecar.mesh_gateway_mode", sc.mesh_gateway_mode)?,
                 }),
                 create_index: 0,
                 modify_index: 0,
@@ -392,6 +440,7 @@ pub(crate) fn registration(
         node: Node {
             name: node,
             address: node_address,
+            wan_address: node_wan_address,
             datacenter: d.datacenter.to_string(),
             meta: BTreeMap::new(),
             create_index: 0,
@@ -413,6 +462,7 @@ pub(crate) fn node_to_pb(n: &Node) -> pb::Node {
         meta: n.meta.clone().into_iter().collect(),
         create_index: n.create_index,
         modify_index: n.modify_index,
+        wan_address: n.wan_address.clone(),
     }
 }
 
@@ -422,6 +472,7 @@ fn upstream_to_pb(u: &Upstream) -> pb::Upstream {
         local_bind_address: u.local_bind_address.clone(),
         local_bind_port: u32::from(u.local_bind_port),
         datacenter: u.datacenter.clone(),
+        mesh_gateway_mode: mode_to_pb(u.mesh_gateway_mode),
     }
 }
 
@@ -441,9 +492,15 @@ pub(crate) fn service_to_pb(s: &Service) -> pb::ServiceInstance {
             local_service_address: p.local_service_address.clone(),
             local_service_port: u32::from(p.local_service_port),
             upstreams: p.upstreams.iter().map(upstream_to_pb).collect(),
+            mesh_gateway_mode: mode_to_pb(p.mesh_gateway_mode),
         }),
         create_index: s.create_index,
         modify_index: s.modify_index,
+        wan_address: s
+            .wan
+            .as_ref()
+            .map(|w| format!("{}:{}", w.address, w.port))
+            .unwrap_or_default(),
     }
 }
 
@@ -521,7 +578,7 @@ mod tests {
                 local_bind_port: 9191,
                 ..Default::default()
             }],
-            address: String::new(),
+            ..Default::default()
         });
         let reg = registration(r, &D).unwrap();
         assert_eq!(reg.services.len(), 2);

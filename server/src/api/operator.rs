@@ -197,18 +197,24 @@ impl Operator for OperatorApi {
         self.ctx
             .metrics
             .observe("ReplicationStatus", async {
-                let i = self.ctx.replication.intentions();
+                let kinds = crate::federation::replication::Kind::ALL
+                    .iter()
+                    .map(|&k| {
+                        let s = self.ctx.replication.of(k);
+                        pb::ReplicatedKind {
+                            kind: k.name().into(),
+                            enabled: self.ctx.primary.is_elsewhere(),
+                            source_datacenter: self.ctx.primary.name().to_string(),
+                            index: s.index,
+                            seconds_since_success: s.last_success.map(|t| t.elapsed().as_secs_f64()),
+                            last_error: s.last_error.unwrap_or_default(),
+                        }
+                    })
+                    .collect();
                 Ok(Response::new(pb::ReplicationStatusResponse {
                     datacenter: self.ctx.datacenter.clone(),
                     primary_datacenter: self.ctx.primary.name().to_string(),
-                    kinds: vec![pb::ReplicatedKind {
-                        kind: "intentions".into(),
-                        enabled: self.ctx.primary.is_elsewhere(),
-                        source_datacenter: self.ctx.primary.name().to_string(),
-                        index: i.index,
-                        seconds_since_success: i.last_success.map(|t| t.elapsed().as_secs_f64()),
-                        last_error: i.last_error.unwrap_or_default(),
-                    }],
+                    kinds,
                 }))
             })
             .await

@@ -1,5 +1,7 @@
 //! Mesh state in the catalog: the certificate authority (trust domain and
-//! roots, private keys included) and intentions. Like the rest of the
+//! roots, private keys included in the primary datacenter; in a secondary,
+//! the primary's roots without keys and this datacenter's intermediate),
+//! intentions, and the last copy of every other datacenter's mesh. Like the rest of the
 //! catalog it changes only through the Raft log; key material is generated
 //! by the leader before it proposes, so applying stays deterministic.
 
@@ -19,13 +21,24 @@ pub(crate) struct CaRoot {
     pub rotated_out_unix: Option<i64>,
 }
 
+/// A secondary datacenter's intermediate CA and the primary root that
+/// signed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SigningCa {
+    pub ca: RootCa,
+    pub root_id: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct CaState {
     pub cluster_id: String,
     pub trust_domain: String,
     pub leaf_ttl_secs: u64,
-    /// Oldest first; the last one is active.
+    /// Oldest first; the last one is active. In a secondary datacenter,
+    /// the primary's, without their keys.
     pub roots: Vec<CaRoot>,
+    /// A secondary datacenter's intermediate; `None` in the primary.
+    pub signing: Option<SigningCa>,
     pub create_index: u64,
     pub modify_index: u64,
 }
@@ -33,6 +46,31 @@ pub(crate) struct CaState {
 impl CaState {
     pub(crate) fn active(&self) -> Option<&CaRoot> {
         self.roots.last()
+    }
+
+    /// What signs this datacenter's leaves: its intermediate in a
+    /// secondary, the active root in the primary.
+    pub(crate) fn signer(&self) -> Option<&RootCa> {
+        match &self.signing {
+            Some(s) => Some(&s.ca),
+            None => self.active().map(|r| &r.root),
+        }
+    }
+
+    /// The certificates a leaf is presented with after itself: the
+    /// intermediate, then the cross-signed active root while an older root
+    /// is still trusted.
+    pub(crate) fn chain_after_leaf(&self) -> String {
+        let mut chain = String::new();
+        if let Some(s) = &self.signing {
+            chain.push_str(&s.ca.cert_pem);
+        }
+        if self.roots.len() > 1
+            && let Some(x) = self.active().and_then(|r| r.cross_signed_pem.as_ref())
+        {
+            chain.push_str(x);
+        }
+        chain
     }
 
     /// Every root's PEM, active first: what proxies trust.
@@ -64,7 +102,40 @@ pub(crate) struct Intention {
     pub modify_index: u64,
 }
 
-/// Mesh commands, carried inside `Command`.
+/// One endpoint of another datacenter's mesh: a sidecar or a gateway, at
+/// the address other datacenters reach it on.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) struct RemoteEndpoint {
+    pub id: String,
+    pub address: String,
+    pub port: u16,
+    pub healthy: bool,
+}
+
+/// The last copy of another datacenter's mesh, as its servers reported it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RemoteMesh {
+    pub datacenter: String,
+    /// Its mesh gateways, at their WAN addresses.
+    pub gateways: Vec<RemoteEndpoint>,
+    /// Its services' sidecars, at their WAN addresses, by service name.
+    pub services: BTreeMap<String, Vec<RemoteEndpoint>>,
+    /// The remote datacenter's Raft index this copy reflects.
+    pub remote_index: u64,
+    pub modify_index: u64,
+}
+
+impl RemoteMesh {
+    /// The same mesh, whatever the indexes.
+    pub(crate) fn same_view(&self, other: &RemoteMesh) -> bool {
+        self.datacenter == other.datacenter
+            && self.gateways == other.gateways
+            && self.services == other.services
+    }
+}
+
+/// Mesh commands, carried inside `Command`. Variants are only ever added
+/// at the end (older records name the others by position).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum MeshCommand {
     /// Fixes the trust domain and the first root, once per cluster.
@@ -97,6 +168,16 @@ pub(crate) enum MeshCommand {
     IntentionsReplace {
         intentions: Vec<IntentionRule>,
     },
+    /// A secondary datacenter's CA: the primary's trust domain and roots
+    /// (without keys) and this datacenter's intermediate.
+    CaReplicate {
+        cluster_id: String,
+        leaf_ttl_secs: u64,
+        roots: Vec<CaRoot>,
+        signing: Option<Box<SigningCa>>,
+    },
+    /// The copy of another datacenter's mesh becomes `mesh`.
+    RemoteMeshReplace(Box<RemoteMesh>),
 }
 
 /// An intention as the primary datacenter replicates it.
@@ -111,6 +192,8 @@ pub(crate) struct IntentionRule {
 pub(crate) struct MeshState {
     pub ca: Option<CaState>,
     pub intentions: BTreeMap<(String, String), Intention>,
+    /// Other datacenters' meshes, by name.
+    pub remote: BTreeMap<String, RemoteMesh>,
 }
 
 impl MeshState {
@@ -134,6 +217,7 @@ impl MeshState {
                         cross_signed_pem: None,
                         rotated_out_unix: None,
                     }],
+                    signing: None,
                     create_index: index,
                     modify_index: index,
                 });
@@ -220,6 +304,30 @@ impl MeshState {
                         }
                     }
                 }
+                Outcome::MeshUpdated
+            }
+            MeshCommand::CaReplicate {
+                cluster_id,
+                leaf_ttl_secs,
+                roots,
+                signing,
+            } => {
+                let create_index = self.ca.as_ref().map_or(index, |c| c.create_index);
+                self.ca = Some(CaState {
+                    cluster_id: cluster_id.clone(),
+                    trust_domain: tribune_certs::trust_domain(cluster_id),
+                    leaf_ttl_secs: *leaf_ttl_secs,
+                    roots: roots.clone(),
+                    signing: signing.as_deref().cloned(),
+                    create_index,
+                    modify_index: index,
+                });
+                Outcome::MeshUpdated
+            }
+            MeshCommand::RemoteMeshReplace(mesh) => {
+                let mut mesh = (**mesh).clone();
+                mesh.modify_index = index;
+                self.remote.insert(mesh.datacenter.clone(), mesh);
                 Outcome::MeshUpdated
             }
             MeshCommand::IntentionDelete { source, destination } => {

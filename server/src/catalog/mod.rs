@@ -7,6 +7,7 @@ pub(crate) mod command;
 pub(crate) mod feed;
 pub(crate) mod mesh;
 pub(crate) mod model;
+pub(crate) mod v2;
 pub(crate) mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -74,6 +75,11 @@ impl Catalog {
         }
         c.staged_restore = data.staged_restore;
         c.mesh.ca = data.ca;
+        c.mesh.remote = data
+            .remote
+            .into_iter()
+            .map(|m| (m.datacenter.clone(), m))
+            .collect();
         c.mesh.intentions = data
             .intentions
             .into_iter()
@@ -97,6 +103,7 @@ impl Catalog {
                 .filter_map(|id| self.recent.get(id).map(|o| (id.clone(), o.clone())))
                 .collect(),
             staged_restore: self.staged_restore.clone(),
+            remote: self.mesh.remote.values().cloned().collect(),
         }
     }
 
@@ -171,6 +178,7 @@ impl Catalog {
                 .filter_map(|id| self.recent.get(id).map(|o| (id, o)))
                 .collect(),
             staged_restore: &self.staged_restore,
+            remote: self.mesh.remote.values().collect(),
         }
     }
 
@@ -353,7 +361,17 @@ impl Catalog {
         // Node: created on first use; updated when its definition changes.
         let mut node = reg.node.clone();
         match self.nodes.get(&node.name) {
-            Some(old) if old.address == node.address && old.datacenter == node.datacenter => {}
+            // A registration that names no WAN address keeps the node's.
+            Some(old) if node.wan_address.is_empty() && !old.wan_address.is_empty() => {
+                node.wan_address = old.wan_address.clone();
+            }
+            _ => {}
+        }
+        match self.nodes.get(&node.name) {
+            Some(old)
+                if old.address == node.address
+                    && old.wan_address == node.wan_address
+                    && old.datacenter == node.datacenter => {}
             Some(old) => {
                 node.meta = old.meta.clone();
                 node.create_index = old.create_index;

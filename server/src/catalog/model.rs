@@ -31,12 +31,25 @@ pub(crate) enum ServiceKind {
     MeshGateway,
 }
 
+/// How a sidecar reaches an upstream in another datacenter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum GatewayMode {
+    /// Straight to the remote sidecars at their WAN addresses.
+    None,
+    /// Through this datacenter's mesh gateways.
+    Local,
+    /// Straight to the target datacenter's mesh gateways.
+    Remote,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Upstream {
     pub destination_name: String,
     pub local_bind_address: String,
     pub local_bind_port: u16,
     pub datacenter: String,
+    /// `None`: the proxy's mode, then the datacenter's.
+    pub mesh_gateway_mode: Option<GatewayMode>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,12 +59,24 @@ pub(crate) struct ProxyConfig {
     pub local_service_address: String,
     pub local_service_port: u16,
     pub upstreams: Vec<Upstream>,
+    /// For upstreams that set no mode; `None`: the datacenter's.
+    pub mesh_gateway_mode: Option<GatewayMode>,
+}
+
+/// Where other datacenters reach something.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WanAddress {
+    pub address: String,
+    pub port: u16,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Node {
     pub name: String,
     pub address: String,
+    /// Where other datacenters reach the node; empty: `address`.
+    #[serde(default)]
+    pub wan_address: String,
     pub datacenter: String,
     pub meta: BTreeMap<String, String>,
     pub create_index: u64,
@@ -65,6 +90,8 @@ pub(crate) struct Service {
     pub node: String,
     pub address: String,
     pub port: u16,
+    /// Its own address for other datacenters (a mesh gateway's WAN side).
+    pub wan: Option<WanAddress>,
     pub tags: Vec<String>,
     pub meta: BTreeMap<String, String>,
     pub kind: ServiceKind,
@@ -80,6 +107,7 @@ impl Service {
             && self.node == other.node
             && self.address == other.address
             && self.port == other.port
+            && self.wan == other.wan
             && self.tags == other.tags
             && self.meta == other.meta
             && self.kind == other.kind
@@ -177,6 +205,9 @@ pub(crate) struct CatalogData {
     /// part of the replicated state, so a snapshot taken meanwhile carries it.
     #[serde(default)]
     pub staged_restore: Option<StagedRestore>,
+    /// Other datacenters' meshes, as last copied.
+    #[serde(default)]
+    pub remote: Vec<super::mesh::RemoteMesh>,
 }
 
 /// [`CatalogData`] borrowed from the live catalog: the same encoding, with
@@ -191,6 +222,7 @@ pub(crate) struct CatalogDataRef<'a> {
     pub intentions: Vec<&'a super::mesh::Intention>,
     pub recent_requests: Vec<(&'a String, &'a super::command::Outcome)>,
     pub staged_restore: &'a Option<StagedRestore>,
+    pub remote: Vec<&'a super::mesh::RemoteMesh>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,6 +11,7 @@ fn node(name: &str) -> Node {
     Node {
         name: name.into(),
         address: "10.0.0.1".into(),
+        wan_address: String::new(),
         datacenter: "dc1".into(),
         meta: BTreeMap::new(),
         create_index: 0,
@@ -25,6 +26,7 @@ fn svc(id: &str, name: &str, port: u16) -> Service {
         node: "n1".into(),
         address: "10.0.0.1".into(),
         port,
+        wan: None,
         tags: vec![],
         meta: BTreeMap::new(),
         kind: ServiceKind::Typical,

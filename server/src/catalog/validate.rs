@@ -130,13 +130,18 @@ pub(crate) fn address(field: &str, v: &str) -> Result<()> {
 
 /// HOST:PORT, as TCP and gRPC checks take it.
 pub(crate) fn host_port(field: &str, v: &str) -> Result<()> {
+    split_host_port(field, v).map(drop)
+}
+
+/// HOST:PORT, split.
+pub(crate) fn split_host_port(field: &str, v: &str) -> Result<(String, u16)> {
     let Some((host, p)) = v.rsplit_once(':') else {
         return err(field, format!("{v:?} is not HOST:PORT"));
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     address(field, host)?;
     match p.parse::<u32>() {
-        Ok(n) => port(field, n).map(|_| ()),
+        Ok(n) => Ok((host.to_string(), port(field, n)?)),
         Err(_) => err(field, format!("{v:?} has no valid port after ':'")),
     }
 }

@@ -17,7 +17,7 @@ pub(super) enum ConnectSub {
         #[command(subcommand)]
         cmd: CaSub,
     },
-    /// Envoy for a sidecar: print its bootstrap, or run it.
+    /// Envoy for a sidecar or a mesh gateway: print its bootstrap, or run it.
     Envoy(EnvoyArgs),
 }
 
@@ -34,11 +34,39 @@ pub(super) enum CaSub {
     },
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum GatewayKind {
+    /// Routes mTLS between datacenters on SNI, without decrypting.
+    Mesh,
+}
+
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("proxy").args(["sidecar_for", "gateway"]).required(true)))]
 pub(super) struct EnvoyArgs {
     /// The service ID whose sidecar this Envoy is (its proxy ID is "<ID>-sidecar-proxy").
     #[arg(long)]
-    sidecar_for: String,
+    sidecar_for: Option<String>,
+    /// This Envoy is a gateway of this kind (with --service).
+    #[arg(long, value_enum, requires = "service")]
+    gateway: Option<GatewayKind>,
+    /// Register the gateway first (with --address and --wan-address).
+    #[arg(long, requires = "gateway")]
+    register: bool,
+    /// The gateway's service name.
+    #[arg(long, requires = "gateway")]
+    service: Option<String>,
+    /// The gateway's instance ID, which is its proxy ID (default: the name).
+    #[arg(long, requires = "gateway")]
+    id: Option<String>,
+    /// Where the gateway listens in this datacenter, IP:PORT.
+    #[arg(long, requires = "register")]
+    address: Option<String>,
+    /// Where other datacenters reach the gateway, IP:PORT (default: --address).
+    #[arg(long, requires = "register")]
+    wan_address: Option<String>,
+    /// How often the registered gateway's TCP check runs (e.g. 10s).
+    #[arg(long, requires = "register", default_value = "10s")]
+    check_interval: String,
     /// Envoy's admin address.
     #[arg(long, default_value = "127.0.0.1:19000")]
     admin_bind: String,
@@ -121,24 +149,84 @@ async fn ca(c: &ClientArgs, cmd: CaSub) -> anyhow::Result<()> {
     }
 }
 
-async fn envoy(c: &ClientArgs, a: EnvoyArgs) -> anyhow::Result<()> {
-    let proxy_id = tribune_ids::sidecar_id(&a.sidecar_for);
-    let client = connect(c).await?;
-    let inst = client.get_instance(&proxy_id).await.with_context(|| {
+/// Registers the mesh gateway `a` describes: a TCP check on its LAN
+/// address takes a dead gateway out of every proxy's endpoints.
+async fn register_gateway(
+    client: &tribune_client::Client,
+    a: &EnvoyArgs,
+    name: &str,
+    id: &str,
+) -> anyhow::Result<()> {
+    let address = a
+        .address
+        .as_deref()
+        .context("--register needs --address IP:PORT")?;
+    let (host, port) = host_port(address).context("--address")?;
+    let wan = a.wan_address.clone().unwrap_or_else(|| address.to_string());
+    let interval = humantime::parse_duration(&a.check_interval).with_context(|| {
         format!(
-            "{:?} has no sidecar: register it with `tribune services register ... --sidecar-port`",
-            a.sidecar_for
+            "--check-interval {:?} is not a duration like 10s",
+            a.check_interval
         )
     })?;
-    let svc = inst
-        .instance
-        .and_then(|i| i.service)
-        .context("the agent returned no instance")?;
-    let cluster = svc
-        .proxy
-        .map(|p| p.destination_service_name)
-        .filter(|n| !n.is_empty())
-        .unwrap_or(svc.name);
+    let req = tribune_client::api::RegisterRequest {
+        service: Some(tribune_client::api::ServiceSpec {
+            id: id.to_string(),
+            name: name.to_string(),
+            address: host.clone(),
+            port: u32::from(port),
+            kind: tribune_client::api::ServiceKind::MeshGateway as i32,
+            wan_address: wan,
+            ..Default::default()
+        }),
+        checks: vec![tribune_client::api::CheckDefinition {
+            kind: Some(tribune_client::api::check_definition::Kind::Tcp(format!(
+                "{host}:{port}"
+            ))),
+            interval_ms: interval.as_millis() as u64,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    client.register(req).await?;
+    eprintln!("Registered mesh gateway {id} ({name}) at {address}");
+    Ok(())
+}
+
+async fn envoy(c: &ClientArgs, a: EnvoyArgs) -> anyhow::Result<()> {
+    let client = connect(c).await?;
+    let (proxy_id, cluster) = match (&a.sidecar_for, &a.service) {
+        (Some(sidecar_for), _) => {
+            let proxy_id = tribune_ids::sidecar_id(sidecar_for);
+            let inst = client.get_instance(&proxy_id).await.with_context(|| {
+                format!(
+                    "{sidecar_for:?} has no sidecar: register it with `tribune services register ... --sidecar-port`"
+                )
+            })?;
+            let svc = inst
+                .instance
+                .and_then(|i| i.service)
+                .context("the agent returned no instance")?;
+            let cluster = svc
+                .proxy
+                .map(|p| p.destination_service_name)
+                .filter(|n| !n.is_empty())
+                .unwrap_or(svc.name);
+            (proxy_id, cluster)
+        }
+        (None, Some(name)) => {
+            let id = a.id.clone().unwrap_or_else(|| name.clone());
+            if a.register {
+                register_gateway(&client, &a, name, &id).await?;
+            } else {
+                client.get_instance(&id).await.with_context(|| {
+                    format!("no gateway {id:?} is registered: add --register --address IP:PORT --wan-address IP:PORT")
+                })?;
+            }
+            (id, name.clone())
+        }
+        (None, None) => bail!("give --sidecar-for SERVICE_ID or --gateway mesh --service NAME"),
+    };
     let (admin_host, admin_port) = host_port(&a.admin_bind).context("--admin-bind")?;
     let (xds_host, xds_port) = host_port(&c.grpc_addr).context("--grpc-addr")?;
     let json = bootstrap(&BootstrapParams {

@@ -66,9 +66,21 @@ pub(super) struct RegisterArgs {
     /// Register a sidecar proxy listening on this port.
     #[arg(long)]
     pub sidecar_port: Option<u32>,
-    /// NAME:LOCAL_PORT, repeatable (with --sidecar-port).
+    /// NAME:LOCAL_PORT, or NAME:LOCAL_PORT@DC for another datacenter;
+    /// repeatable (with --sidecar-port).
     #[arg(long = "upstream", requires = "sidecar_port")]
     pub upstreams: Vec<String>,
+    /// How the sidecar reaches upstreams in other datacenters: none
+    /// (straight to their sidecars), local (through this datacenter's mesh
+    /// gateways) or remote (through theirs); default: the datacenter's.
+    #[arg(long, requires = "sidecar_port", value_parser = ["none", "local", "remote"])]
+    pub mesh_gateway_mode: Option<String>,
+    /// Where other datacenters reach this instance, IP:PORT.
+    #[arg(long)]
+    pub wan_address: Option<String>,
+    /// Where other datacenters reach the node, IP (kept when not given).
+    #[arg(long)]
+    pub node_wan_address: Option<String>,
 }
 
 /// The TOML form: a `[service]` table.
@@ -88,6 +100,8 @@ pub(super) struct ServiceDef {
     pub tags: Vec<String>,
     pub meta: HashMap<String, String>,
     pub node: Option<String>,
+    pub wan_address: Option<String>,
+    pub node_wan_address: Option<String>,
     pub check: Option<CheckDef>,
     pub checks: Vec<CheckDef>,
     pub sidecar: Option<SidecarDef>,
@@ -114,6 +128,8 @@ pub(super) struct CheckDef {
 pub(super) struct SidecarDef {
     pub port: u32,
     pub upstreams: Vec<UpstreamDef>,
+    /// none, local or remote.
+    pub mesh_gateway_mode: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -123,6 +139,40 @@ pub(super) struct UpstreamDef {
     pub local_bind_port: u32,
     pub local_bind_address: Option<String>,
     pub datacenter: Option<String>,
+    /// none, local or remote.
+    pub mesh_gateway_mode: Option<String>,
+}
+
+/// A mesh gateway mode as flags and files spell it.
+pub(super) fn gateway_mode(v: &Option<String>) -> anyhow::Result<i32> {
+    Ok(match v.as_deref() {
+        None => api::MeshGatewayMode::Default,
+        Some("none") => api::MeshGatewayMode::None,
+        Some("local") => api::MeshGatewayMode::Local,
+        Some("remote") => api::MeshGatewayMode::Remote,
+        Some(other) => bail!("mesh_gateway_mode {other:?}: use none, local or remote"),
+    } as i32)
+}
+
+/// `NAME:LOCAL_PORT` or `NAME:LOCAL_PORT@DC`.
+fn upstream_flag(u: &str) -> anyhow::Result<UpstreamDef> {
+    let (target, datacenter) = match u.split_once('@') {
+        Some((t, dc)) if !dc.is_empty() => (t, Some(dc.to_string())),
+        Some(_) => bail!("--upstream {u:?}: nothing after '@' (expected NAME:LOCAL_PORT@DC)"),
+        None => (u, None),
+    };
+    let (name, port) = target
+        .rsplit_once(':')
+        .with_context(|| format!("--upstream {u:?}: expected NAME:LOCAL_PORT[@DC]"))?;
+    let port = port
+        .parse()
+        .with_context(|| format!("--upstream {u:?}: {port:?} is not a port"))?;
+    Ok(UpstreamDef {
+        destination_name: name.to_string(),
+        local_bind_port: port,
+        datacenter,
+        ..Default::default()
+    })
 }
 
 fn millis(what: &str, v: &Option<String>) -> anyhow::Result<u64> {
@@ -186,24 +236,36 @@ impl ServiceDef {
                 meta: self.meta.clone(),
                 kind: api::ServiceKind::Typical as i32,
                 proxy: None,
+                wan_address: self.wan_address.clone().unwrap_or_default(),
             }),
             checks,
-            sidecar: self.sidecar.as_ref().map(|s| api::SidecarSpec {
-                port: s.port,
-                upstreams: s
-                    .upstreams
-                    .iter()
-                    .map(|u| api::Upstream {
-                        destination_name: u.destination_name.clone(),
-                        local_bind_address: u.local_bind_address.clone().unwrap_or_default(),
-                        local_bind_port: u.local_bind_port,
-                        datacenter: u.datacenter.clone().unwrap_or_default(),
+            sidecar: self
+                .sidecar
+                .as_ref()
+                .map(|s| -> anyhow::Result<_> {
+                    Ok(api::SidecarSpec {
+                        port: s.port,
+                        upstreams: s
+                            .upstreams
+                            .iter()
+                            .map(|u| {
+                                Ok(api::Upstream {
+                                    destination_name: u.destination_name.clone(),
+                                    local_bind_address: u.local_bind_address.clone().unwrap_or_default(),
+                                    local_bind_port: u.local_bind_port,
+                                    datacenter: u.datacenter.clone().unwrap_or_default(),
+                                    mesh_gateway_mode: gateway_mode(&u.mesh_gateway_mode)?,
+                                })
+                            })
+                            .collect::<anyhow::Result<_>>()?,
+                        address: String::new(),
+                        mesh_gateway_mode: gateway_mode(&s.mesh_gateway_mode)?,
                     })
-                    .collect(),
-                address: String::new(),
-            }),
+                })
+                .transpose()?,
             node: self.node.clone().unwrap_or_default(),
             node_address: String::new(),
+            node_wan_address: self.node_wan_address.clone().unwrap_or_default(),
         })
     }
 }
@@ -256,19 +318,7 @@ impl RegisterArgs {
         let upstreams = self
             .upstreams
             .iter()
-            .map(|u| {
-                let (name, port) = u
-                    .rsplit_once(':')
-                    .with_context(|| format!("--upstream {u:?}: expected NAME:LOCAL_PORT"))?;
-                let port = port
-                    .parse()
-                    .with_context(|| format!("--upstream {u:?}: {port:?} is not a port"))?;
-                Ok(UpstreamDef {
-                    destination_name: name.to_string(),
-                    local_bind_port: port,
-                    ..Default::default()
-                })
-            })
+            .map(|u| upstream_flag(u))
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(ServiceDef {
             name: self.name.unwrap_or_default(),
@@ -278,9 +328,15 @@ impl RegisterArgs {
             tags: self.tags,
             meta,
             node: self.node,
+            wan_address: self.wan_address,
+            node_wan_address: self.node_wan_address,
             check,
             checks: Vec::new(),
-            sidecar: self.sidecar_port.map(|port| SidecarDef { port, upstreams }),
+            sidecar: self.sidecar_port.map(|port| SidecarDef {
+                port,
+                upstreams,
+                mesh_gateway_mode: self.mesh_gateway_mode,
+            }),
         })
     }
 }

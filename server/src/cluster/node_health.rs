@@ -146,6 +146,7 @@ fn register(ctx: &NodeHealth, m: &MemberStatus, node: Option<Node>) -> Command {
     let node = node.unwrap_or_else(|| Node {
         name: m.member.name.clone(),
         address: m.member.gossip_addr.ip().to_string(),
+        wan_address: String::new(),
         datacenter: ctx.datacenter.clone(),
         meta: BTreeMap::new(),
         create_index: 0,

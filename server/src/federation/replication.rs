@@ -1,4 +1,6 @@
-//! What a secondary datacenter copies from the primary: its intentions.
+//! What a secondary datacenter copies from the primary: its intentions
+//! (here) and its CA (`ca.rs`), each with the status `operator replication
+//! status` shows.
 //! Every server of a secondary reads the primary's set each round and keeps
 //! its own status (what `operator replication status` shows); the leader,
 //! once caught up, proposes the set when the local copy differs. The copy
@@ -31,18 +33,49 @@ pub(crate) struct KindStatus {
     pub(crate) last_error: Option<String>,
 }
 
+/// What a secondary copies from the primary, one status each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Kind {
+    Intentions,
+    /// The CA's roots and this datacenter's intermediate.
+    Ca,
+}
+
+impl Kind {
+    pub(crate) const ALL: [Kind; 2] = [Kind::Intentions, Kind::Ca];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Intentions => "intentions",
+            Kind::Ca => "ca",
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct ReplicationStatus {
-    intentions: Mutex<KindStatus>,
+    kinds: Mutex<std::collections::BTreeMap<Kind, KindStatus>>,
 }
 
 impl ReplicationStatus {
-    pub(crate) fn intentions(&self) -> KindStatus {
-        self.intentions.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    pub(crate) fn of(&self, kind: Kind) -> KindStatus {
+        self.lock().get(&kind).cloned().unwrap_or_default()
     }
 
-    fn update(&self, f: impl FnOnce(&mut KindStatus)) {
-        f(&mut self.intentions.lock().unwrap_or_else(|e| e.into_inner()));
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<Kind, KindStatus>> {
+        self.kinds.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn failed(&self, kind: Kind, error: String) {
+        self.lock().entry(kind).or_default().last_error = Some(error);
+    }
+
+    pub(crate) fn succeeded(&self, kind: Kind, index: u64) {
+        let mut kinds = self.lock();
+        let s = kinds.entry(kind).or_default();
+        s.index = index;
+        s.last_success = Some(Instant::now());
+        s.last_error = None;
     }
 }
 
@@ -62,7 +95,7 @@ pub(crate) async fn run(ctx: Arc<IntentionReplication>) {
     loop {
         if let Err(e) = round(&ctx).await {
             tracing::debug!(error = %e, "intention replication round failed");
-            ctx.status.update(|s| s.last_error = Some(e));
+            ctx.status.failed(Kind::Intentions, e);
         }
         tokio::time::sleep(ROUND).await;
     }
@@ -118,10 +151,6 @@ async fn round(ctx: &IntentionReplication) -> Result<(), String> {
             "intentions copied from the primary datacenter"
         );
     }
-    ctx.status.update(|s| {
-        s.index = remote.index;
-        s.last_success = Some(Instant::now());
-        s.last_error = None;
-    });
+    ctx.status.succeeded(Kind::Intentions, remote.index);
     Ok(())
 }

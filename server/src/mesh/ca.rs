@@ -39,6 +39,9 @@ pub(crate) struct CaDuties {
     pub(crate) state: Arc<Shared>,
     pub(crate) writer: Writer,
     pub(crate) mesh: MeshSettings,
+    /// This datacenter is a secondary one: its CA follows the primary's
+    /// (`federation::ca`) and is never initialized or pruned here.
+    pub(crate) secondary: bool,
 }
 
 /// Runs for the life of the agent; acts only while this server leads and
@@ -48,7 +51,7 @@ pub(crate) struct CaDuties {
 pub(crate) async fn leader_duties(ctx: Arc<CaDuties>) {
     let mut metrics = ctx.leadership.raft().metrics();
     loop {
-        if ctx.leadership.leads_caught_up() {
+        if ctx.leadership.leads_caught_up() && !ctx.secondary {
             if let Err(e) = ensure_initialized(&ctx).await {
                 tracing::warn!(error = %e, "could not initialize the CA");
             }
@@ -94,6 +97,27 @@ async fn prune(ctx: &CaDuties) -> Result<(), CaError> {
         .propose(Command::Mesh(MeshCommand::CaPrune { root_ids: ids }))
         .await?;
     Ok(())
+}
+
+/// How long an intermediate CA lives (clipped to its root's life); a
+/// secondary renews it well before (`federation::ca`).
+pub(crate) const INTERMEDIATE_TTL_SECS: i64 = 365 * 86_400;
+
+/// Signs a secondary datacenter's intermediate CA under the active root
+/// (in the primary, which holds the root's key). Returns the certificate
+/// and the root's ID.
+pub(crate) fn sign_intermediate(ctx: &CaDuties, csr_pem: &str) -> Result<(String, String), CaError> {
+    let root = {
+        let d = ctx.state.read();
+        let ca = d.catalog.mesh().ca.as_ref().ok_or(CaError::NotInitialized)?;
+        ca.active().ok_or(CaError::NotInitialized)?.root.clone()
+    };
+    if root.key_pem.is_empty() {
+        // A secondary's copy of the roots carries no keys.
+        return Err(CaError::NotInitialized);
+    }
+    let cert = tribune_certs::sign_intermediate(&root, csr_pem, INTERMEDIATE_TTL_SECS, now_unix())?;
+    Ok((cert, root.id))
 }
 
 /// A new active root, cross-signed by the current one. Returns the index

@@ -17,20 +17,24 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
 use tribune_xds::{
-    Intention, MeshEndpoint, MeshSnapshot, ProxyResources, SharedResources, Sidecar, Upstream,
+    Gateway, GatewayMode, Intention, MeshEndpoint, MeshSnapshot, ProxyResources, RemoteDatacenter,
+    SharedResources, Sidecar, Upstream,
 };
 
 use super::leaves::LeafCache;
 use super::now_unix;
 use crate::catalog::feed::ChangeSet;
-use crate::catalog::mesh::CaState;
-use crate::catalog::model::{ServiceKind, Status};
+use crate::catalog::mesh::{CaState, RemoteEndpoint};
+use crate::catalog::model::{self, ServiceKind, Status};
 use crate::raft::state_machine::{Shared, SmData};
 
 /// How long a burst of changes may gather before proxies are rebuilt.
 const COALESCE: Duration = Duration::from_millis(10);
 /// Proxies whose inputs are copied under one acquisition of the state lock.
 const INPUTS_PER_LOCK: usize = 256;
+/// The dependency of a proxy that every service's changes reach (a mesh
+/// gateway routes to all of them).
+const EVERY_SERVICE: &str = "*";
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SubscribeError {
@@ -39,7 +43,7 @@ pub(crate) enum SubscribeError {
          and point Envoy's node.id at \"<service id>-sidecar-proxy\""
     )]
     UnknownProxy(String),
-    #[error("{0:?} is not a sidecar proxy")]
+    #[error("{0:?} is neither a sidecar proxy nor a mesh gateway")]
     NotAProxy(String),
 }
 
@@ -49,20 +53,34 @@ struct Slot {
     deps: BTreeSet<String>,
 }
 
+/// What one proxy is, as the translation takes it.
+enum Proxy {
+    Sidecar(Sidecar),
+    Gateway(Gateway),
+}
+
 /// What one proxy's resources are computed from, copied out of the state.
 struct ProxyInput {
     proxy_id: String,
     index: u64,
-    /// `None`: no longer a registered sidecar (its resources are empty).
-    sidecar: Option<(Sidecar, MeshSnapshot)>,
+    /// `None`: no longer a registered proxy (its resources are empty).
+    proxy: Option<(Proxy, MeshSnapshot)>,
     deps: BTreeSet<String>,
+}
+
+/// What the hub applies to every proxy of this datacenter.
+#[derive(Clone, Debug)]
+pub(crate) struct HubSettings {
+    pub(crate) datacenter: String,
+    pub(crate) default_allow: bool,
+    /// For cross-datacenter upstreams whose proxy sets no mode.
+    pub(crate) gateway_mode: GatewayMode,
 }
 
 pub(crate) struct XdsHub {
     state: Arc<Shared>,
     leaves: Arc<LeafCache>,
-    datacenter: String,
-    default_allow: bool,
+    settings: HubSettings,
     slots: Mutex<HashMap<String, Slot>>,
     /// The change feed, subscribed to when the hub is made so that `run`
     /// misses nothing applied after that.
@@ -72,19 +90,13 @@ pub(crate) struct XdsHub {
 }
 
 impl XdsHub {
-    pub(crate) fn new(
-        state: Arc<Shared>,
-        leaves: Arc<LeafCache>,
-        datacenter: String,
-        default_allow: bool,
-    ) -> Arc<Self> {
+    pub(crate) fn new(state: Arc<Shared>, leaves: Arc<LeafCache>, settings: HubSettings) -> Arc<Self> {
         let feed = state.read().feed.subscribe();
         Arc::new(XdsHub {
             feed: Mutex::new(Some(feed)),
             state,
             leaves,
-            datacenter,
-            default_allow,
+            settings,
             slots: Mutex::default(),
             deps: Mutex::default(),
         })
@@ -99,7 +111,7 @@ impl XdsHub {
     }
 
     /// Follows `proxy_id`'s resources. Refused for an ID that is not a
-    /// registered sidecar.
+    /// registered sidecar or mesh gateway.
     pub(crate) fn subscribe(
         &self,
         proxy_id: &str,
@@ -111,7 +123,7 @@ impl XdsHub {
             let d = self.state.read();
             match d.catalog.service(proxy_id) {
                 None => return Err(SubscribeError::UnknownProxy(proxy_id.into())),
-                Some(s) if s.kind != ServiceKind::SidecarProxy => {
+                Some(s) if s.kind == ServiceKind::Typical => {
                     return Err(SubscribeError::NotAProxy(proxy_id.into()));
                 }
                 Some(_) => (self.input(&d, proxy_id), d.catalog.mesh().ca.clone()),
@@ -165,20 +177,53 @@ impl XdsHub {
         let mut input = ProxyInput {
             proxy_id: proxy_id.to_string(),
             index: d.applied_index(),
-            sidecar: None,
+            proxy: None,
             deps: BTreeSet::new(),
         };
-        let Some(svc) = d
-            .catalog
-            .service(proxy_id)
-            .filter(|s| s.kind == ServiceKind::SidecarProxy)
-        else {
+        let Some(svc) = d.catalog.service(proxy_id) else {
             return input;
         };
-        let Some(p) = &svc.proxy else {
-            return input;
+        let proxy = match (svc.kind, &svc.proxy) {
+            (ServiceKind::SidecarProxy, Some(p)) => Proxy::Sidecar(self.sidecar(proxy_id, svc, p)),
+            (ServiceKind::MeshGateway, _) => Proxy::Gateway(Gateway {
+                proxy_id: proxy_id.to_string(),
+                service: svc.name.clone(),
+                lan_address: svc.address.clone(),
+                lan_port: svc.port,
+                wan: svc.wan.as_ref().map(|w| (w.address.clone(), w.port)),
+            }),
+            _ => return input,
         };
-        let sidecar = Sidecar {
+        let mesh = match &proxy {
+            Proxy::Sidecar(sc) => {
+                input.deps = sc.upstreams.iter().map(|u| u.destination.clone()).collect();
+                self.mesh_snapshot(d, &input.deps)
+            }
+            Proxy::Gateway(_) => {
+                input.deps = BTreeSet::from([EVERY_SERVICE.to_string()]);
+                let every: BTreeSet<String> = d
+                    .catalog
+                    .service_names()
+                    .map(|(name, _)| name.clone())
+                    .filter(|name| d.catalog.proxies_for(name).next().is_some())
+                    .collect();
+                self.mesh_snapshot(d, &every)
+            }
+        };
+        input.proxy = Some((proxy, mesh));
+        input
+    }
+
+    /// A sidecar as the translation takes it: each upstream's gateway mode
+    /// resolved (the upstream's, else the proxy's, else the datacenter's).
+    fn sidecar(&self, proxy_id: &str, svc: &model::Service, p: &model::ProxyConfig) -> Sidecar {
+        let mode = |m: Option<model::GatewayMode>| match m.or(p.mesh_gateway_mode) {
+            Some(model::GatewayMode::None) => GatewayMode::None,
+            Some(model::GatewayMode::Local) => GatewayMode::Local,
+            Some(model::GatewayMode::Remote) => GatewayMode::Remote,
+            None => self.settings.gateway_mode,
+        };
+        Sidecar {
             proxy_id: proxy_id.to_string(),
             service: p.destination_service_name.clone(),
             public_address: svc.address.clone(),
@@ -193,27 +238,35 @@ impl XdsHub {
                     datacenter: u.datacenter.clone(),
                     bind_address: u.local_bind_address.clone(),
                     bind_port: u.local_bind_port,
+                    mode: mode(u.mesh_gateway_mode),
                 })
                 .collect(),
-        };
-        input.deps = sidecar.upstreams.iter().map(|u| u.destination.clone()).collect();
-        let mesh = self.mesh_snapshot(d, &input.deps);
-        input.sidecar = Some((sidecar, mesh));
-        input
+        }
     }
 
     /// The resources of one proxy, outside the state lock: its leaf (signed
     /// here when due) and the translation.
     fn translate(&self, input: ProxyInput, ca: Option<&CaState>) -> ProxyResources {
-        let Some((sidecar, mesh)) = input.sidecar else {
-            return ProxyResources {
-                index: input.index,
-                ..Default::default()
-            };
+        let (sidecar, mesh) = match input.proxy {
+            Some((Proxy::Sidecar(sc), mesh)) => (sc, mesh),
+            Some((Proxy::Gateway(gw), mesh)) => {
+                // A gateway never terminates TLS: it needs no certificate.
+                let (res, diags) = tribune_xds::gateway::build(&gw, &mesh);
+                for diag in diags {
+                    tracing::warn!(proxy = %diag.proxy_id, "{}", diag.message);
+                }
+                return res;
+            }
+            None => {
+                return ProxyResources {
+                    index: input.index,
+                    ..Default::default()
+                };
+            }
         };
         let leaf = ca.and_then(|ca| {
             self.leaves
-                .get(ca, &self.datacenter, &sidecar.service, now_unix())
+                .get(ca, &self.settings.datacenter, &sidecar.service, now_unix())
                 .map_err(|e| tracing::warn!(proxy = %input.proxy_id, error = %e, "no leaf certificate"))
                 .ok()
         });
@@ -258,15 +311,49 @@ impl XdsHub {
                 (name.clone(), eps)
             })
             .collect();
+        let remote_ep = |e: &RemoteEndpoint| MeshEndpoint {
+            instance_id: e.id.clone(),
+            address: e.address.clone(),
+            port: e.port,
+            healthy: e.healthy,
+        };
+        let remote = m
+            .remote
+            .iter()
+            .filter(|(dc, _)| **dc != self.settings.datacenter)
+            .map(|(dc, r)| {
+                let endpoints = r
+                    .services
+                    .iter()
+                    .filter(|(name, _)| services.contains(*name))
+                    .map(|(name, eps)| (name.clone(), eps.iter().map(remote_ep).collect()))
+                    .collect();
+                let gateways = r.gateways.iter().map(remote_ep).collect();
+                (dc.clone(), RemoteDatacenter { gateways, endpoints })
+            })
+            .collect();
+        let local_gateways = c
+            .service_names()
+            .flat_map(|(_, ids)| ids.iter().filter_map(|id| c.service(id)))
+            .filter(|s| s.kind == ServiceKind::MeshGateway)
+            .map(|s| MeshEndpoint {
+                instance_id: s.id.clone(),
+                address: s.address.clone(),
+                port: s.port,
+                healthy: c.health_of(s).status != Status::Critical,
+            })
+            .collect();
         MeshSnapshot {
+            local_gateways,
+            remote,
             index: d.applied_index(),
             trust_domain: m
                 .ca
                 .as_ref()
                 .map(|ca| ca.trust_domain.clone())
                 .unwrap_or_default(),
-            datacenter: self.datacenter.clone(),
-            default_allow: self.default_allow,
+            datacenter: self.settings.datacenter.clone(),
+            default_allow: self.settings.default_allow,
             intentions: m
                 .intentions
                 .values()
@@ -337,6 +424,10 @@ impl XdsHub {
         for cs in sets {
             if cs.reset || cs.mesh {
                 return None;
+            }
+            let any_service = !cs.services.is_empty() || !cs.upserts.is_empty() || !cs.removed.is_empty();
+            if any_service && let Some(p) = idx.get(EVERY_SERVICE) {
+                out.extend(p.iter().cloned());
             }
             for s in &cs.services {
                 if let Some(p) = idx.get(s) {
@@ -451,6 +542,7 @@ pub(crate) mod fixture {
             node: "n1".into(),
             address: "127.0.0.1".into(),
             port,
+            wan: None,
             tags: vec![],
             meta: BTreeMap::new(),
             kind: if proxy.is_some() {
@@ -475,13 +567,16 @@ pub(crate) mod fixture {
                     local_bind_address: "127.0.0.1".into(),
                     local_bind_port: 9000 + i as u16,
                     datacenter: String::new(),
+                    mesh_gateway_mode: None,
                 })
                 .collect(),
+            mesh_gateway_mode: None,
         };
         Command::Register(Registration {
             node: Node {
                 name: "n1".into(),
                 address: "127.0.0.1".into(),
+                wan_address: String::new(),
                 datacenter: "dc1".into(),
                 meta: BTreeMap::new(),
                 create_index: 0,
@@ -515,7 +610,12 @@ pub(crate) mod fixture {
         .await;
         f.apply(with_sidecar("web-1", "web", 8080, &["api"])).await;
         f.apply(with_sidecar("api-1", "api", 8081, &[])).await;
-        let hub = XdsHub::new(f.sm.shared(), Arc::new(LeafCache::new(100)), "dc1".into(), false);
+        let settings = HubSettings {
+            datacenter: "dc1".into(),
+            default_allow: false,
+            gateway_mode: GatewayMode::None,
+        };
+        let hub = XdsHub::new(f.sm.shared(), Arc::new(LeafCache::new(100)), settings);
         tokio::spawn(hub.clone().run());
         (f, hub)
     }

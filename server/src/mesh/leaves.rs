@@ -23,8 +23,9 @@ pub(crate) enum LeafError {
     Sign(#[from] CertError),
 }
 
-/// A leaf with what a proxy presents: the leaf, then the cross-signed
-/// active root while an older root is still trusted.
+/// A leaf with what a proxy presents: the leaf, then the datacenter's
+/// intermediate (in a secondary), then the cross-signed active root while
+/// an older root is still trusted.
 #[derive(Clone, Debug)]
 pub(crate) struct IssuedLeaf {
     pub leaf: Leaf,
@@ -76,7 +77,7 @@ impl LeafCache {
         }
     }
 
-    /// A fresh leaf for `service`, signed by the active root (not cached).
+    /// A fresh leaf for `service`, signed by the datacenter's signer (not cached).
     pub(crate) fn sign(
         &self,
         ca: &CaState,
@@ -84,19 +85,14 @@ impl LeafCache {
         service: &str,
         now: i64,
     ) -> Result<IssuedLeaf, LeafError> {
-        let active = ca.active().ok_or(LeafError::NoCa)?;
+        let signer = ca.signer().ok_or(LeafError::NoCa)?;
         if !lock(&self.bucket).take() {
             return Err(LeafError::RateLimited(self.rate));
         }
         let id = tribune_certs::service_spiffe_id(&ca.trust_domain, datacenter, service);
         let ttl = ca.leaf_ttl_secs as i64;
-        let leaf = sign_leaf(&active.root, &id, ttl, now)?;
-        let mut chain_pem = leaf.cert_pem.clone();
-        if ca.roots.len() > 1
-            && let Some(x) = &active.cross_signed_pem
-        {
-            chain_pem.push_str(x);
-        }
+        let leaf = sign_leaf(signer, &id, ttl, now)?;
+        let chain_pem = format!("{}{}", leaf.cert_pem, ca.chain_after_leaf());
         let share = rand::thread_rng().gen_range(0.6..0.8);
         let renew_at_unix = leaf.not_before_unix + 60 + ((ttl as f64) * share) as i64;
         Ok(IssuedLeaf {
@@ -107,8 +103,8 @@ impl LeafCache {
     }
 
     /// The cached leaf for `service`, re-issued when it is due, when the
-    /// active root changed, or when the trust bundle no longer needs (or
-    /// newly needs) the cross-signed intermediate.
+    /// signer changed (a root rotation, a new intermediate), or when the
+    /// chain it is presented with changed.
     pub(crate) fn get(
         &self,
         ca: &CaState,
@@ -116,12 +112,12 @@ impl LeafCache {
         service: &str,
         now: i64,
     ) -> Result<Arc<IssuedLeaf>, LeafError> {
-        let active = ca.active().ok_or(LeafError::NoCa)?;
+        let signer = ca.signer().ok_or(LeafError::NoCa)?;
         let cached = lock(&self.leaves).get(service).cloned();
         if let Some(l) = &cached {
-            let chained = l.chain_pem.len() > l.leaf.cert_pem.len();
-            let fresh =
-                l.leaf.root_id == active.root.id && now < l.renew_at_unix && chained == (ca.roots.len() > 1);
+            let chain_unchanged =
+                l.chain_pem.get(l.leaf.cert_pem.len()..) == Some(ca.chain_after_leaf().as_str());
+            let fresh = l.leaf.root_id == signer.id && now < l.renew_at_unix && chain_unchanged;
             if fresh {
                 return Ok(l.clone());
             }
@@ -163,6 +159,7 @@ mod tests {
                 cross_signed_pem: None,
                 rotated_out_unix: None,
             }],
+            signing: None,
             create_index: 1,
             modify_index: 1,
         }

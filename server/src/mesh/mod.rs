@@ -18,6 +18,8 @@ pub(crate) struct MeshSettings {
     pub root_ttl_secs: u64,
     /// Leaf signings per second this server allows (token bucket).
     pub sign_rate: u32,
+    /// For cross-datacenter upstreams whose proxy sets no mode.
+    pub gateway_mode: tribune_xds::GatewayMode,
 }
 
 /// The current time, in Unix seconds.

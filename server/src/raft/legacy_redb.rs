@@ -9,7 +9,6 @@ use std::path::Path;
 
 use raft_log::api::raft_log_writer::RaftLogWriter;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
-use serde::de::DeserializeOwned;
 
 use super::log_store::{WalLogId, WalVote, flush_and_wait, open_wal};
 use super::{Entry, LogId, NodeId};
@@ -58,7 +57,7 @@ fn import(file: &Path, staging: &Path) -> io::Result<usize> {
             .map_err(|e| invalid(key, e))?
             .map(|v| v.value().to_vec()))
     };
-    fn decoded<T: DeserializeOwned>(key: &str, b: Option<Vec<u8>>) -> io::Result<Option<T>> {
+    fn decoded<T: crate::codec::Record>(key: &str, b: Option<Vec<u8>>) -> io::Result<Option<T>> {
         b.map(|b| crate::codec::decode(&b).map_err(|e| invalid(key, e)))
             .transpose()
     }

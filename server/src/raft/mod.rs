@@ -9,6 +9,7 @@
 mod legacy_redb;
 pub(crate) mod log_store;
 pub(crate) mod proposer;
+mod records;
 pub(crate) mod snapshot_file;
 pub(crate) mod state_machine;
 pub(crate) mod wire;

@@ -195,6 +195,7 @@ mod tests {
         b.catalog.nodes.push(crate::catalog::model::Node {
             name: "n1".into(),
             address: "127.0.0.1".into(),
+            wan_address: String::new(),
             datacenter: "dc1".into(),
             meta: Default::default(),
             create_index: 1,

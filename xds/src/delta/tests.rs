@@ -111,6 +111,7 @@ fn nack_is_recorded_and_subscriptions_on_stale_nonces_still_count() {
         datacenter: String::new(),
         bind_address: "127.0.0.1".into(),
         bind_port: 9393,
+        mode: crate::GatewayMode::None,
     });
     let out = s.on_update(Arc::new(build(&p, &m, Some(&leaf())).0));
     let eds_out: Vec<_> = out.iter().filter(|r| r.type_url == ENDPOINT).collect();

@@ -1,19 +1,23 @@
 use std::collections::BTreeMap;
 
-use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::core::v3::{address, socket_address};
+use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, lb_endpoint};
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use prost::Message;
 
 use super::*;
-use crate::model::{Intention, MeshEndpoint};
+use crate::model::Intention;
 
-pub(crate) fn mesh() -> MeshSnapshot {
-    let ep = |id: &str, port, healthy| MeshEndpoint {
+pub(crate) fn ep(id: &str, address: &str, port: u16, healthy: bool) -> MeshEndpoint {
+    MeshEndpoint {
         instance_id: id.into(),
-        address: "127.0.0.1".into(),
+        address: address.into(),
         port,
         healthy,
-    };
+    }
+}
+
+pub(crate) fn mesh() -> MeshSnapshot {
     MeshSnapshot {
         index: 7,
         trust_domain: "1234.tribune".into(),
@@ -22,9 +26,14 @@ pub(crate) fn mesh() -> MeshSnapshot {
         intentions: vec![],
         endpoints: BTreeMap::from([(
             "api".to_string(),
-            vec![ep("api-1", 21001, true), ep("api-2", 21002, false)],
+            vec![
+                ep("api-1", "127.0.0.1", 21001, true),
+                ep("api-2", "127.0.0.1", 21002, false),
+            ],
         )]),
         roots_pem: vec!["ROOT".into()],
+        local_gateways: vec![],
+        remote: BTreeMap::new(),
     }
 }
 
@@ -41,6 +50,7 @@ pub(crate) fn web() -> Sidecar {
             datacenter: String::new(),
             bind_address: "127.0.0.1".into(),
             bind_port: 9191,
+            mode: GatewayMode::None,
         }],
     }
 }
@@ -52,7 +62,7 @@ pub(crate) fn leaf() -> LeafCert {
     }
 }
 
-fn names_of(r: &ProxyResources, t: &str) -> Vec<String> {
+pub(crate) fn names_of(r: &ProxyResources, t: &str) -> Vec<String> {
     r.of_type(t)
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default()
@@ -157,16 +167,177 @@ fn without_a_leaf_the_rest_is_still_built() {
     assert_eq!(names_of(&r, LISTENER).len(), 2);
 }
 
-#[test]
-fn cross_datacenter_upstreams_are_diagnosed_not_fatal() {
+/// `mesh()` federated with dc2, where db runs; each list has one critical
+/// member, which must never show up in EDS.
+fn federated() -> MeshSnapshot {
+    let mut m = mesh();
+    m.local_gateways = vec![
+        ep("gw-1", "10.0.0.1", 8443, true),
+        ep("gw-2", "10.0.0.2", 8443, false),
+    ];
+    m.remote.insert(
+        "dc2".into(),
+        RemoteDatacenter {
+            gateways: vec![
+                ep("dc2-gw-1", "198.51.100.1", 443, true),
+                ep("dc2-gw-2", "198.51.100.2", 443, false),
+            ],
+            endpoints: BTreeMap::from([(
+                "db".to_string(),
+                vec![
+                    ep("db-1", "203.0.113.1", 21000, true),
+                    ep("db-2", "203.0.113.2", 21000, false),
+                ],
+            )]),
+        },
+    );
+    m
+}
+
+const DB_DC2: &str = "db.default.dc2.internal.1234.tribune";
+
+/// `web()` with one more upstream: db in `dc`, reached per `mode`.
+fn web_with_db(dc: &str, mode: GatewayMode) -> Sidecar {
     let mut p = web();
     p.upstreams.push(Upstream {
         destination: "db".into(),
-        datacenter: "dc2".into(),
+        datacenter: dc.into(),
         bind_address: "127.0.0.1".into(),
         bind_port: 9292,
+        mode,
     });
-    let (r, diags) = build(&p, &mesh(), Some(&leaf()));
+    p
+}
+
+/// The addresses in the load assignment named `cluster`.
+pub(crate) fn eds_addresses(r: &ProxyResources, cluster: &str) -> Vec<(String, u32)> {
+    let cla = ClusterLoadAssignment::decode(&*r.of_type(ENDPOINT).unwrap()[cluster].body.value).unwrap();
+    assert_eq!(cla.cluster_name, cluster);
+    cla.endpoints
+        .iter()
+        .flat_map(|l| &l.lb_endpoints)
+        .map(|e| {
+            let Some(lb_endpoint::HostIdentifier::Endpoint(endpoint)) = &e.host_identifier else {
+                panic!("endpoint")
+            };
+            let Some(address::Address::SocketAddress(sa)) = &endpoint.address.as_ref().unwrap().address
+            else {
+                panic!("socket address")
+            };
+            let Some(socket_address::PortSpecifier::PortValue(port)) = sa.port_specifier else {
+                panic!("port")
+            };
+            (sa.address.clone(), port)
+        })
+        .collect()
+}
+
+/// The SNI and the SAN matcher of an upstream cluster's TLS context.
+fn sni_and_san(r: &ProxyResources, cluster: &str) -> (String, string_matcher::MatchPattern) {
+    let c = Cluster::decode(&*r.of_type(CLUSTER).unwrap()[cluster].body.value).unwrap();
+    let Some(transport_socket::ConfigType::TypedConfig(any)) = c.transport_socket.unwrap().config_type else {
+        panic!("tls transport socket")
+    };
+    let tls = UpstreamTlsContext::decode(&*any.value).unwrap();
+    let Some(common_tls_context::ValidationContextType::CombinedValidationContext(v)) =
+        tls.common_tls_context.unwrap().validation_context_type
+    else {
+        panic!("validation context")
+    };
+    let san = &v
+        .default_validation_context
+        .unwrap()
+        .match_typed_subject_alt_names[0];
+    (tls.sni, san.matcher.clone().unwrap().match_pattern.unwrap())
+}
+
+#[test]
+fn every_gateway_mode_keeps_the_cluster_and_changes_only_the_endpoints() {
+    let m = federated();
+    let (none, d1) = build(&web_with_db("dc2", GatewayMode::None), &m, Some(&leaf()));
+    let (local, d2) = build(&web_with_db("dc2", GatewayMode::Local), &m, Some(&leaf()));
+    let (remote, d3) = build(&web_with_db("dc2", GatewayMode::Remote), &m, Some(&leaf()));
+    assert!(d1.is_empty() && d2.is_empty() && d3.is_empty());
+
+    // The target's SNI and identity check, whichever way the bytes go:
+    // gateways forward the TLS stream to db's own sidecar.
+    let (sni, san) = sni_and_san(&none, DB_DC2);
+    assert_eq!(sni, DB_DC2);
+    assert_eq!(
+        san,
+        string_matcher::MatchPattern::Exact("spiffe://1234.tribune/ns/default/dc/dc2/svc/db".into())
+    );
+    assert_eq!(none.of_type(CLUSTER), local.of_type(CLUSTER));
+    assert_eq!(none.of_type(CLUSTER), remote.of_type(CLUSTER));
+    assert_eq!(none.of_type(LISTENER), remote.of_type(LISTENER));
+
+    assert_eq!(eds_addresses(&none, DB_DC2), [("203.0.113.1".into(), 21000)]);
+    assert_eq!(eds_addresses(&local, DB_DC2), [("10.0.0.1".into(), 8443)]);
+    assert_eq!(eds_addresses(&remote, DB_DC2), [("198.51.100.1".into(), 443)]);
+}
+
+#[test]
+fn the_gateway_mode_is_ignored_in_the_local_datacenter() {
+    let m = federated();
+    let mut p = web();
+    p.upstreams[0].mode = GatewayMode::Remote;
+    let (r, diags) = build(&p, &m, Some(&leaf()));
+    assert!(diags.is_empty());
+    assert_eq!(build(&web(), &m, Some(&leaf())).0, r);
+    let sni = "api.default.dc1.internal.1234.tribune";
+    assert_eq!(eds_addresses(&r, sni), [("127.0.0.1".into(), 21001)]);
+}
+
+#[test]
+fn an_unknown_datacenter_is_diagnosed_and_its_cluster_left_empty() {
+    let m = federated();
+    let (alone, _) = build(&web(), &m, Some(&leaf()));
+    for mode in [GatewayMode::None, GatewayMode::Remote] {
+        let (r, diags) = build(&web_with_db("dc9", mode), &m, Some(&leaf()));
+        assert_eq!(diags.len(), 1, "{mode:?}");
+        assert!(
+            diags[0].message.contains("upstream db in datacenter dc9"),
+            "{diags:?}"
+        );
+        assert!(diags[0].message.contains("no such datacenter"), "{diags:?}");
+
+        let db = "db.default.dc9.internal.1234.tribune";
+        assert_eq!(sni_and_san(&r, db).0, db);
+        assert!(eds_addresses(&r, db).is_empty());
+        assert_eq!(
+            names_of(&r, LISTENER),
+            ["public_listener", "upstream:api", "upstream:db"]
+        );
+
+        // The other upstream is untouched.
+        let sni = "api.default.dc1.internal.1234.tribune";
+        for t in [CLUSTER, ENDPOINT] {
+            assert_eq!(r.of_type(t).unwrap()[sni], alone.of_type(t).unwrap()[sni]);
+        }
+        assert_eq!(
+            r.of_type(LISTENER).unwrap()["upstream:api"],
+            alone.of_type(LISTENER).unwrap()["upstream:api"]
+        );
+    }
+}
+
+#[test]
+fn local_mode_without_a_local_gateway_is_diagnosed() {
+    let mut m = federated();
+    m.local_gateways.clear();
+    let (r, diags) = build(&web_with_db("dc2", GatewayMode::Local), &m, Some(&leaf()));
     assert_eq!(diags.len(), 1);
-    assert_eq!(names_of(&r, LISTENER), ["public_listener", "upstream:api"]);
+    assert!(
+        diags[0].message.contains("upstream db in datacenter dc2"),
+        "{diags:?}"
+    );
+    assert!(
+        diags[0].message.contains("no mesh gateway is registered"),
+        "{diags:?}"
+    );
+    assert!(eds_addresses(&r, DB_DC2).is_empty());
+    assert_eq!(
+        names_of(&r, CLUSTER),
+        ["api.default.dc1.internal.1234.tribune", DB_DC2, "local_app"]
+    );
 }

@@ -121,6 +121,7 @@ fn updates_go_out_make_before_break() {
         datacenter: String::new(),
         bind_address: "127.0.0.1".into(),
         bind_port: 9292,
+        mode: crate::GatewayMode::None,
     });
     let out = s.on_update(Arc::new(build(&p, &mesh(), Some(&leaf())).0));
     let order: Vec<&str> = out.iter().map(|r| r.type_url.as_str()).collect();
