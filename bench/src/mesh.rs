@@ -144,7 +144,7 @@ async fn sidecar(
             } else {
                 vec![]
             },
-            address: String::new(),
+            ..Default::default()
         }),
         ..Default::default()
     };

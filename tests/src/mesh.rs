@@ -107,20 +107,41 @@ pub struct Envoy {
 impl Envoy {
     /// `tribune connect envoy --sidecar-for ID --bootstrap`, then Envoy on it.
     pub fn start(agent: &Agent, sidecar_for: &str, mode: &str) -> Envoy {
+        Envoy::start_with(agent, &["--sidecar-for", sidecar_for, "--xds-mode", mode])
+    }
+
+    /// A mesh gateway: `tribune connect envoy --gateway mesh --register
+    /// --service NAME --id ID --address LAN --wan-address WAN --bootstrap`
+    /// (TCP check every second), then Envoy on it.
+    pub fn start_gateway(agent: &Agent, name: &str, id: &str, lan: &str, wan: &str) -> Envoy {
+        Envoy::start_with(
+            agent,
+            &[
+                "--gateway",
+                "mesh",
+                "--register",
+                "--service",
+                name,
+                "--id",
+                id,
+                "--address",
+                lan,
+                "--wan-address",
+                wan,
+                "--check-interval",
+                "1s",
+            ],
+        )
+    }
+
+    /// `tribune connect envoy ARGS --bootstrap`, then Envoy on it.
+    pub fn start_with(agent: &Agent, args: &[&str]) -> Envoy {
         let dir = tempfile::tempdir().expect("tempdir");
         let admin_port = free_port();
         let admin = format!("127.0.0.1:{admin_port}");
-        let json = agent.cli_ok(&[
-            "connect",
-            "envoy",
-            "--sidecar-for",
-            sidecar_for,
-            "--bootstrap",
-            "--admin-bind",
-            &admin,
-            "--xds-mode",
-            mode,
-        ]);
+        let mut cli = vec!["connect", "envoy", "--bootstrap", "--admin-bind", &admin];
+        cli.extend_from_slice(args);
+        let json = agent.cli_ok(&cli);
         let cfg = dir.path().join("bootstrap.json");
         std::fs::write(&cfg, json).expect("write bootstrap");
         let log = dir.path().join("envoy.log");
@@ -145,10 +166,27 @@ impl Envoy {
         });
         assert!(
             ready.is_some(),
-            "envoy for {sidecar_for} did not become ready:\n{}",
+            "envoy {args:?} did not become ready:\n{}",
             e.log_tail()
         );
         e
+    }
+
+    /// The healthy endpoints Envoy holds for `cluster`, as "IP:PORT".
+    pub fn endpoints(&self, cluster: &str) -> Vec<String> {
+        let text = self.admin("/clusters").unwrap_or_default();
+        let mut out: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{cluster}::")))
+            .filter_map(|rest| {
+                let (addr, field) = rest.split_once("::")?;
+                let healthy = field.strip_prefix("health_flags::")? == "healthy";
+                healthy.then(|| addr.to_string())
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// GET on the admin port.

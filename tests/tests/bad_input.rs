@@ -63,8 +63,34 @@ async fn each_invalid_field_is_named() {
                     local_bind_port: 0,
                     ..Default::default()
                 }],
-                address: String::new(),
+                ..Default::default()
             });
+            r
+        }),
+        ("sidecar.upstreams[0].mesh_gateway_mode", {
+            let mut r = instance("web", "x", 80);
+            r.sidecar = Some(api::SidecarSpec {
+                port: 21000,
+                upstreams: vec![api::Upstream {
+                    destination_name: "api".into(),
+                    local_bind_port: 9191,
+                    datacenter: "dc2".into(),
+                    mesh_gateway_mode: 42,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+            r
+        }),
+        ("service.wan_address", {
+            // A mesh gateway must say where other datacenters reach it.
+            let mut r = instance("gateway", "gw-1", 8443);
+            r.service.as_mut().unwrap().kind = api::ServiceKind::MeshGateway as i32;
+            r
+        }),
+        ("service.wan_address", {
+            let mut r = instance("web", "x", 80);
+            r.service.as_mut().unwrap().wan_address = "127.0.0.2".into();
             r
         }),
     ];
