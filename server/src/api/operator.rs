@@ -259,11 +259,13 @@ impl Operator for OperatorApi {
         self.ctx
             .metrics
             .observe("SnapshotSave", async {
-                let bytes = {
+                let body = {
                     let d = self.ctx.state.read();
-                    d.encode_snapshot(&format!("save-{}", d.applied_index()))
-                }
-                .map_err(|e| Status::internal(format!("encoding snapshot: {e}")))?;
+                    d.snapshot_body(&format!("save-{}", d.applied_index()))
+                };
+                let bytes = crate::raft::state_machine::encode_off_runtime(body)
+                    .await
+                    .map_err(|e| Status::internal(format!("encoding snapshot: {e}")))?;
                 tracing::info!(bytes = bytes.len(), "snapshot save");
                 let (tx, rx) = tokio::sync::mpsc::channel(4);
                 tokio::spawn(async move {

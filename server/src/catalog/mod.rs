@@ -88,8 +88,7 @@ impl Catalog {
         c
     }
 
-    /// The catalog as owned data; snapshots encode [`Catalog::data_ref`].
-    #[cfg(test)]
+    /// The catalog as owned data, for a snapshot encoded outside the lock.
     pub(crate) fn to_data(&self) -> CatalogData {
         CatalogData {
             nodes: self.nodes.values().cloned().collect(),
@@ -161,24 +160,6 @@ impl Catalog {
                 field: "restore".into(),
                 message: format!("restore {restore_id}: {e}"),
             },
-        }
-    }
-
-    /// What `to_data` returns, borrowed: encodes to the same bytes.
-    pub(crate) fn data_ref(&self) -> model::CatalogDataRef<'_> {
-        model::CatalogDataRef {
-            nodes: self.nodes.values().collect(),
-            services: self.services.values().collect(),
-            checks: self.checks.values().collect(),
-            ca: &self.mesh.ca,
-            intentions: self.mesh.intentions.values().collect(),
-            recent_requests: self
-                .recent_order
-                .iter()
-                .filter_map(|id| self.recent.get(id).map(|o| (id, o)))
-                .collect(),
-            staged_restore: &self.staged_restore,
-            remote: self.mesh.remote.values().collect(),
         }
     }
 

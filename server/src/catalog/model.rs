@@ -210,21 +210,6 @@ pub(crate) struct CatalogData {
     pub remote: Vec<super::mesh::RemoteMesh>,
 }
 
-/// [`CatalogData`] borrowed from the live catalog: the same encoding, with
-/// nothing cloned (a snapshot of a large catalog would otherwise copy all of
-/// it first).
-#[derive(Serialize)]
-pub(crate) struct CatalogDataRef<'a> {
-    pub nodes: Vec<&'a Node>,
-    pub services: Vec<&'a Service>,
-    pub checks: Vec<&'a Check>,
-    pub ca: &'a Option<super::mesh::CaState>,
-    pub intentions: Vec<&'a super::mesh::Intention>,
-    pub recent_requests: Vec<(&'a String, &'a super::command::Outcome)>,
-    pub staged_restore: &'a Option<StagedRestore>,
-    pub remote: Vec<&'a super::mesh::RemoteMesh>,
-}
-
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StagedRestore {
     pub restore_id: String,

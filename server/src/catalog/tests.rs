@@ -427,7 +427,7 @@ fn checks_on_a_node_follow_registrations_without_scanning_its_instances() {
 }
 
 #[test]
-fn the_borrowed_view_encodes_exactly_as_the_data() {
+fn the_catalog_round_trips_through_its_record() {
     let mut c = Catalog::default();
     apply(
         &mut c,
@@ -457,7 +457,6 @@ fn the_borrowed_view_encodes_exactly_as_the_data() {
         },
     );
     let owned = crate::codec::encode(&c.to_data()).unwrap();
-    assert_eq!(crate::codec::encode(&c.data_ref()).unwrap(), owned);
     let back: CatalogData = crate::codec::decode(&owned).unwrap();
     assert_eq!(back, c.to_data());
 }

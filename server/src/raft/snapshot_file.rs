@@ -30,15 +30,6 @@ pub(crate) struct SnapshotBody {
     pub catalog: CatalogData,
 }
 
-/// [`SnapshotBody`] borrowed from the live state: encodes to the same bytes.
-#[derive(Serialize)]
-pub(crate) struct SnapshotBodyRef<'a> {
-    pub snapshot_id: &'a str,
-    pub last_log_id: &'a Option<LogId>,
-    pub membership: &'a StoredMembership,
-    pub catalog: crate::catalog::model::CatalogDataRef<'a>,
-}
-
 /// The leading fields of a [`SnapshotBody`]: what openraft asks about a
 /// snapshot, read without decoding its catalog.
 #[derive(Clone, Debug, Deserialize)]

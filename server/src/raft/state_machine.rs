@@ -32,19 +32,28 @@ impl SmData {
         self.last_applied.map(|l| l.index).unwrap_or(0)
     }
 
-    /// The state as a snapshot file, encoded straight from the live
-    /// catalog (under the caller's read lock) instead of from a copy of it.
-    pub(crate) fn encode_snapshot(
-        &self,
-        snapshot_id: &str,
-    ) -> Result<Vec<u8>, snapshot_file::SnapshotFileError> {
-        snapshot_file::encode(&snapshot_file::SnapshotBodyRef {
-            snapshot_id,
-            last_log_id: &self.last_applied,
-            membership: &self.membership,
-            catalog: self.catalog.data_ref(),
-        })
+    /// A copy of the state to encode as a snapshot file. Copying under the
+    /// read lock is quick; encoding a large catalog is not, and a reader
+    /// holding the lock that long stalls every writer, and behind a waiting
+    /// writer every other reader, heartbeats' tasks included: a five-server
+    /// restore that snapshotted under the lock deposed its leader.
+    pub(crate) fn snapshot_body(&self, snapshot_id: &str) -> snapshot_file::SnapshotBody {
+        snapshot_file::SnapshotBody {
+            snapshot_id: snapshot_id.to_string(),
+            last_log_id: self.last_applied,
+            membership: self.membership.clone(),
+            catalog: self.catalog.to_data(),
+        }
     }
+}
+
+/// Encodes `body` as a snapshot file off the async runtime.
+pub(crate) async fn encode_off_runtime(
+    body: snapshot_file::SnapshotBody,
+) -> Result<Vec<u8>, snapshot_file::SnapshotFileError> {
+    tokio::task::spawn_blocking(move || snapshot_file::encode(&body))
+        .await
+        .map_err(|e| snapshot_file::SnapshotFileError::Body(e.to_string()))?
 }
 
 /// The state shared between the state machine and the API.
@@ -180,20 +189,20 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let seq = self
             .snapshot_seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (bytes, meta) = {
+        let (body, meta) = {
             let d = self.shared.read();
             let id = match d.last_applied {
                 Some(l) => format!("{}-{}-{seq}", l.leader_id.term, l.index),
                 None => format!("0-0-{seq}"),
             };
-            let bytes = d.encode_snapshot(&id).map_err(sm_err)?;
             let meta = SnapshotMeta {
                 last_log_id: d.last_applied,
                 last_membership: d.membership.clone(),
-                snapshot_id: id,
+                snapshot_id: id.clone(),
             };
-            (bytes, meta)
+            (d.snapshot_body(&id), meta)
         };
+        let bytes = encode_off_runtime(body).await.map_err(sm_err)?;
         let bytes = self.persist(bytes).await?;
         tracing::info!(snapshot = %meta.snapshot_id, bytes = bytes.len(), "raft snapshot written");
         Ok(Snapshot {

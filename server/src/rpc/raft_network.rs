@@ -17,6 +17,28 @@ use crate::raft::{NodeId, ServerNode, TypeConfig, wire};
 /// A snapshot travels in chunks of this many bytes, one call each.
 pub(crate) const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
 
+/// An AppendEntries carries entries up to about this many bytes (always at
+/// least one). openraft 0.9 bounds a message only by its entry count and
+/// gives it one heartbeat interval: eight 1 MiB restore chunks in one call
+/// missed that deadline under load, were sent again and again, and a
+/// follower that heard nothing for long enough deposed the leader.
+const APPEND_BUDGET_BYTES: usize = 1024 * 1024;
+
+/// How many of `entries` fit the budget (at least one, when there are any).
+fn within_budget(entries: &[crate::raft::Entry]) -> usize {
+    let mut bytes = 0;
+    for (i, e) in entries.iter().enumerate() {
+        bytes += match &e.payload {
+            openraft::EntryPayload::Normal(r) => r.approx_bytes(),
+            _ => 256,
+        };
+        if bytes > APPEND_BUDGET_BYTES && i > 0 {
+            return i;
+        }
+    }
+    entries.len()
+}
+
 #[derive(Clone)]
 pub(crate) struct Network {
     pub(crate) peers: Arc<PeerClients>,
@@ -74,12 +96,20 @@ impl PeerClient {
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
+    /// Sends what fits the byte budget; when that is not everything, a
+    /// success is reported as a partial one up to the last entry sent, and
+    /// openraft sends the rest next.
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
         let started = std::time::Instant::now();
+        let fits = within_budget(&rpc.entries);
+        let cut = (fits < rpc.entries.len()).then(|| {
+            rpc.entries.truncate(fits);
+            rpc.entries.last().map(|e| e.log_id)
+        });
         let msg = wire::append_request(&rpc).map_err(unreadable)?;
         let reply = self
             .client()
@@ -90,7 +120,15 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         if let Some(h) = &self.rpc_seconds {
             h.observe(started.elapsed().as_secs_f64());
         }
-        wire::from_append_response(&reply.into_inner()).map_err(unreadable)
+        match (
+            wire::from_append_response(&reply.into_inner()).map_err(unreadable)?,
+            cut,
+        ) {
+            (AppendEntriesResponse::Success, Some(last_sent)) => {
+                Ok(AppendEntriesResponse::PartialSuccess(last_sent))
+            }
+            (other, _) => Ok(other),
+        }
     }
 
     async fn install_snapshot(
@@ -117,5 +155,43 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             .await
             .map_err(transport)?;
         wire::from_vote_response(&reply.into_inner()).map_err(unreadable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+    use crate::catalog::command::{Command, Request};
+    use crate::raft::{Entry, LogId};
+
+    fn chunk(index: u64, bytes: usize) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Request {
+                commands: vec![Command::RestoreChunk {
+                    restore_id: "r".into(),
+                    offset: 0,
+                    data: vec![0; bytes],
+                }],
+            }),
+        }
+    }
+
+    #[test]
+    fn large_entries_go_one_message_at_a_time_and_small_ones_together() {
+        let mib = 1024 * 1024;
+        let big: Vec<Entry> = (1..=8).map(|i| chunk(i, mib)).collect();
+        assert_eq!(within_budget(&big), 1, "one 1 MiB chunk per message");
+        let small: Vec<Entry> = (1..=8).map(|i| chunk(i, 100)).collect();
+        assert_eq!(within_budget(&small), 8);
+        let mixed = vec![chunk(1, 100), chunk(2, mib), chunk(3, 100)];
+        assert_eq!(
+            within_budget(&mixed),
+            1,
+            "the small one goes first, the chunk next"
+        );
+        assert_eq!(within_budget(&[]), 0);
     }
 }
