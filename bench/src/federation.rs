@@ -95,6 +95,7 @@ pub async fn run(args: ForwardingArgs) -> Result<()> {
             datacenter: "dc1".into(),
             wan_addr: dc1_wan.clone(),
             join_wan: None,
+            primary: "dc1".into(),
         },
     )
     .await?;
@@ -105,6 +106,7 @@ pub async fn run(args: ForwardingArgs) -> Result<()> {
             datacenter: "dc2".into(),
             wan_addr: format!("127.0.0.2:{}", wan[1]),
             join_wan: Some(dc1_wan),
+            primary: "dc1".into(),
         },
     )
     .await?;

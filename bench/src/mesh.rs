@@ -8,6 +8,10 @@
 //!   against one Tribune server; then one catalog write (a new instance of
 //!   the service every stream has as upstream) and the time until each
 //!   stream holds the new endpoint; and the server's RSS per idle stream.
+//!   With `--across-datacenters`, the sidecars are in dc1 and their
+//!   upstream `api` in dc2 (gateway mode none): the write goes to dc2's
+//!   server and the time runs until each dc1 stream holds the new endpoint,
+//!   through dc1's copy of dc2's mesh.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -92,6 +96,10 @@ pub struct FanoutArgs {
     /// Catalog writes to time, one after another.
     #[arg(long, default_value_t = 3)]
     changes: usize,
+    /// Sidecars in dc1, their upstream in dc2 (two federated servers, dc2
+    /// on 127.0.0.2): a change in dc2 against the last dc1 sidecar.
+    #[arg(long)]
+    across_datacenters: bool,
 }
 
 /// What one stream reports: its number, and how many endpoints it holds.
@@ -117,14 +125,30 @@ fn endpoints_in(resources: &[Any]) -> Option<usize> {
         .max()
 }
 
+/// Where a registered sidecar's upstream `api` is: none, the local
+/// datacenter, or another one (mode none).
+#[derive(Clone, Copy)]
+enum ApiIn<'a> {
+    Nowhere,
+    Here,
+    Datacenter(&'a str),
+}
+
 async fn sidecar(
     client: &Client,
     name: &str,
     id: &str,
     port: u32,
     sidecar_port: u32,
-    upstream: bool,
+    api: ApiIn<'_>,
 ) -> Result<()> {
+    let upstream = |dc: &str| api::Upstream {
+        destination_name: "api".into(),
+        local_bind_port: 9191,
+        datacenter: dc.into(),
+        mesh_gateway_mode: api::MeshGatewayMode::None as i32,
+        ..Default::default()
+    };
     let req = api::RegisterRequest {
         service: Some(api::ServiceSpec {
             id: id.into(),
@@ -135,14 +159,10 @@ async fn sidecar(
         }),
         sidecar: Some(api::SidecarSpec {
             port: sidecar_port,
-            upstreams: if upstream {
-                vec![api::Upstream {
-                    destination_name: "api".into(),
-                    local_bind_port: 9191,
-                    ..Default::default()
-                }]
-            } else {
-                vec![]
+            upstreams: match api {
+                ApiIn::Nowhere => vec![],
+                ApiIn::Here => vec![upstream("")],
+                ApiIn::Datacenter(dc) => vec![upstream(dc)],
             },
             ..Default::default()
         }),
@@ -294,18 +314,68 @@ async fn wait_all(
     Ok(out)
 }
 
+/// The servers of one run: where the sidecars connect, and where `api` is
+/// registered (the same server, or dc2's).
+struct Servers {
+    local: crate::tribune::Tribune,
+    api_dc: Option<crate::tribune::Tribune>,
+}
+
+async fn servers(args: &FanoutArgs) -> Result<Servers> {
+    if !args.across_datacenters {
+        let local = crate::tribune::start(&args.tribune_bin, None, None).await?;
+        return Ok(Servers { local, api_dc: None });
+    }
+    let wan = crate::servers::free_udp_ports(2)?;
+    let dc1_wan = format!("127.0.0.1:{}", wan[0]);
+    let fed = |dc: &str, wan: String, join: Option<String>| crate::tribune::Federated {
+        datacenter: dc.into(),
+        wan_addr: wan,
+        join_wan: join,
+        primary: "dc1".into(),
+    };
+    let local =
+        crate::tribune::start_federated(&args.tribune_bin, "127.0.0.1", fed("dc1", dc1_wan.clone(), None))
+            .await?;
+    let dc2 = crate::tribune::start_federated(
+        &args.tribune_bin,
+        "127.0.0.2",
+        fed("dc2", format!("127.0.0.2:{}", wan[1]), Some(dc1_wan)),
+    )
+    .await?;
+    Ok(Servers {
+        local,
+        api_dc: Some(dc2),
+    })
+}
+
 async fn fanout_one(args: &FanoutArgs, n: usize, mode: Mode) -> Result<FanoutResult> {
-    let t = crate::tribune::start(&args.tribune_bin, None, None).await?;
+    let servers = servers(args).await?;
+    let t = &servers.local;
     let pid = t.server.pid().context("the server has no pid")?;
     let client = Client::connect(&t.grpc_addr).await?;
-    sidecar(&client, "api", "api-1", 9001, 21001, false).await?;
+    let (api_client, api_dc, upstream) = match &servers.api_dc {
+        Some(dc2) => (
+            Client::connect(&dc2.grpc_addr).await?,
+            "dc2",
+            ApiIn::Datacenter("dc2"),
+        ),
+        None => (client.clone(), "dc1", ApiIn::Here),
+    };
+    sidecar(&api_client, "api", "api-1", 9001, 21001, ApiIn::Nowhere).await?;
     // The sidecars, written concurrently (group commit makes this quick).
     let client = Arc::new(client);
     let mut tasks = Vec::new();
     for w in 0..64 {
         let c = client.clone();
         let services = args.services;
+        let across = matches!(upstream, ApiIn::Datacenter(_));
         tasks.push(tokio::spawn(async move {
+            let api = if across {
+                ApiIn::Datacenter("dc2")
+            } else {
+                ApiIn::Here
+            };
             for i in (w..n).step_by(64) {
                 let svc = format!("app-{}", i % services);
                 sidecar(
@@ -314,7 +384,7 @@ async fn fanout_one(args: &FanoutArgs, n: usize, mode: Mode) -> Result<FanoutRes
                     &format!("app-{i}"),
                     10_000,
                     20_000 + (i % 40_000) as u32,
-                    true,
+                    api,
                 )
                 .await?;
             }
@@ -330,7 +400,7 @@ async fn fanout_one(args: &FanoutArgs, n: usize, mode: Mode) -> Result<FanoutRes
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     };
-    let sni = format!("api.default.dc1.internal.{td}");
+    let sni = format!("api.default.{api_dc}.internal.{td}");
     let rss_before = vm_rss_kib(pid)?;
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
@@ -375,12 +445,12 @@ async fn fanout_one(args: &FanoutArgs, n: usize, mode: Mode) -> Result<FanoutRes
     for k in 0..args.changes {
         let t0 = Instant::now();
         sidecar(
-            &client,
+            &api_client,
             "api",
             &format!("api-{}", k + 2),
             9002 + k as u32,
             21_002 + k as u32,
-            false,
+            ApiIn::Nowhere,
         )
         .await?;
         let times = wait_all(&mut rx, &mut held, k + 2, t0, Duration::from_secs(60)).await?;
@@ -399,7 +469,7 @@ async fn fanout_one(args: &FanoutArgs, n: usize, mode: Mode) -> Result<FanoutRes
     for s in streams {
         let _ = s.await;
     }
-    drop(t);
+    drop(servers);
     Ok(FanoutResult {
         streams: n,
         mode,
@@ -416,6 +486,9 @@ pub async fn fanout(args: FanoutArgs) -> Result<()> {
             eprintln!("xds-fanout: {n} streams, {mode:?}...");
             results.push(fanout_one(&args, n, mode).await?);
         }
+    }
+    if args.across_datacenters {
+        println!("Sidecars in dc1, their upstream api in dc2 (mode none); the change is written to dc2.");
     }
     println!(
         "| streams | mode | all connected and configured | change -> stream p50 | p99 | last stream | server RSS per idle stream |"

@@ -51,6 +51,8 @@ pub struct Federated {
     pub datacenter: String,
     pub wan_addr: String,
     pub join_wan: Option<String>,
+    /// The datacenter that owns trust and authorization.
+    pub primary: String,
 }
 
 impl AgentSpec {
@@ -110,6 +112,8 @@ impl AgentSpec {
                     f.datacenter.clone(),
                     "--serf-wan-addr".into(),
                     f.wan_addr.clone(),
+                    "--primary-datacenter".into(),
+                    f.primary.clone(),
                 ]);
                 if let Some(j) = &f.join_wan {
                     a.extend(["--retry-join-wan".into(), j.clone()]);

@@ -357,6 +357,36 @@ impl Drop for Agent {
     }
 }
 
+/// Where a test puts the second datacenter: its server, gRPC and WAN
+/// addresses, so a test can tell which address was used.
+pub const DC2_IP: &str = "127.0.0.2";
+
+/// dc2's single server (secondary, primary dc1), with its server and WAN
+/// addresses on [`DC2_IP`], joining dc1's WAN pool through `join`.
+pub fn start_dc2(dir: &Path, ports: &Ports, join: &str) -> Agent {
+    let at = |port: u16| format!("{DC2_IP}:{port}");
+    Agent::spawn(
+        dir,
+        ports.clone(),
+        "d2s0",
+        &[
+            "--datacenter",
+            "dc2",
+            "--primary-datacenter",
+            "dc1",
+            "--bootstrap-expect",
+            "1",
+            "--server-addr",
+            &at(ports.server),
+            "--serf-wan-addr",
+            &at(ports.wan),
+            "--retry-join-wan",
+            join,
+        ],
+        true,
+    )
+}
+
 /// A minimal registration.
 pub fn instance(name: &str, id: &str, port: u32) -> api::RegisterRequest {
     api::RegisterRequest {

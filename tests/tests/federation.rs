@@ -3,13 +3,10 @@
 //! 127.0.0.2) federate over WAN gossip; requests for dc2 sent to dc1 are
 //! forwarded to dc2's server.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tribune_tests::cluster::Cluster;
-use tribune_tests::{Agent, Client, Ports, instance};
-
-const DC2_IP: &str = "127.0.0.2";
+use tribune_tests::{Agent, Client, DC2_IP, Ports, instance, start_dc2};
 
 /// Waits for `f` to hold, polling; panics with `what` after `limit`.
 async fn until<F, Fut>(limit: Duration, what: &str, mut f: F)
@@ -22,32 +19,6 @@ where
         assert!(started.elapsed() < limit, "not within {limit:?}: {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// dc2's single server, with its server, gRPC and WAN addresses on
-/// 127.0.0.2, joining dc1's WAN pool through `join`.
-fn start_dc2(dir: &Path, ports: &Ports, join: &str) -> Agent {
-    let at = |port: u16| format!("{DC2_IP}:{port}");
-    Agent::spawn(
-        dir,
-        ports.clone(),
-        "d2s0",
-        &[
-            "--datacenter",
-            "dc2",
-            "--primary-datacenter",
-            "dc1",
-            "--bootstrap-expect",
-            "1",
-            "--server-addr",
-            &at(ports.server),
-            "--serf-wan-addr",
-            &at(ports.wan),
-            "--retry-join-wan",
-            join,
-        ],
-        true,
-    )
 }
 
 fn wan_members(agent: &Agent) -> Vec<(String, String, String)> {

@@ -9,33 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tribune_tests::mesh::{Backend, Envoy, eventually, get};
-use tribune_tests::{Agent, Ports, free_port};
-
-const DC2_IP: &str = "127.0.0.2";
-
-fn start_dc2(dir: &Path, ports: &Ports, join: &str) -> Agent {
-    let at = |port: u16| format!("{DC2_IP}:{port}");
-    Agent::spawn(
-        dir,
-        ports.clone(),
-        "d2s0",
-        &[
-            "--datacenter",
-            "dc2",
-            "--primary-datacenter",
-            "dc1",
-            "--bootstrap-expect",
-            "1",
-            "--server-addr",
-            &at(ports.server),
-            "--serf-wan-addr",
-            &at(ports.wan),
-            "--retry-join-wan",
-            join,
-        ],
-        true,
-    )
-}
+use tribune_tests::{Agent, DC2_IP, Ports, free_port, start_dc2};
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -70,6 +44,31 @@ mesh_gateway_mode = "{mode}"
     )
     .unwrap();
     dc1.cli_ok(&["services", "register", file.to_str().unwrap()]);
+}
+
+/// The same with flags: the mode for the whole sidecar.
+fn register_web_flags(dc1: &Agent, backend: u16, sidecar: u16, upstreams: &[&str], mode: &str) {
+    let (backend, sidecar) = (backend.to_string(), sidecar.to_string());
+    let mut args = vec![
+        "services",
+        "register",
+        "--name",
+        "web",
+        "--id",
+        "web-1",
+        "--address",
+        "127.0.0.1",
+        "--port",
+        &backend,
+        "--sidecar-port",
+        &sidecar,
+        "--mesh-gateway-mode",
+        mode,
+    ];
+    for u in upstreams {
+        args.extend(["--upstream", u]);
+    }
+    dc1.cli_ok(&args);
 }
 
 #[test]
@@ -171,24 +170,13 @@ fn web_in_dc1_reaches_api_in_dc2_through_mesh_gateways_in_every_mode() {
     );
 
     // remote: straight to dc2's gateways at their WAN addresses.
-    dc1.cli_ok(&[
-        "services",
-        "register",
-        "--name",
-        "web",
-        "--id",
-        "web-1",
-        "--address",
-        "127.0.0.1",
-        "--port",
-        &web_backend.port.to_string(),
-        "--sidecar-port",
-        &web_sidecar.to_string(),
-        "--upstream",
-        &format!("api:{upstream}@dc2"),
-        "--mesh-gateway-mode",
+    register_web_flags(
+        &dc1,
+        web_backend.port,
+        web_sidecar,
+        &[&format!("api:{upstream}@dc2")],
         "remote",
-    ]);
+    );
     let remote = vec![format!("{DC2_IP}:{ga_wan}"), format!("{DC2_IP}:{gb_wan}")];
     assert!(
         eventually(Duration::from_secs(20), || web.endpoints(&cluster) == remote).is_some(),
@@ -289,24 +277,13 @@ fn web_in_dc1_reaches_api_in_dc2_through_mesh_gateways_in_every_mode() {
     );
 
     // none: straight to api's sidecar in dc2.
-    dc1.cli_ok(&[
-        "services",
-        "register",
-        "--name",
-        "web",
-        "--id",
-        "web-1",
-        "--address",
-        "127.0.0.1",
-        "--port",
-        &web_backend.port.to_string(),
-        "--sidecar-port",
-        &web_sidecar.to_string(),
-        "--upstream",
-        &format!("api:{upstream}@dc2"),
-        "--mesh-gateway-mode",
+    register_web_flags(
+        &dc1,
+        web_backend.port,
+        web_sidecar,
+        &[&format!("api:{upstream}@dc2")],
         "none",
-    ]);
+    );
     let direct = vec![format!("{DC2_IP}:{api_sidecar}")];
     assert!(
         eventually(Duration::from_secs(20), || web.endpoints(&cluster) == direct).is_some(),
@@ -321,26 +298,13 @@ fn web_in_dc1_reaches_api_in_dc2_through_mesh_gateways_in_every_mode() {
     // An upstream in an unknown datacenter gets an empty cluster, and the
     // other upstreams keep working.
     let stray = free_port();
-    dc1.cli_ok(&[
-        "services",
-        "register",
-        "--name",
-        "web",
-        "--id",
-        "web-1",
-        "--address",
-        "127.0.0.1",
-        "--port",
-        &web_backend.port.to_string(),
-        "--sidecar-port",
-        &web_sidecar.to_string(),
-        "--upstream",
-        &format!("api:{upstream}@dc2"),
-        "--upstream",
-        &format!("db:{stray}@dc9"),
-        "--mesh-gateway-mode",
+    register_web_flags(
+        &dc1,
+        web_backend.port,
+        web_sidecar,
+        &[&format!("api:{upstream}@dc2"), &format!("db:{stray}@dc9")],
         "none",
-    ]);
+    );
     assert!(
         eventually(Duration::from_secs(15), || web
             .admin("/clusters")
