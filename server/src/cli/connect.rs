@@ -131,6 +131,12 @@ async fn ca(c: &ClientArgs, cmd: CaSub) -> anyhow::Result<()> {
                     })
                     .collect();
                 table(&["ROOT ID", "SERIAL", "STATE", "NOT AFTER (UNIX)"], &rows);
+                if let Ok(i) = tribune_certs::inspect(&r.intermediate_pem) {
+                    println!(
+                        "Intermediate (signs this datacenter's leaves): serial {}, not after {}",
+                        i.serial_hex, i.not_after_unix
+                    );
+                }
             })
         }
         CaSub::Rotate => {
