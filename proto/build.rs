@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "tribune/v1/operator.proto",
         "tribune/v1/connect.proto",
         "tribune/v1/keyring.proto",
+        "tribune/v1/acl.proto",
         "tribune/server/v1/server.proto",
     ];
     for f in files {

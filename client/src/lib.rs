@@ -29,6 +29,7 @@ use tokio::io::AsyncWriteExt;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status, Streaming};
+use tribune_proto::v1::acl_client::AclClient;
 use tribune_proto::v1::catalog_client::CatalogClient;
 use tribune_proto::v1::connect_ca_client::ConnectCaClient;
 use tribune_proto::v1::health_client::HealthClient;
@@ -589,6 +590,134 @@ impl Client {
             .snapshot_restore(self.req(stream))
             .await?
             .into_inner())
+    }
+
+    /// Creates the first management token (once).
+    pub async fn acl_bootstrap(&self) -> Result<api::AclToken, Error> {
+        let r = self
+            .unary(true, api::AclBootstrapRequest {}, |ch, r| async move {
+                AclClient::new(ch).bootstrap(r).await
+            })
+            .await?;
+        r.token
+            .ok_or_else(|| Error::Status(Status::internal("no token in the answer")))
+    }
+
+    /// A new policy from rules in Consul's rule language (HCL or JSON).
+    pub async fn acl_policy_create(
+        &self,
+        name: &str,
+        description: &str,
+        rules: &str,
+    ) -> Result<api::AclPolicy, Error> {
+        let req = api::AclPolicyCreateRequest {
+            name: name.to_string(),
+            description: description.to_string(),
+            rules: rules.to_string(),
+        };
+        let r = self
+            .unary(true, req, |ch, r| async move {
+                AclClient::new(ch).policy_create(r).await
+            })
+            .await?;
+        r.policy
+            .ok_or_else(|| Error::Status(Status::internal("no policy in the answer")))
+    }
+
+    /// Every policy.
+    pub async fn acl_policy_list(&self) -> Result<Vec<api::AclPolicy>, Error> {
+        let r = self
+            .unary(false, api::AclPolicyListRequest {}, |ch, r| async move {
+                AclClient::new(ch).policy_list(r).await
+            })
+            .await?;
+        Ok(r.policies)
+    }
+
+    /// A policy by ID or name.
+    pub async fn acl_policy_read(&self, id_or_name: &str) -> Result<api::AclPolicy, Error> {
+        let req = api::AclPolicyReadRequest {
+            id_or_name: id_or_name.to_string(),
+        };
+        let r = self
+            .unary(false, req, |ch, r| async move {
+                AclClient::new(ch).policy_read(r).await
+            })
+            .await?;
+        r.policy
+            .ok_or_else(|| Error::Status(Status::internal("no policy in the answer")))
+    }
+
+    /// Deletes a policy by ID or name.
+    pub async fn acl_policy_delete(&self, id_or_name: &str) -> Result<u64, Error> {
+        let req = api::AclPolicyDeleteRequest {
+            id_or_name: id_or_name.to_string(),
+        };
+        let r = self
+            .unary(true, req, |ch, r| async move {
+                AclClient::new(ch).policy_delete(r).await
+            })
+            .await?;
+        Ok(r.index)
+    }
+
+    /// A new token; the answer carries its secret ID, the only time it is shown.
+    pub async fn acl_token_create(&self, req: api::AclTokenCreateRequest) -> Result<api::AclToken, Error> {
+        let r = self
+            .unary(true, req, |ch, r| async move {
+                AclClient::new(ch).token_create(r).await
+            })
+            .await?;
+        r.token
+            .ok_or_else(|| Error::Status(Status::internal("no token in the answer")))
+    }
+
+    /// Every token, without secrets.
+    pub async fn acl_token_list(&self) -> Result<Vec<api::AclToken>, Error> {
+        let r = self
+            .unary(false, api::AclTokenListRequest {}, |ch, r| async move {
+                AclClient::new(ch).token_list(r).await
+            })
+            .await?;
+        Ok(r.tokens)
+    }
+
+    /// One token by accessor ID, without its secret.
+    pub async fn acl_token_read(&self, accessor_id: &str) -> Result<api::AclToken, Error> {
+        let req = api::AclTokenReadRequest {
+            accessor_id: accessor_id.to_string(),
+        };
+        let r = self
+            .unary(false, req, |ch, r| async move {
+                AclClient::new(ch).token_read(r).await
+            })
+            .await?;
+        r.token
+            .ok_or_else(|| Error::Status(Status::internal("no token in the answer")))
+    }
+
+    /// Deletes a token: its secret is unknown from then on.
+    pub async fn acl_token_delete(&self, accessor_id: &str) -> Result<u64, Error> {
+        let req = api::AclTokenDeleteRequest {
+            accessor_id: accessor_id.to_string(),
+        };
+        let r = self
+            .unary(true, req, |ch, r| async move {
+                AclClient::new(ch).token_delete(r).await
+            })
+            .await?;
+        Ok(r.index)
+    }
+
+    /// The token this client sends.
+    pub async fn acl_whoami(&self) -> Result<api::AclToken, Error> {
+        let r = self
+            .unary(false, api::AclWhoAmIRequest {}, |ch, r| async move {
+                AclClient::new(ch).who_am_i(r).await
+            })
+            .await?;
+        r.token
+            .ok_or_else(|| Error::Status(Status::internal("no token in the answer")))
     }
 
     /// The CA's roots and trust domain.

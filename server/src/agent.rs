@@ -311,6 +311,10 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
             datacenter: settings.datacenter.clone(),
             primary: primary.clone(),
         }),
+        acl: Arc::new(crate::api::acl::AclCtx {
+            core: core.clone(),
+            data_dir: data_dir.clone(),
+        }),
         operator: Arc::new(OperatorCtx {
             core,
             leadership: leadership.clone(),
@@ -335,9 +339,23 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
         wan: wan.clone(),
         peers: peers.clone(),
     });
-    let api_routes = tonic::service::Routes::from(api_routes.into_axum_router().layer(
-        axum::middleware::from_fn_with_state(forwarder, crate::federation::forward::route),
+    // Then every request is checked against its token (the ACL table).
+    let acl = crate::acl::Acl::new(settings.acl.clone(), settings.datacenter.clone(), state.clone());
+    tokio::spawn(crate::acl::initial_management_token(
+        settings.acl.clone(),
+        leadership.clone(),
+        state.clone(),
+        writer.clone(),
     ));
+    let api_routes = tonic::service::Routes::from(
+        api_routes
+            .into_axum_router()
+            .layer(axum::middleware::from_fn_with_state(acl, crate::acl::layer))
+            .layer(axum::middleware::from_fn_with_state(
+                forwarder,
+                crate::federation::forward::route,
+            )),
+    );
     // The server port also serves the public API: requests forwarded from
     // other datacenters arrive there.
     let raft_server = tonic::transport::Server::builder()

@@ -101,6 +101,16 @@ pub(crate) struct AgentConfig {
     /// Leaf certificates this server signs per second at most (default 50000).
     #[arg(long)]
     pub ca_sign_rate: Option<u32>,
+    /// Turn access control on: every call is checked against its token.
+    #[arg(long)]
+    pub acl_enabled: bool,
+    /// allow or deny: what ACLs allow where no rule matches, and to calls
+    /// without a token (default allow; deny is recommended).
+    #[arg(long)]
+    pub default_policy: Option<String>,
+    /// A management token's secret ID, created once by the leader.
+    #[arg(long)]
+    pub initial_management_token: Option<String>,
     /// How sidecars reach upstreams in other datacenters when neither the
     /// upstream nor its service says: none (straight to the remote
     /// sidecars), local (through this datacenter's mesh gateways) or remote
@@ -140,9 +150,9 @@ impl AgentConfig {
         merge!(cfg, flags;
             node, data_dir, datacenter, bootstrap_expect, bind, grpc_addr, http_addr, server_addr,
             serf_lan_addr, serf_wan_addr, advertise_server_addr, encrypt, log_level, primary_datacenter, snapshot_threshold, snapshot_keep_logs, watch_history,
-            default_intention, leaf_cert_ttl, ca_root_ttl, ca_sign_rate, mesh_gateway_mode, dead_server_cleanup_after,
+            default_intention, leaf_cert_ttl, ca_root_ttl, ca_sign_rate, mesh_gateway_mode, default_policy, initial_management_token, dead_server_cleanup_after,
             reconnect_timeout, anti_entropy_interval;
-            dev, server, log_json);
+            dev, server, log_json, acl_enabled);
         if !flags.retry_join.is_empty() {
             cfg.retry_join = flags.retry_join;
         }
@@ -183,6 +193,7 @@ pub(crate) struct Settings {
     pub snapshot_keep_logs: u64,
     pub watch_history: usize,
     pub mesh: crate::mesh::MeshSettings,
+    pub acl: crate::acl::AclSettings,
 }
 
 /// `HOST[:PORT]` of another agent's gossip port (`default_port` when left out).
@@ -332,6 +343,15 @@ impl Settings {
             snapshot_threshold,
             snapshot_keep_logs: cfg.snapshot_keep_logs.unwrap_or(1024),
             watch_history: cfg.watch_history.unwrap_or(65_536),
+            acl: crate::acl::AclSettings {
+                enabled: cfg.acl_enabled,
+                default_allow: match cfg.default_policy.as_deref() {
+                    None | Some("allow") => true,
+                    Some("deny") => false,
+                    Some(other) => bail!("--default-policy {other:?}: use allow or deny"),
+                },
+                initial_management_token: cfg.initial_management_token.clone().filter(|t| !t.is_empty()),
+            },
             mesh: crate::mesh::MeshSettings {
                 default_allow: match cfg.default_intention.as_deref() {
                     None | Some("allow") => true,

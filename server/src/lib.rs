@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
 
+mod acl;
 mod agent;
 mod api;
 mod catalog;

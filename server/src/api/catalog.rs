@@ -8,10 +8,12 @@ use tribune_proto::v1::catalog_server::Catalog;
 use super::convert::{self, RegisterDefaults};
 use super::watch::{Filter, spawn_watch};
 use super::{invalid, outcome_error, propose_error};
+use crate::acl::{self, Caller};
 use crate::catalog::command::{Command, Outcome};
 use crate::catalog::model::Status as Health;
 use crate::catalog::validate;
 use crate::consensus::{request_id, wants_stale};
+use tribune_acl::Access;
 
 /// What the catalog API takes: the API's core handles, and the node a
 /// registration falls back on (the agent's own).
@@ -72,7 +74,21 @@ impl Catalog for CatalogApi {
                     datacenter: &ctx.datacenter,
                 };
                 let rid = request_id(&req);
+                let caller = Caller::of(&req)?;
                 let reg = convert::registration(req.into_inner(), &defaults).map_err(invalid)?;
+                caller.require(&acl::service(&reg.services[0].name, Access::Write))?;
+                // A new node, or one whose addresses change, is the node's
+                // owner's to write.
+                let node_changes = {
+                    let d = ctx.state.read();
+                    d.catalog.node(&reg.node.name).is_none_or(|n| {
+                        n.address != reg.node.address
+                            || (!reg.node.wan_address.is_empty() && n.wan_address != reg.node.wan_address)
+                    })
+                };
+                if node_changes {
+                    caller.require(&acl::node(&reg.node.name, Access::Write))?;
+                }
                 let service_id = reg.services[0].id.clone();
                 let sidecar_id = reg.services.get(1).map(|s| s.id.clone()).unwrap_or_default();
                 tracing::debug!(%service_id, "register");
@@ -102,8 +118,18 @@ impl Catalog for CatalogApi {
         ctx.metrics
             .observe("Deregister", async {
                 let rid = request_id(&req);
+                let caller = Caller::of(&req)?;
                 let service_id = req.into_inner().service_id;
                 validate::id("service_id", &service_id).map_err(invalid)?;
+                let name = ctx
+                    .state
+                    .read()
+                    .catalog
+                    .service(&service_id)
+                    .map(|s| s.name.clone());
+                if let Some(name) = name {
+                    caller.require(&acl::service(&name, Access::Write))?;
+                }
                 match ctx
                     .writer
                     .propose_once(rid, Command::Deregister { service_id })
@@ -127,10 +153,12 @@ impl Catalog for CatalogApi {
             .metrics
             .observe("ListServices", async {
                 self.ctx.reads.barrier(wants_stale(&req)).await?;
+                let caller = Caller::of(&req)?;
                 let d = self.ctx.state.read();
                 let services = d
                     .catalog
                     .service_names()
+                    .filter(|(name, _)| caller.sees_service(name))
                     .map(|(name, _)| {
                         let mut tags = std::collections::BTreeSet::new();
                         let mut s = pb::ServiceSummary {
@@ -165,10 +193,16 @@ impl Catalog for CatalogApi {
             .metrics
             .observe("ListNodes", async {
                 self.ctx.reads.barrier(wants_stale(&req)).await?;
+                let caller = Caller::of(&req)?;
                 let d = self.ctx.state.read();
                 Ok(Response::new(pb::ListNodesResponse {
                     index: d.applied_index(),
-                    nodes: d.catalog.nodes().map(convert::node_to_pb).collect(),
+                    nodes: d
+                        .catalog
+                        .nodes()
+                        .filter(|n| caller.sees_node(&n.name))
+                        .map(convert::node_to_pb)
+                        .collect(),
                 }))
             })
             .await
@@ -196,12 +230,14 @@ impl Catalog for CatalogApi {
             .metrics
             .observe("GetService", async {
                 self.ctx.reads.barrier(wants_stale(&req)).await?;
+                let caller = Caller::of(&req)?;
                 let req = req.into_inner();
                 queried_name(&req.name)?;
                 let d = self.ctx.state.read();
                 let instances = d
                     .catalog
                     .instances_of(&req.name)
+                    .filter(|s| caller.sees_service(&s.name))
                     .map(|s| d.catalog.health_of(s))
                     .filter(|h| !req.passing_only || h.status == Health::Passing)
                     .map(|h| convert::health_to_pb(&h))
@@ -222,12 +258,14 @@ impl Catalog for CatalogApi {
             .metrics
             .observe("GetInstance", async {
                 self.ctx.reads.barrier(wants_stale(&req)).await?;
+                let caller = Caller::of(&req)?;
                 let id = req.into_inner().id;
                 validate::id("id", &id).map_err(invalid)?;
                 let d = self.ctx.state.read();
                 let h = d
                     .catalog
                     .instance_health(&id)
+                    .filter(|h| caller.sees_service(&h.service.name))
                     .ok_or_else(|| Status::not_found(format!("service instance {id:?} is not registered")))?;
                 Ok(Response::new(pb::GetInstanceResponse {
                     index: d.applied_index(),
@@ -245,12 +283,14 @@ impl Catalog for CatalogApi {
             .metrics
             .observe("GetNode", async {
                 self.ctx.reads.barrier(wants_stale(&req)).await?;
+                let caller = Caller::of(&req)?;
                 let name = req.into_inner().name;
                 validate::node_name("name", &name).map_err(invalid)?;
                 let d = self.ctx.state.read();
                 let node = d
                     .catalog
                     .node(&name)
+                    .filter(|n| caller.sees_node(&n.name))
                     .ok_or_else(|| Status::not_found(format!("node {name:?} is not registered")))?;
                 Ok(Response::new(pb::GetNodeResponse {
                     index: d.applied_index(),
@@ -258,6 +298,7 @@ impl Catalog for CatalogApi {
                     instances: d
                         .catalog
                         .services_on(&name)
+                        .filter(|s| caller.sees_service(&s.name))
                         .map(|s| convert::health_to_pb(&d.catalog.health_of(s)))
                         .collect(),
                     node_checks: d.catalog.node_checks(&name).map(convert::check_to_pb).collect(),
@@ -274,8 +315,10 @@ impl Catalog for CatalogApi {
         ctx.metrics
             .observe("DeregisterNode", async {
                 let rid = request_id(&req);
+                let caller = Caller::of(&req)?;
                 let node = req.into_inner().name;
                 validate::node_name("name", &node).map_err(invalid)?;
+                caller.require(&acl::node(&node, Access::Write))?;
                 match ctx
                     .writer
                     .propose_once(rid, Command::DeregisterNode { node })
@@ -300,8 +343,10 @@ impl Catalog for CatalogApi {
         self.ctx
             .metrics
             .observe("WatchService", async {
+                let caller = Caller::of(&req)?;
                 let req = req.into_inner();
                 queried_name(&req.name)?;
+                caller.require(&acl::service(&req.name, Access::Read))?;
                 Ok(Response::new(spawn_watch(
                     self.ctx.state.clone(),
                     self.ctx.metrics.watches_open.clone(),
@@ -321,11 +366,12 @@ impl Catalog for CatalogApi {
         self.ctx
             .metrics
             .observe("WatchCatalog", async {
+                let caller = Caller::of(&req)?;
                 let req = req.into_inner();
                 Ok(Response::new(spawn_watch(
                     self.ctx.state.clone(),
                     self.ctx.metrics.watches_open.clone(),
-                    Filter::Catalog,
+                    Filter::Catalog(caller),
                     req.from_index,
                 )))
             })

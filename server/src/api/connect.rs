@@ -10,6 +10,7 @@ use tribune_proto::v1::intentions_client::IntentionsClient;
 use tribune_proto::v1::intentions_server::Intentions;
 
 use super::{invalid, outcome_error, propose_error};
+use crate::acl::{self, Caller};
 use crate::catalog::command::{Command, Outcome};
 use crate::catalog::mesh::{Intention, MeshCommand};
 use crate::catalog::validate;
@@ -17,6 +18,7 @@ use crate::consensus::{request_id, wants_stale};
 use crate::mesh::ca::{self, CaError};
 use crate::mesh::leaves::LeafError;
 use crate::mesh::now_unix;
+use tribune_acl::Access;
 
 /// What the CA and intentions APIs take: the API's core handles, the CA's
 /// duties (rotation), the leaf cache (signing) and this datacenter.
@@ -126,8 +128,10 @@ impl ConnectCa for ConnectApi {
         self.ctx
             .metrics
             .observe("CaSign", async {
+                let caller = Caller::of(&req)?;
                 let service = req.into_inner().service;
                 validate::service_name("service", &service).map_err(invalid)?;
+                caller.require(&acl::service(&service, Access::Write))?;
                 let ca =
                     self.ctx.state.read().catalog.mesh().ca.clone().ok_or_else(|| {
                         Status::unavailable("the CA is not initialized yet; retry in a moment")
@@ -224,6 +228,7 @@ impl Intentions for IntentionsApi {
         self.ctx
             .metrics
             .observe("IntentionUpsert", async {
+                Caller::of(&req)?.require(&acl::intention(&req.get_ref().destination, Access::Write))?;
                 if self.ctx.primary.is_elsewhere() {
                     return self
                         .ctx
@@ -265,10 +270,18 @@ impl Intentions for IntentionsApi {
             .metrics
             .observe("IntentionList", async {
                 self.ctx.reads.barrier(wants_stale(&req)).await?;
+                let caller = Caller::of(&req)?;
                 let d = self.ctx.state.read();
                 Ok(Response::new(pb::IntentionListResponse {
                     index: d.applied_index(),
-                    intentions: d.catalog.mesh().intentions.values().map(to_pb).collect(),
+                    intentions: d
+                        .catalog
+                        .mesh()
+                        .intentions
+                        .values()
+                        .filter(|i| caller.allows(&acl::intention(&i.destination, Access::Read)))
+                        .map(to_pb)
+                        .collect(),
                     default_allow: self.ctx.ca.mesh.default_allow,
                 }))
             })
@@ -282,6 +295,7 @@ impl Intentions for IntentionsApi {
         self.ctx
             .metrics
             .observe("IntentionDelete", async {
+                Caller::of(&req)?.require(&acl::intention(&req.get_ref().destination, Access::Write))?;
                 if self.ctx.primary.is_elsewhere() {
                     return self
                         .ctx
@@ -322,9 +336,11 @@ impl Intentions for IntentionsApi {
             .metrics
             .observe("IntentionCheck", async {
                 self.ctx.reads.barrier(wants_stale(&req)).await?;
+                let caller = Caller::of(&req)?;
                 let r = req.into_inner();
                 validate::service_name("source", &r.source).map_err(invalid)?;
                 validate::service_name("destination", &r.destination).map_err(invalid)?;
+                caller.require(&acl::intention(&r.destination, Access::Read))?;
                 let d = self.ctx.state.read();
                 let all: Vec<&Intention> = d.catalog.mesh().intentions.values().collect();
                 let rules: Vec<tribune_xds::Intention> = all

@@ -1,6 +1,9 @@
 //! `tribune.v1.Health`: TTL check updates and check listings.
 
 use tonic::{Request, Response, Status};
+use tribune_acl::Access;
+
+use crate::acl::{self, Caller};
 use tribune_proto::v1 as pb;
 use tribune_proto::v1::health_server::Health;
 
@@ -21,6 +24,24 @@ impl HealthApi {
     }
 }
 
+impl HealthApi {
+    /// A check's status is its service's to write (its node's, for a
+    /// node-level check); an unknown check is left to the apply to refuse.
+    fn may_write_check(&self, caller: &Caller, check_id: &str) -> Result<(), Status> {
+        let need = self
+            .ctx
+            .state
+            .read()
+            .catalog
+            .check(check_id)
+            .map(|c| match &c.service_id {
+                Some(_) => acl::service(&c.service_name, Access::Write),
+                None => acl::node(&c.node, Access::Write),
+            });
+        need.map_or(Ok(()), |p| caller.require(&p))
+    }
+}
+
 #[tonic::async_trait]
 impl Health for HealthApi {
     async fn update_ttl(
@@ -31,8 +52,10 @@ impl Health for HealthApi {
         ctx.metrics
             .observe("UpdateTtl", async {
                 let rid = request_id(&req);
+                let caller = Caller::of(&req)?;
                 let req = req.into_inner();
                 validate::id("check_id", &req.check_id).map_err(invalid)?;
+                self.may_write_check(&caller, &req.check_id)?;
                 let status = status_from_pb("status", req.status).map_err(invalid)?;
                 let cmd = Command::UpdateTtl {
                     check_id: req.check_id,
@@ -55,8 +78,10 @@ impl Health for HealthApi {
         ctx.metrics
             .observe("ReportCheck", async {
                 let rid = request_id(&req);
+                let caller = Caller::of(&req)?;
                 let req = req.into_inner();
                 validate::id("check_id", &req.check_id).map_err(invalid)?;
+                self.may_write_check(&caller, &req.check_id)?;
                 let status = status_from_pb("status", req.status).map_err(invalid)?;
                 let cmd = Command::CheckResult {
                     check_id: req.check_id,
@@ -79,6 +104,7 @@ impl Health for HealthApi {
             .metrics
             .observe("ListChecks", async {
                 self.ctx.reads.barrier(wants_stale(&req)).await?;
+                let caller = Caller::of(&req)?;
                 let req = req.into_inner();
                 let status = match req.status {
                     0 => None,
@@ -92,6 +118,10 @@ impl Health for HealthApi {
                         .catalog
                         .checks_in(status, service)
                         .iter()
+                        .filter(|c| {
+                            caller.sees_node(&c.node)
+                                && (c.service_id.is_none() || caller.sees_service(&c.service_name))
+                        })
                         .map(check_to_pb)
                         .collect(),
                 }))

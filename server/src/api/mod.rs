@@ -1,6 +1,7 @@
 //! The public gRPC API on the agent's gRPC port: `tribune.v1` (Catalog,
 //! Health, Operator), `grpc.health.v1` and server reflection (v1 and v1alpha).
 
+pub(crate) mod acl;
 pub(crate) mod catalog;
 pub(crate) mod connect;
 pub(crate) mod convert;
@@ -15,8 +16,8 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use tonic::Status;
 use tonic::service::Routes;
 use tribune_proto::v1::{
-    catalog_server::CatalogServer, connect_ca_server::ConnectCaServer, health_server::HealthServer,
-    intentions_server::IntentionsServer, operator_server::OperatorServer,
+    acl_server::AclServer, catalog_server::CatalogServer, connect_ca_server::ConnectCaServer,
+    health_server::HealthServer, intentions_server::IntentionsServer, operator_server::OperatorServer,
 };
 
 use crate::catalog::command::Outcome;
@@ -42,6 +43,7 @@ pub(crate) struct Services {
     pub(crate) core: ApiCore,
     pub(crate) connect: Arc<connect::ConnectCtx>,
     pub(crate) operator: Arc<operator::OperatorCtx>,
+    pub(crate) acl: Arc<acl::AclCtx>,
     pub(crate) hub: Arc<crate::mesh::hub::XdsHub>,
     pub(crate) xds_streams: Arc<crate::mesh::status::StreamRegistry>,
     pub(crate) gossip: tribune_client::gossip::Gossip,
@@ -141,6 +143,7 @@ pub(crate) fn routes(s: Services) -> anyhow::Result<Routes> {
             IntentionsServer::new(connect::IntentionsApi::new(s.connect))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
+        .add_service(AclServer::new(acl::AclApi::new(s.acl)).max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(
             AggregatedDiscoveryServiceServer::new(crate::mesh::ads::AdsService::new(
                 s.hub,

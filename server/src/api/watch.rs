@@ -17,7 +17,8 @@ use crate::raft::state_machine::SmData;
 
 pub(crate) enum Filter {
     Service(String),
-    Catalog,
+    /// Everything the caller may read.
+    Catalog(crate::acl::Caller),
 }
 
 impl Filter {
@@ -35,10 +36,15 @@ impl Filter {
                     .map(|s| convert::health_to_pb(&c.health_of(s)))
                     .collect();
             }
-            Filter::Catalog => {
-                ev.node_upserts = c.nodes().map(convert::node_to_pb).collect();
+            Filter::Catalog(caller) => {
+                ev.node_upserts = c
+                    .nodes()
+                    .filter(|n| caller.sees_node(&n.name))
+                    .map(convert::node_to_pb)
+                    .collect();
                 ev.upserts = c
                     .service_names()
+                    .filter(|(n, _)| caller.sees_service(n))
                     .flat_map(|(n, _)| c.instances_of(n))
                     .map(|s| convert::health_to_pb(&c.health_of(s)))
                     .collect();
@@ -67,13 +73,33 @@ impl Filter {
                     .collect(),
                 ..Default::default()
             },
-            Filter::Catalog => pb::WatchEvent {
+            Filter::Catalog(caller) => pb::WatchEvent {
                 index: cs.index,
                 snapshot: false,
-                upserts: cs.upserts.iter().map(convert::health_to_pb).collect(),
-                removed_ids: cs.removed.iter().map(|(id, _)| id.clone()).collect(),
-                node_upserts: cs.node_upserts.iter().map(convert::node_to_pb).collect(),
-                node_removals: cs.node_removals.clone(),
+                upserts: cs
+                    .upserts
+                    .iter()
+                    .filter(|h| caller.sees_service(&h.service.name))
+                    .map(convert::health_to_pb)
+                    .collect(),
+                removed_ids: cs
+                    .removed
+                    .iter()
+                    .filter(|(_, n)| caller.sees_service(n))
+                    .map(|(id, _)| id.clone())
+                    .collect(),
+                node_upserts: cs
+                    .node_upserts
+                    .iter()
+                    .filter(|n| caller.sees_node(&n.name))
+                    .map(convert::node_to_pb)
+                    .collect(),
+                node_removals: cs
+                    .node_removals
+                    .iter()
+                    .filter(|n| caller.sees_node(n))
+                    .cloned()
+                    .collect(),
             },
         };
         let empty = ev.upserts.is_empty()
@@ -96,7 +122,7 @@ pub(crate) fn spawn_watch(
         from_index,
         service = match &filter {
             Filter::Service(n) => n.as_str(),
-            Filter::Catalog => "*",
+            Filter::Catalog(_) => "*",
         }
     );
     tokio::spawn(

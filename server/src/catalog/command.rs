@@ -66,6 +66,9 @@ pub(crate) enum Command {
         len: u64,
         snapshot_index: u64,
     },
+    /// Tokens and policies. (Variants are only ever added at the end:
+    /// older records name the others by position.)
+    Acl(super::acl::AclCommand),
 }
 
 impl Request {
@@ -123,4 +126,5 @@ pub(crate) enum Outcome {
     RestoreStaged {
         staged: u64,
     },
+    AclUpdated,
 }

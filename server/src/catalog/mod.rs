@@ -3,6 +3,7 @@
 //! It is the state machine's data: changed only by [`Catalog::apply`], in
 //! log order, and rebuilt from a snapshot plus the log tail after a restart.
 
+pub(crate) mod acl;
 pub(crate) mod command;
 pub(crate) mod feed;
 pub(crate) mod mesh;
@@ -49,6 +50,7 @@ pub(crate) struct Catalog {
     /// Proxies by the service name they front: a service's mesh endpoints.
     proxies_by_destination: BTreeMap<String, BTreeSet<String>>,
     mesh: MeshState,
+    acl: acl::AclState,
     /// Outcomes of recently applied named writes, for retries.
     recent: std::collections::HashMap<String, Outcome>,
     recent_order: std::collections::VecDeque<String>,
@@ -80,6 +82,7 @@ impl Catalog {
             .into_iter()
             .map(|m| (m.datacenter.clone(), m))
             .collect();
+        c.acl = acl::AclState::from_data(data.acl);
         c.mesh.intentions = data
             .intentions
             .into_iter()
@@ -103,6 +106,7 @@ impl Catalog {
                 .collect(),
             staged_restore: self.staged_restore.clone(),
             remote: self.mesh.remote.values().cloned().collect(),
+            acl: self.acl.to_data(),
         }
     }
 
@@ -176,6 +180,10 @@ impl Catalog {
 
     pub(crate) fn mesh(&self) -> &MeshState {
         &self.mesh
+    }
+
+    pub(crate) fn acl(&self) -> &acl::AclState {
+        &self.acl
     }
 
     /// Sidecars (and gateways) that front instances of `service`.
@@ -324,6 +332,7 @@ impl Catalog {
                 touched.mesh = true;
                 self.mesh.apply(index, m)
             }
+            Command::Acl(a) => self.acl.apply(index, a),
             Command::Restore { data, .. } => {
                 *self = Catalog::from_data((**data).clone());
                 touched.reset = true;

@@ -208,6 +208,8 @@ pub(crate) struct CatalogData {
     /// Other datacenters' meshes, as last copied.
     #[serde(default)]
     pub remote: Vec<super::mesh::RemoteMesh>,
+    #[serde(default)]
+    pub acl: super::acl::AclData,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

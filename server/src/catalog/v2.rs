@@ -202,6 +202,7 @@ impl From<CatalogDataV2> for CatalogData {
             recent_requests: d.recent_requests,
             staged_restore: d.staged_restore,
             remote: Vec::new(),
+            acl: Default::default(),
         }
     }
 }

@@ -22,10 +22,21 @@ pub(super) struct BootstrapParams<'a> {
     pub xds_host: &'a str,
     pub xds_port: u16,
     pub mode: XdsMode,
+    /// The proxy's ACL token, sent with every ADS request.
+    pub token: Option<&'a str>,
 }
 
 fn socket(host: &str, port: u16) -> Value {
     json!({ "socket_address": { "address": host, "port_value": port } })
+}
+
+/// ADS to the agent, with the token as gRPC metadata when there is one.
+fn grpc_service(token: Option<&str>) -> Value {
+    let mut g = json!({ "envoy_grpc": { "cluster_name": "tribune_xds" } });
+    if let Some(t) = token {
+        g["initial_metadata"] = json!([{ "key": "x-tribune-token", "value": t }]);
+    }
+    g
 }
 
 pub(super) fn bootstrap(p: &BootstrapParams<'_>) -> Value {
@@ -46,7 +57,7 @@ pub(super) fn bootstrap(p: &BootstrapParams<'_>) -> Value {
             "ads_config": {
                 "api_type": api_type,
                 "transport_api_version": "V3",
-                "grpc_services": [{ "envoy_grpc": { "cluster_name": "tribune_xds" } }],
+                "grpc_services": [grpc_service(p.token)],
             },
             "cds_config": { "ads": {}, "resource_api_version": "V3" },
             "lds_config": { "ads": {}, "resource_api_version": "V3" },
@@ -96,8 +107,14 @@ mod tests {
             xds_host: "127.0.0.1",
             xds_port: 8502,
             mode: XdsMode::Delta,
+            token: Some("s3cret"),
         });
         assert_eq!(b["node"]["id"], "web-1-sidecar-proxy");
+        let md = &b["dynamic_resources"]["ads_config"]["grpc_services"][0]["initial_metadata"][0];
+        assert_eq!(
+            (md["key"].as_str(), md["value"].as_str()),
+            (Some("x-tribune-token"), Some("s3cret"))
+        );
         assert_eq!(b["dynamic_resources"]["ads_config"]["api_type"], "DELTA_GRPC");
         assert_eq!(b["static_resources"]["clusters"][0]["type"], "STATIC");
         assert_eq!(host_port("[::1]:8502").unwrap(), ("::1".to_string(), 8502));

@@ -271,7 +271,13 @@ pub(super) async fn raft_list_peers(c: &ClientArgs) -> anyhow::Result<()> {
 pub(super) async fn snapshot_save(c: &ClientArgs, file: &Path) -> anyhow::Result<()> {
     let client = connect(c).await?;
     let tmp = file.with_extension("partial");
-    let mut out = tokio::fs::File::create(&tmp)
+    // A backup holds the CA's keys and the ACL state: the owner's alone.
+    let mut out = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
         .await
         .with_context(|| format!("creating {}", tmp.display()))?;
     let n = client.snapshot_save(&mut out).await?;

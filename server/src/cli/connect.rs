@@ -243,6 +243,7 @@ async fn envoy(c: &ClientArgs, a: EnvoyArgs) -> anyhow::Result<()> {
         xds_host: &xds_host,
         xds_port,
         mode: a.xds_mode,
+        token: c.token.as_deref().filter(|t| !t.is_empty()),
     });
     let text = serde_json::to_string_pretty(&json)?;
     if a.bootstrap {

@@ -1,6 +1,7 @@
 //! The `tribune` command line: `agent` runs an agent; every other command
 //! talks to an agent's gRPC port through `tribune-client`.
 
+mod acl;
 mod bootstrap;
 mod commands;
 mod connect;
@@ -53,6 +54,16 @@ enum Cmd {
     Keygen,
     /// Gossip encryption keys on every member: --list, --install, --use, --remove.
     Keyring(KeyringCmd),
+    /// Access control: bootstrap, policies, tokens.
+    Acl(AclCmd),
+}
+
+#[derive(Args)]
+struct AclCmd {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    cmd: acl::AclSub,
 }
 
 #[derive(Args)]
@@ -349,6 +360,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Cmd::Connect(s) => connect::run_connect(&s.client, s.cmd).await,
         Cmd::Intention(s) => connect::run_intention(&s.client, s.cmd).await,
+        Cmd::Acl(s) => acl::run(&s.client, s.cmd).await,
         Cmd::Members(s) => c::members(&s.client, s.wan).await,
         Cmd::Keygen => {
             println!("{}", tribune_client::gossip::Keyring::generate_key());

@@ -104,6 +104,7 @@ async fn serve<P: Protocol>(
     hub: Arc<XdsHub>,
     registry: Arc<StreamRegistry>,
     metrics: XdsMetrics,
+    caller: crate::acl::Caller,
     mut inbound: impl Stream<Item = Result<P::Req, Status>> + Unpin + Send,
     out: Out<P::Resp>,
 ) where
@@ -120,6 +121,14 @@ async fn serve<P: Protocol>(
                 "node.id: required; set it to the proxy's service ID (\"<service id>-sidecar-proxy\")",
             )))
             .await;
+        return;
+    }
+    // A proxy's configuration is its service's: the token must write it.
+    if let Some(service) = hub.identity_of(&proxy_id)
+        && let Err(e) = caller.require(&crate::acl::service(&service, tribune_acl::Access::Write))
+    {
+        tracing::warn!(proxy = %proxy_id, error = %e.message(), "ads stream refused");
+        let _ = out.send(Err(e)).await;
         return;
     }
     let mut updates: watch::Receiver<SharedResources> = match hub.subscribe(&proxy_id) {
@@ -187,10 +196,12 @@ impl AggregatedDiscoveryService for AdsService {
         req: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(16);
+        let caller = crate::acl::Caller::of(&req)?;
         tokio::spawn(serve::<SotwStream>(
             self.hub.clone(),
             self.registry.clone(),
             self.metrics.clone(),
+            caller,
             req.into_inner(),
             tx,
         ));
@@ -204,10 +215,12 @@ impl AggregatedDiscoveryService for AdsService {
         req: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(16);
+        let caller = crate::acl::Caller::of(&req)?;
         tokio::spawn(serve::<DeltaStream>(
             self.hub.clone(),
             self.registry.clone(),
             self.metrics.clone(),
+            caller,
             req.into_inner(),
             tx,
         ));
@@ -252,6 +265,17 @@ mod tests {
     where
         P::Req: prost::Message + Default,
     {
+        start_as::<P>(f, hub, crate::acl::Caller::management()).await
+    }
+
+    async fn start_as<P: super::Protocol>(
+        f: Fixture,
+        hub: std::sync::Arc<XdsHub>,
+        caller: crate::acl::Caller,
+    ) -> Harness<P::Req, P::Resp>
+    where
+        P::Req: prost::Message + Default,
+    {
         let (to_server, rx) = mpsc::unbounded_channel();
         let (out, from_server) = mpsc::channel(16);
         let registry = std::sync::Arc::new(StreamRegistry::default());
@@ -260,6 +284,7 @@ mod tests {
             hub,
             registry.clone(),
             metrics.clone(),
+            caller,
             UnboundedReceiverStream::new(rx),
             out,
         ));
@@ -433,5 +458,24 @@ mod tests {
         let e = recv(&mut h.from_server).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::NotFound);
         assert!(h.registry.snapshot().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_proxy_whose_token_cannot_write_its_service_is_refused() {
+        let (f, hub) = mesh().await;
+        let api_only = tribune_acl::Authorizer::new([&tribune_acl::service_identity("api")], false);
+        let caller = crate::acl::Caller::for_tests(Some("t-1"), api_only);
+        let mut h = start_as::<SotwStream>(f, hub, caller).await;
+        h.to_server
+            .send(Ok(DiscoveryRequest {
+                node: node(PROXY),
+                type_url: names::CLUSTER.into(),
+                ..Default::default()
+            }))
+            .unwrap();
+        let e = recv(&mut h.from_server).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(e.message().contains("service:write on web"), "{}", e.message());
+        assert!(h.registry.snapshot().is_empty(), "no stream was opened");
     }
 }

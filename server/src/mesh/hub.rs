@@ -156,6 +156,18 @@ impl XdsHub {
         Ok(rx)
     }
 
+    /// The service whose identity a proxy carries: a sidecar's destination,
+    /// a gateway's own name.
+    pub(crate) fn identity_of(&self, proxy_id: &str) -> Option<String> {
+        let d = self.state.read();
+        let s = d.catalog.service(proxy_id)?;
+        match (s.kind, &s.proxy) {
+            (ServiceKind::SidecarProxy, Some(p)) => Some(p.destination_service_name.clone()),
+            (ServiceKind::MeshGateway, _) => Some(s.name.clone()),
+            _ => None,
+        }
+    }
+
     fn set_deps(&self, proxy_id: &str, old: &BTreeSet<String>, new: &BTreeSet<String>) {
         let mut idx = self.dep_index();
         for s in old.difference(new) {

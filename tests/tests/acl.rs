@@ -1,0 +1,232 @@
+//! Access control with real processes: a server with ACLs on and default
+//! deny, bootstrapped once; a service-identity token may register its
+//! service and nothing else; reads are filtered; missing and unknown tokens
+//! are told apart from missing permissions, and the messages name them.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Output;
+
+use tribune_tests::Agent;
+
+fn with_token(agent: &Agent, token: &str, args: &[&str]) -> Output {
+    let mut a = args.to_vec();
+    a.extend(["--token", token]);
+    agent.cli(&a)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The command failed, and its error says `needle`.
+#[track_caller]
+fn refused(o: Output, needle: &str) {
+    assert!(
+        !o.status.success(),
+        "succeeded: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let e = stderr(&o);
+    assert!(e.contains(needle), "expected {needle:?} in: {e}");
+}
+
+#[track_caller]
+fn ok(o: Output) -> String {
+    assert!(o.status.success(), "failed: {}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn json(o: Output) -> serde_json::Value {
+    serde_json::from_str(&ok(o)).expect("JSON")
+}
+
+fn register<'a>(name: &'a str, id: &'a str) -> Vec<&'a str> {
+    vec![
+        "services", "register", "--name", name, "--id", id, "--port", "8080",
+    ]
+}
+
+#[test]
+fn tokens_and_policies_decide_every_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&["--acl-enabled", "--default-policy", "deny"]);
+
+    // Bootstrap once; the second time says how to reset.
+    let boot = agent.cli_json(&["acl", "bootstrap"]);
+    let root = boot["secret_id"].as_str().unwrap().to_string();
+    assert!(!boot["accessor_id"].as_str().unwrap().is_empty());
+    refused(agent.cli(&["acl", "bootstrap"]), "acl-bootstrap-reset");
+
+    // No token: UNAUTHENTICATED, naming what the call needs.
+    refused(
+        agent.cli(&register("web", "web-1")),
+        "needs a token with service:write on web",
+    );
+    refused(agent.cli(&["connect", "ca", "rotate"]), "operator:write");
+    // An unknown token is not a missing permission.
+    refused(
+        with_token(&agent, "not-a-token", &["catalog", "services"]),
+        "not known",
+    );
+
+    // A rule that does not parse is refused with its line and column.
+    refused(
+        with_token(
+            &agent,
+            &root,
+            &[
+                "acl",
+                "policy",
+                "create",
+                "--name",
+                "bad",
+                "--rules",
+                "service \"web\" {\n  policy = \n}",
+            ],
+        ),
+        "line 2",
+    );
+    let rules = dir.path().join("web-read.hcl");
+    std::fs::write(&rules, "service \"web\" { policy = \"read\" }\n").unwrap();
+    let rules_arg = format!("@{}", rules.display());
+    ok(with_token(
+        &agent,
+        &root,
+        &[
+            "acl", "policy", "create", "--name", "web-read", "--rules", &rules_arg,
+        ],
+    ));
+
+    let web = json(with_token(
+        &agent,
+        &root,
+        &[
+            "acl",
+            "token",
+            "create",
+            "--service-identity",
+            "web",
+            "--format",
+            "json",
+        ],
+    ));
+    let (web_secret, web_accessor) = (
+        web["secret_id"].as_str().unwrap().to_string(),
+        web["accessor_id"].as_str().unwrap().to_string(),
+    );
+    let reader = json(with_token(
+        &agent,
+        &root,
+        &[
+            "acl",
+            "token",
+            "create",
+            "--policy-name",
+            "web-read",
+            "--format",
+            "json",
+        ],
+    ))["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Secrets are shown once: never in a read or a list.
+    let read = json(with_token(
+        &agent,
+        &root,
+        &["acl", "token", "read", &web_accessor, "--format", "json"],
+    ));
+    assert_eq!(read["secret_id"].as_str().unwrap_or(""), "");
+    assert!(!ok(with_token(&agent, &root, &["acl", "token", "list"])).contains(&web_secret));
+    assert_eq!(
+        json(with_token(
+            &agent,
+            &web_secret,
+            &["acl", "whoami", "--format", "json"]
+        ))["accessor_id"],
+        web_accessor.as_str()
+    );
+
+    // The service identity writes web (and its sidecar), nothing else.
+    let mut web_with_sidecar = register("web", "web-1");
+    web_with_sidecar.extend(["--sidecar-port", "21000"]);
+    ok(with_token(&agent, &web_secret, &web_with_sidecar));
+    refused(
+        with_token(&agent, &web_secret, &register("api", "api-1")),
+        &format!("token {web_accessor} lacks service:write on api"),
+    );
+    refused(
+        with_token(
+            &agent,
+            &web_secret,
+            &["connect", "ca", "sign", "--service", "payments"],
+        ),
+        "service:write on payments",
+    );
+    ok(with_token(
+        &agent,
+        &web_secret,
+        &["connect", "ca", "sign", "--service", "web"],
+    ));
+    refused(
+        with_token(
+            &agent,
+            &web_secret,
+            &["intention", "create", "--deny", "api", "web"],
+        ),
+        "intention:write on web",
+    );
+    ok(with_token(&agent, &root, &register("api", "api-1")));
+    refused(
+        with_token(&agent, &web_secret, &["services", "deregister", "api-1"]),
+        "service:write on api",
+    );
+
+    // Reads are filtered, not refused: the reader sees web, never api.
+    let names = |secret: &str| -> Vec<String> {
+        json(with_token(
+            &agent,
+            secret,
+            &["catalog", "services", "--format", "json"],
+        ))["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&reader), ["web"]);
+    assert!(names(&root).contains(&"api".to_string()));
+    assert!(
+        json(agent.cli(&["catalog", "services", "--format", "json"]))["services"]
+            .as_array()
+            .is_none_or(|a| a.is_empty()),
+        "the anonymous token reads nothing under default deny"
+    );
+    refused(
+        with_token(&agent, &reader, &["watch", "service", "api"]),
+        "service:read on api",
+    );
+
+    // Backups carry secrets and CA keys: acl:write, and a 0600 file.
+    let file = dir.path().join("backup.snap");
+    let file_arg = file.to_str().unwrap();
+    refused(
+        with_token(&agent, &web_secret, &["snapshot", "save", file_arg]),
+        "acl:write",
+    );
+    ok(with_token(&agent, &root, &["snapshot", "save", file_arg]));
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the backup is readable by others: {mode:o}");
+
+    // A deleted token is unknown from then on.
+    ok(with_token(
+        &agent,
+        &root,
+        &["acl", "token", "delete", &web_accessor],
+    ));
+    refused(
+        with_token(&agent, &web_secret, &register("web", "web-2")),
+        "not known",
+    );
+}
