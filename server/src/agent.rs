@@ -295,6 +295,7 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
             writer: writer.clone(),
         },
     )));
+    let acl = crate::acl::Acl::new(settings.acl.clone(), settings.datacenter.clone(), state.clone());
     let api_routes = crate::api::routes(Services {
         catalog: CatalogCtx {
             core: core.clone(),
@@ -332,6 +333,7 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
         }),
         hub,
         xds_streams: xds_streams.clone(),
+        tokens: acl.clone(),
         gossip: gossip.clone(),
     })?;
     // Requests for another datacenter leave before any service sees them.
@@ -340,7 +342,6 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
         peers: peers.clone(),
     });
     // Then every request is checked against its token (the ACL table).
-    let acl = crate::acl::Acl::new(settings.acl.clone(), settings.datacenter.clone(), state.clone());
     tokio::spawn(crate::acl::initial_management_token(
         settings.acl.clone(),
         leadership.clone(),

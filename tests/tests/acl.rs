@@ -230,3 +230,133 @@ fn tokens_and_policies_decide_every_call() {
         "not known",
     );
 }
+
+/// A live sidecar whose token is deleted: its ADS stream ends (at the
+/// proxy's next request, here made by pushing it a change, and at the
+/// latest within a minute), and its traffic keeps flowing on the last
+/// configuration.
+#[test]
+fn a_sidecar_whose_token_is_deleted_keeps_its_last_configuration() {
+    use tribune_tests::free_port;
+    use tribune_tests::mesh::{Backend, Envoy, eventually, get};
+
+    let agent = Agent::start(&["--acl-enabled", "--default-policy", "deny"]);
+    let root = agent.cli_json(&["acl", "bootstrap"])["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let token_for = |service: &str| {
+        json(with_token(
+            &agent,
+            &root,
+            &[
+                "acl",
+                "token",
+                "create",
+                "--service-identity",
+                service,
+                "--format",
+                "json",
+            ],
+        ))
+    };
+    let (web, api) = (token_for("web"), token_for("api"));
+    let secret = |t: &serde_json::Value| t["secret_id"].as_str().unwrap().to_string();
+
+    let api_backend = Backend::start("hello from api");
+    let upstream = free_port();
+    let (web_port, api_port) = (free_port().to_string(), free_port().to_string());
+    ok(with_token(
+        &agent,
+        &secret(&web),
+        &[
+            "services",
+            "register",
+            "--name",
+            "web",
+            "--id",
+            "web-1",
+            "--address",
+            "127.0.0.1",
+            "--port",
+            "18080",
+            "--sidecar-port",
+            &web_port,
+            "--upstream",
+            &format!("api:{upstream}"),
+        ],
+    ));
+    let api_backend_port = api_backend.port.to_string();
+    ok(with_token(
+        &agent,
+        &secret(&api),
+        &[
+            "services",
+            "register",
+            "--name",
+            "api",
+            "--id",
+            "api-1",
+            "--address",
+            "127.0.0.1",
+            "--port",
+            &api_backend_port,
+            "--sidecar-port",
+            &api_port,
+        ],
+    ));
+    // An Envoy without a token is refused its configuration.
+    let web_secret = secret(&web);
+    let web_envoy = Envoy::start_with(&agent, &["--sidecar-for", "web-1", "--token", &web_secret]);
+    let api_secret = secret(&api);
+    let _api_envoy = Envoy::start_with(&agent, &["--sidecar-for", "api-1", "--token", &api_secret]);
+    let works = || get(upstream).is_ok_and(|b| b == "hello from api");
+    assert!(
+        eventually(std::time::Duration::from_secs(15), works).is_some(),
+        "web -> api never worked with ACLs on:\n{}",
+        web_envoy.log_tail()
+    );
+
+    let connected = || {
+        web_envoy
+            .admin("/stats?filter=control_plane.connected_state")
+            .is_some_and(|s| s.contains("control_plane.connected_state: 1"))
+    };
+    assert!(connected(), "web's Envoy is not connected");
+    ok(with_token(
+        &agent,
+        &root,
+        &["acl", "token", "delete", web["accessor_id"].as_str().unwrap()],
+    ));
+    // A change for web's upstream: the server pushes, Envoy answers, and
+    // its stream is checked again.
+    let api2 = Backend::start("hello from api");
+    let api2_port = api2.port.to_string();
+    let api2_sidecar = free_port().to_string();
+    ok(with_token(
+        &agent,
+        &root,
+        &[
+            "services",
+            "register",
+            "--name",
+            "api",
+            "--id",
+            "api-2",
+            "--address",
+            "127.0.0.1",
+            "--port",
+            &api2_port,
+            "--sidecar-port",
+            &api2_sidecar,
+        ],
+    ));
+    let _api2_envoy = Envoy::start_with(&agent, &["--sidecar-for", "api-2", "--token", &api_secret]);
+    assert!(
+        eventually(std::time::Duration::from_secs(70), || !connected()).is_some(),
+        "web's stream outlived its deleted token"
+    );
+    // Its last configuration has both api instances, and keeps working.
+    let ok_count = (0..10).filter(|_| works()).count();
+    assert_eq!(ok_count, 10, "web's Envoy lost its last configuration:\n{}", web_envoy.log_tail());
+}

@@ -46,6 +46,8 @@ pub(crate) struct Services {
     pub(crate) acl: Arc<acl::AclCtx>,
     pub(crate) hub: Arc<crate::mesh::hub::XdsHub>,
     pub(crate) xds_streams: Arc<crate::mesh::status::StreamRegistry>,
+    /// Resolves tokens (an ADS stream checks its token again while open).
+    pub(crate) tokens: Arc<crate::acl::Acl>,
     pub(crate) gossip: tribune_client::gossip::Gossip,
 }
 
@@ -149,6 +151,7 @@ pub(crate) fn routes(s: Services) -> anyhow::Result<Routes> {
                 s.hub,
                 s.xds_streams,
                 s.core.metrics.xds.clone(),
+                s.tokens,
             ))
             .max_decoding_message_size(MAX_REQUEST_BYTES),
         )

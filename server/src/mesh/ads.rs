@@ -25,15 +25,33 @@ pub(crate) struct AdsService {
     hub: Arc<XdsHub>,
     registry: Arc<StreamRegistry>,
     metrics: XdsMetrics,
+    acl: Arc<crate::acl::Acl>,
 }
 
 impl AdsService {
-    pub(crate) fn new(hub: Arc<XdsHub>, registry: Arc<StreamRegistry>, metrics: XdsMetrics) -> Self {
+    pub(crate) fn new(
+        hub: Arc<XdsHub>,
+        registry: Arc<StreamRegistry>,
+        metrics: XdsMetrics,
+        acl: Arc<crate::acl::Acl>,
+    ) -> Self {
         AdsService {
             hub,
             registry,
             metrics,
+            acl,
         }
+    }
+
+    /// Resolves this stream's token, now and whenever asked again.
+    fn authorize<T>(&self, req: &Request<T>) -> Authorize {
+        let secret = req
+            .metadata()
+            .get(crate::acl::TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let acl = self.acl.clone();
+        Arc::new(move || acl.caller(secret.as_deref()))
     }
 }
 
@@ -100,11 +118,27 @@ impl Protocol for DeltaStream {
 
 type Out<T> = mpsc::Sender<Result<T, Status>>;
 
+/// Resolves the stream's token again: it may have been deleted, or its
+/// policies changed, since the stream opened.
+pub(crate) type Authorize = Arc<dyn Fn() -> Result<crate::acl::Caller, Status> + Send + Sync>;
+
+/// How often an open stream's token is checked again when the proxy sends
+/// nothing (it is also checked on every request).
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A proxy's configuration is its service's: the token must write it.
+fn permitted(authorize: &Authorize, hub: &XdsHub, proxy_id: &str) -> Result<(), Status> {
+    let Some(service) = hub.identity_of(proxy_id) else {
+        return Ok(());
+    };
+    authorize()?.require(&crate::acl::service(&service, tribune_acl::Access::Write))
+}
+
 async fn serve<P: Protocol>(
     hub: Arc<XdsHub>,
     registry: Arc<StreamRegistry>,
     metrics: XdsMetrics,
-    caller: crate::acl::Caller,
+    authorize: Authorize,
     mut inbound: impl Stream<Item = Result<P::Req, Status>> + Unpin + Send,
     out: Out<P::Resp>,
 ) where
@@ -123,10 +157,7 @@ async fn serve<P: Protocol>(
             .await;
         return;
     }
-    // A proxy's configuration is its service's: the token must write it.
-    if let Some(service) = hub.identity_of(&proxy_id)
-        && let Err(e) = caller.require(&crate::acl::service(&service, tribune_acl::Access::Write))
-    {
+    if let Err(e) = permitted(&authorize, &hub, &proxy_id) {
         tracing::warn!(proxy = %proxy_id, error = %e.message(), "ads stream refused");
         let _ = out.send(Err(e)).await;
         return;
@@ -146,9 +177,18 @@ async fn serve<P: Protocol>(
         tracing::info!("proxy connected");
         let mut proto = P::new(updates.borrow_and_update().clone());
         let mut next = Some(first);
+        let mut recheck = tokio::time::interval(RECHECK);
+        recheck.tick().await;
         loop {
             let batch: Vec<P::Resp> = match next.take() {
                 Some(req) => {
+                    // The proxy keeps its last configuration when the
+                    // stream ends here.
+                    if let Err(e) = permitted(&authorize, &hub, &proxy_id) {
+                        tracing::warn!(error = %e.message(), "ads stream ended: the token no longer allows it");
+                        let _ = out.send(Err(e)).await;
+                        break;
+                    }
                     let (kind, resp) = proto.on_request(&req);
                     if let RequestKind::Nack(msg) = &kind {
                         let t = tribune_xds::names::short(P::type_url(&req));
@@ -168,6 +208,14 @@ async fn serve<P: Protocol>(
                             if c.is_err() { break; }
                             let res = updates.borrow_and_update().clone();
                             proto.on_update(res)
+                        }
+                        _ = recheck.tick() => {
+                            if let Err(e) = permitted(&authorize, &hub, &proxy_id) {
+                                tracing::warn!(error = %e.message(), "ads stream ended: the token no longer allows it");
+                                let _ = out.send(Err(e)).await;
+                                break;
+                            }
+                            continue;
                         }
                     }
                 }
@@ -196,12 +244,12 @@ impl AggregatedDiscoveryService for AdsService {
         req: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(16);
-        let caller = crate::acl::Caller::of(&req)?;
+        let authorize = self.authorize(&req);
         tokio::spawn(serve::<SotwStream>(
             self.hub.clone(),
             self.registry.clone(),
             self.metrics.clone(),
-            caller,
+            authorize,
             req.into_inner(),
             tx,
         ));
@@ -215,12 +263,12 @@ impl AggregatedDiscoveryService for AdsService {
         req: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(16);
-        let caller = crate::acl::Caller::of(&req)?;
+        let authorize = self.authorize(&req);
         tokio::spawn(serve::<DeltaStream>(
             self.hub.clone(),
             self.registry.clone(),
             self.metrics.clone(),
-            caller,
+            authorize,
             req.into_inner(),
             tx,
         ));
@@ -233,6 +281,7 @@ mod tests {
     //! The ADS stream loop on a real hub and state machine, fed requests
     //! from a channel: no Raft, no network.
 
+    use std::sync::Arc;
     use std::time::Duration;
 
     use envoy_types::pb::envoy::config::core::v3::Node;
@@ -265,13 +314,13 @@ mod tests {
     where
         P::Req: prost::Message + Default,
     {
-        start_as::<P>(f, hub, crate::acl::Caller::management()).await
+        start_as::<P>(f, hub, Arc::new(|| Ok(crate::acl::Caller::management()))).await
     }
 
     async fn start_as<P: super::Protocol>(
         f: Fixture,
         hub: std::sync::Arc<XdsHub>,
-        caller: crate::acl::Caller,
+        authorize: super::Authorize,
     ) -> Harness<P::Req, P::Resp>
     where
         P::Req: prost::Message + Default,
@@ -284,7 +333,7 @@ mod tests {
             hub,
             registry.clone(),
             metrics.clone(),
-            caller,
+            authorize,
             UnboundedReceiverStream::new(rx),
             out,
         ));
@@ -463,9 +512,11 @@ mod tests {
     #[tokio::test]
     async fn a_proxy_whose_token_cannot_write_its_service_is_refused() {
         let (f, hub) = mesh().await;
-        let api_only = tribune_acl::Authorizer::new([&tribune_acl::service_identity("api")], false);
-        let caller = crate::acl::Caller::for_tests(Some("t-1"), api_only);
-        let mut h = start_as::<SotwStream>(f, hub, caller).await;
+        let authorize: super::Authorize = Arc::new(|| {
+            let api_only = tribune_acl::Authorizer::new([&tribune_acl::service_identity("api")], false);
+            Ok(crate::acl::Caller::for_tests(Some("t-1"), api_only))
+        });
+        let mut h = start_as::<SotwStream>(f, hub, authorize).await;
         h.to_server
             .send(Ok(DiscoveryRequest {
                 node: node(PROXY),
@@ -477,5 +528,36 @@ mod tests {
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
         assert!(e.message().contains("service:write on web"), "{}", e.message());
         assert!(h.registry.snapshot().is_empty(), "no stream was opened");
+    }
+
+    #[tokio::test]
+    async fn a_token_deleted_while_the_stream_is_open_ends_it_at_the_next_request() {
+        let (f, hub) = mesh().await;
+        let deleted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gone = deleted.clone();
+        let authorize: super::Authorize = Arc::new(move || {
+            if gone.load(std::sync::atomic::Ordering::Relaxed) {
+                Err(Status::unauthenticated(
+                    "the token is not known (was it deleted?)",
+                ))
+            } else {
+                Ok(crate::acl::Caller::management())
+            }
+        });
+        let mut h = start_as::<SotwStream>(f, hub, authorize).await;
+        let req = |t: &str| DiscoveryRequest {
+            node: node(PROXY),
+            type_url: t.into(),
+            ..Default::default()
+        };
+        h.to_server.send(Ok(req(names::CLUSTER))).unwrap();
+        assert!(
+            recv(&mut h.from_server).await.is_ok(),
+            "configured while the token is valid"
+        );
+        deleted.store(true, std::sync::atomic::Ordering::Relaxed);
+        h.to_server.send(Ok(req(names::LISTENER))).unwrap();
+        let e = recv(&mut h.from_server).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated, "{}", e.message());
     }
 }
