@@ -51,8 +51,7 @@ fn decide_everything(r: &Rules) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
-
+    // 256 cases in the suite (proptest's default); PROPTEST_CASES sets more.
     #[test]
     fn random_text_is_refused_or_parsed_never_a_panic(s in "\\PC{0,300}") {
         if let Ok(r) = Rules::parse(&s) {

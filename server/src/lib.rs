@@ -18,6 +18,8 @@ mod codec;
 mod config;
 mod consensus;
 mod federation;
+#[cfg(test)]
+mod hostile;
 mod http;
 mod logging;
 mod mesh;

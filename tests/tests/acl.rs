@@ -358,5 +358,10 @@ fn a_sidecar_whose_token_is_deleted_keeps_its_last_configuration() {
     );
     // Its last configuration has both api instances, and keeps working.
     let ok_count = (0..10).filter(|_| works()).count();
-    assert_eq!(ok_count, 10, "web's Envoy lost its last configuration:\n{}", web_envoy.log_tail());
+    assert_eq!(
+        ok_count,
+        10,
+        "web's Envoy lost its last configuration:\n{}",
+        web_envoy.log_tail()
+    );
 }

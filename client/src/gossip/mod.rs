@@ -21,6 +21,8 @@ mod transport;
 pub mod tuning;
 
 #[cfg(test)]
+mod hostile;
+#[cfg(test)]
 mod tests;
 
 use std::borrow::Cow;
