@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tribune_client::gossip::{Gossip, GossipConfig, Member, Role};
 use tribune_proto::server::federation_server::FederationServer;
+use tribune_proto::server::replication_server::ReplicationServer;
 use tribune_proto::server::server_rpc_server::ServerRpcServer;
 
 use crate::api::catalog::CatalogCtx;
@@ -286,6 +287,15 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
             status: replication.clone(),
         },
     )));
+    tokio::spawn(crate::federation::acl::run(Arc::new(
+        crate::federation::acl::AclReplication {
+            primary: primary.clone(),
+            state: state.clone(),
+            leadership: leadership.clone(),
+            writer: writer.clone(),
+            status: replication.clone(),
+        },
+    )));
     tokio::spawn(crate::federation::remote_mesh::run(Arc::new(
         crate::federation::remote_mesh::RemoteMeshes {
             wan: wan.clone(),
@@ -315,6 +325,7 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
         acl: Arc::new(crate::api::acl::AclCtx {
             core: core.clone(),
             data_dir: data_dir.clone(),
+            primary: primary.clone(),
         }),
         operator: Arc::new(OperatorCtx {
             core,
@@ -372,6 +383,9 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
                 .add_service(FederationServer::new(crate::federation::remote_mesh::MeshViews {
                     state: state.clone(),
                     datacenter: settings.datacenter.clone(),
+                }))
+                .add_service(ReplicationServer::new(crate::federation::acl::AclStateService {
+                    state: state.clone(),
                 })),
         )
         .serve_with_incoming_shutdown(grpc_incoming(raft_listener), stopped());

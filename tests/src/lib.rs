@@ -364,27 +364,29 @@ pub const DC2_IP: &str = "127.0.0.2";
 /// dc2's single server (secondary, primary dc1), with its server and WAN
 /// addresses on [`DC2_IP`], joining dc1's WAN pool through `join`.
 pub fn start_dc2(dir: &Path, ports: &Ports, join: &str) -> Agent {
+    start_dc2_with(dir, ports, join, &[])
+}
+
+/// The same with extra agent flags.
+pub fn start_dc2_with(dir: &Path, ports: &Ports, join: &str, extra: &[&str]) -> Agent {
     let at = |port: u16| format!("{DC2_IP}:{port}");
-    Agent::spawn(
-        dir,
-        ports.clone(),
-        "d2s0",
-        &[
-            "--datacenter",
-            "dc2",
-            "--primary-datacenter",
-            "dc1",
-            "--bootstrap-expect",
-            "1",
-            "--server-addr",
-            &at(ports.server),
-            "--serf-wan-addr",
-            &at(ports.wan),
-            "--retry-join-wan",
-            join,
-        ],
-        true,
-    )
+    let (server, wan) = (at(ports.server), at(ports.wan));
+    let mut args = vec![
+        "--datacenter",
+        "dc2",
+        "--primary-datacenter",
+        "dc1",
+        "--bootstrap-expect",
+        "1",
+        "--server-addr",
+        &server,
+        "--serf-wan-addr",
+        &wan,
+        "--retry-join-wan",
+        join,
+    ];
+    args.extend_from_slice(extra);
+    Agent::spawn(dir, ports.clone(), "d2s0", &args, true)
 }
 
 /// A minimal registration.

@@ -365,3 +365,98 @@ fn a_sidecar_whose_token_is_deleted_keeps_its_last_configuration() {
         web_envoy.log_tail()
     );
 }
+
+/// ACLs belong to the primary: a token made in dc1 works in dc2 once
+/// copied, one made through dc2 is made in dc1, and dc2 goes on deciding
+/// with its copy while dc1 is down.
+#[test]
+fn a_secondary_copies_the_primarys_acls_and_keeps_them_while_it_is_down() {
+    use std::time::Duration;
+    use tribune_tests::mesh::eventually;
+    use tribune_tests::{Ports, start_dc2_with};
+
+    const ROOT: &str = "4c2a3a8e-6a70-4a0e-9b4b-6d4f1f1f9a01";
+    let acl = [
+        "--acl-enabled",
+        "--default-policy",
+        "deny",
+        "--initial-management-token",
+        ROOT,
+    ];
+    let mut dc1 = Agent::start(&[&["--datacenter", "dc1"][..], &acl[..]].concat());
+    let dir = tempfile::tempdir().unwrap();
+    let dc2 = start_dc2_with(
+        &dir.path().join("dc2"),
+        &Ports::free(),
+        &format!("127.0.0.1:{}", dc1.ports.wan),
+        &acl,
+    );
+    // The leader creates the configured management token shortly after it
+    // is elected.
+    let known = eventually(Duration::from_secs(10), || {
+        with_token(&dc1, ROOT, &["acl", "whoami"]).status.success()
+    });
+    assert!(known.is_some(), "the initial management token was never created");
+    let web = json(with_token(
+        &dc1,
+        ROOT,
+        &[
+            "acl",
+            "token",
+            "create",
+            "--service-identity",
+            "web",
+            "--format",
+            "json",
+        ],
+    ));
+    let web_secret = web["secret_id"].as_str().unwrap().to_string();
+    let copied = eventually(Duration::from_secs(20), || {
+        with_token(&dc2, &web_secret, &register("web", "web-1"))
+            .status
+            .success()
+    });
+    assert!(copied.is_some(), "dc1's token never worked in dc2");
+    refused(
+        with_token(&dc2, &web_secret, &register("api", "api-1")),
+        "lacks service:write on api",
+    );
+
+    // Made through dc2, made in dc1.
+    let api = json(with_token(
+        &dc2,
+        ROOT,
+        &[
+            "acl",
+            "token",
+            "create",
+            "--service-identity",
+            "api",
+            "--format",
+            "json",
+        ],
+    ));
+    let listed = ok(with_token(&dc1, ROOT, &["acl", "token", "list"]));
+    assert!(listed.contains(api["accessor_id"].as_str().unwrap()), "{listed}");
+    let status = json(with_token(
+        &dc2,
+        ROOT,
+        &["operator", "replication", "status", "--format", "json"],
+    ));
+    assert!(
+        status["kinds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kind"] == "acl"),
+        "{status}"
+    );
+
+    // dc1 down: dc2 decides with its copy.
+    dc1.kill9();
+    ok(with_token(&dc2, &web_secret, &register("web", "web-2")));
+    refused(
+        with_token(&dc2, &web_secret, &register("api", "api-1")),
+        "lacks service:write on api",
+    );
+}

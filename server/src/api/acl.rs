@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use tribune_proto::v1 as pb;
+use tribune_proto::v1::acl_client::AclClient;
 use tribune_proto::v1::acl_server::Acl as AclService;
 
 use super::{ApiCore, outcome_error, propose_error};
@@ -21,6 +22,8 @@ pub(crate) const RESET_FILE: &str = "acl-bootstrap-reset";
 pub(crate) struct AclCtx {
     pub(crate) core: ApiCore,
     pub(crate) data_dir: PathBuf,
+    /// ACLs are the primary datacenter's: writes sent here go there.
+    pub(crate) primary: Arc<crate::federation::primary::Primary>,
 }
 
 pub(crate) struct AclApi {
@@ -101,12 +104,19 @@ fn new_id() -> String {
 impl AclService for AclApi {
     async fn bootstrap(
         &self,
-        _req: Request<pb::AclBootstrapRequest>,
+        req: Request<pb::AclBootstrapRequest>,
     ) -> Result<Response<pb::AclBootstrapResponse>, Status> {
         self.ctx
             .core
             .metrics
             .observe("AclBootstrap", async {
+                if self.ctx.primary.is_elsewhere() {
+                    return self
+                        .ctx
+                        .primary
+                        .forward(req, |ch, r| async move { AclClient::new(ch).bootstrap(r).await })
+                        .await;
+                }
                 let reset_file = self.ctx.data_dir.join(RESET_FILE);
                 let reset_index = std::fs::read_to_string(&reset_file)
                     .ok()
@@ -156,6 +166,16 @@ impl AclService for AclApi {
             .core
             .metrics
             .observe("AclPolicyCreate", async {
+                if self.ctx.primary.is_elsewhere() {
+                    return self
+                        .ctx
+                        .primary
+                        .forward(
+                            req,
+                            |ch, r| async move { AclClient::new(ch).policy_create(r).await },
+                        )
+                        .await;
+                }
                 let r = req.into_inner();
                 validate::service_name("name", &r.name).map_err(super::invalid)?;
                 tribune_acl::Rules::parse(&r.rules)
@@ -222,6 +242,16 @@ impl AclService for AclApi {
             .core
             .metrics
             .observe("AclPolicyDelete", async {
+                if self.ctx.primary.is_elsewhere() {
+                    return self
+                        .ctx
+                        .primary
+                        .forward(
+                            req,
+                            |ch, r| async move { AclClient::new(ch).policy_delete(r).await },
+                        )
+                        .await;
+                }
                 let p = self.policy_by(&req.get_ref().id_or_name)?;
                 let index = self.write(AclCommand::PolicyDelete { id: p.id }).await?;
                 Ok(Response::new(pb::AclDeleteResponse { index }))
@@ -237,6 +267,16 @@ impl AclService for AclApi {
             .core
             .metrics
             .observe("AclTokenCreate", async {
+                if self.ctx.primary.is_elsewhere() {
+                    return self
+                        .ctx
+                        .primary
+                        .forward(
+                            req,
+                            |ch, r| async move { AclClient::new(ch).token_create(r).await },
+                        )
+                        .await;
+                }
                 let r = req.into_inner();
                 let policy_ids = r
                     .policies
@@ -332,6 +372,16 @@ impl AclService for AclApi {
             .core
             .metrics
             .observe("AclTokenDelete", async {
+                if self.ctx.primary.is_elsewhere() {
+                    return self
+                        .ctx
+                        .primary
+                        .forward(
+                            req,
+                            |ch, r| async move { AclClient::new(ch).token_delete(r).await },
+                        )
+                        .await;
+                }
                 let accessor_id = req.into_inner().accessor_id;
                 let index = self.write(AclCommand::TokenDelete { accessor_id }).await?;
                 Ok(Response::new(pb::AclDeleteResponse { index }))

@@ -64,6 +64,13 @@ pub(crate) enum AclCommand {
     TokenDelete {
         accessor_id: String,
     },
+    /// A secondary datacenter's copy of the primary's policies and tokens:
+    /// they become exactly these (unchanged ones keep their indexes).
+    Replace {
+        policies: Vec<Policy>,
+        tokens: Vec<Token>,
+        bootstrapped_at: Option<u64>,
+    },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -158,6 +165,47 @@ impl AclState {
                 t.create_index = self.tokens.get(&t.accessor_id).map_or(index, |o| o.create_index);
                 t.modify_index = index;
                 self.insert_token(t);
+                Outcome::AclUpdated
+            }
+            AclCommand::Replace {
+                policies,
+                tokens,
+                bootstrapped_at,
+            } => {
+                let keep = |old: Option<(u64, u64)>, same: bool| match old {
+                    Some((c, m)) if same => (c, m),
+                    Some((c, _)) => (c, index),
+                    None => (index, index),
+                };
+                let mut ps = BTreeMap::new();
+                for p in policies {
+                    let old = self.policies.get(&p.id);
+                    let same = old.is_some_and(|o| {
+                        o.name == p.name && o.rules == p.rules && o.description == p.description
+                    });
+                    let mut p = p.clone();
+                    (p.create_index, p.modify_index) =
+                        keep(old.map(|o| (o.create_index, o.modify_index)), same);
+                    ps.insert(p.id.clone(), p);
+                }
+                self.policies = ps;
+                let old_tokens = std::mem::take(&mut self.tokens);
+                self.by_secret.clear();
+                for t in tokens {
+                    let old = old_tokens.get(&t.accessor_id);
+                    let same = old.is_some_and(|o| {
+                        Token {
+                            create_index: t.create_index,
+                            modify_index: t.modify_index,
+                            ..o.clone()
+                        } == *t
+                    });
+                    let mut t = t.clone();
+                    (t.create_index, t.modify_index) =
+                        keep(old.map(|o| (o.create_index, o.modify_index)), same);
+                    self.insert_token(t);
+                }
+                self.bootstrapped_at = *bootstrapped_at;
                 Outcome::AclUpdated
             }
             AclCommand::TokenDelete { accessor_id } => match self.tokens.remove(accessor_id) {

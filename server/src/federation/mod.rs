@@ -2,7 +2,7 @@
 //! (`wan.rs`: who is in which datacenter, nearest first), requests for
 //! another datacenter, forwarded to a server there (`forward.rs`), what a
 //! secondary copies from the primary (`primary.rs`, `replication.rs`,
-//! `ca.rs`), and every datacenter's copy of the others' meshes, which their
+//! `ca.rs`, `acl.rs`), and every datacenter's copy of the others' meshes, which their
 //! gateways and sidecars route to (`remote_mesh.rs`).
 //!
 //! Each datacenter keeps its own catalog and Raft. A request names its
@@ -11,6 +11,7 @@
 //! forwarded the same way. What is copied from elsewhere enters the local
 //! state only as a Raft write of the local leader.
 
+pub(crate) mod acl;
 pub(crate) mod ca;
 pub(crate) mod forward;
 pub(crate) mod primary;

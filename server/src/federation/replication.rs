@@ -39,15 +39,18 @@ pub(crate) enum Kind {
     Intentions,
     /// The CA's roots and this datacenter's intermediate.
     Ca,
+    /// Policies and tokens.
+    Acl,
 }
 
 impl Kind {
-    pub(crate) const ALL: [Kind; 2] = [Kind::Intentions, Kind::Ca];
+    pub(crate) const ALL: [Kind; 3] = [Kind::Intentions, Kind::Ca, Kind::Acl];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Intentions => "intentions",
             Kind::Ca => "ca",
+            Kind::Acl => "acl",
         }
     }
 }
