@@ -7,6 +7,7 @@
 //! Tribune and then against etcd, and prints a table (or JSON).
 #![forbid(unsafe_code)]
 
+mod aclcost;
 mod cluster;
 mod etcd;
 mod federation;
@@ -59,6 +60,8 @@ enum Cmd {
     /// A read served by another datacenter through a local server, against
     /// the same read made there directly.
     Forwarding(federation::ForwardingArgs),
+    /// Writes/s with ACLs on (a token with prefix rules) against off, in one run.
+    AclCost(aclcost::AclCostArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -130,6 +133,7 @@ async fn main() -> Result<()> {
             Cmd::Restore(args) => restore::run(args).await,
             Cmd::LogStore(args) => logstore::run(args),
             Cmd::Forwarding(args) => federation::run(args).await,
+            Cmd::AclCost(args) => aclcost::run_cost(args).await,
         }
     };
     tokio::select! {

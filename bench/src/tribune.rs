@@ -44,6 +44,8 @@ struct AgentSpec {
     /// Another datacenter than dc1, with its WAN address and the WAN
     /// address of a server to join.
     federated: Option<Federated>,
+    /// Further agent flags.
+    extra: Vec<String>,
 }
 
 /// A server's place in a federation.
@@ -71,6 +73,7 @@ impl AgentSpec {
             expect,
             gossip: None,
             federated: None,
+            extra: Vec::new(),
         }
     }
 
@@ -125,6 +128,7 @@ impl AgentSpec {
         if let Some(l) = log_level {
             a.extend(["--log-level".into(), l.into()]);
         }
+        a.extend(self.extra.iter().cloned());
         a
     }
 
@@ -157,6 +161,15 @@ impl AgentSpec {
 pub async fn start(bin: &Path, log_level: Option<&str>, log_dir: Option<&Path>) -> Result<Tribune> {
     let spec = AgentSpec::on_free_ports("bench", 1)?;
     let mut node = spec.spawn("tribune".into(), bin, log_level, log_dir)?;
+    node.wait_ready().await?;
+    Ok(node)
+}
+
+/// [`start`] with further agent flags.
+pub async fn start_with(bin: &Path, extra: &[&str]) -> Result<Tribune> {
+    let mut spec = AgentSpec::on_free_ports("bench", 1)?;
+    spec.extra = extra.iter().map(|s| s.to_string()).collect();
+    let mut node = spec.spawn("tribune".into(), bin, None, None)?;
     node.wait_ready().await?;
     Ok(node)
 }
@@ -396,9 +409,22 @@ impl Registrar {
     /// Connects to `addr` (several comma-separated for failover), registering
     /// `{id_prefix}{seq}`.
     pub async fn with_prefix(addr: &str, id_prefix: String, meta_value: Arc<String>) -> Result<Self> {
-        let c = Client::connect(addr)
+        Self::with_token(addr, id_prefix, meta_value, None).await
+    }
+
+    /// The same, sending `token` with every write.
+    pub async fn with_token(
+        addr: &str,
+        id_prefix: String,
+        meta_value: Arc<String>,
+        token: Option<&str>,
+    ) -> Result<Self> {
+        let mut c = Client::connect(addr)
             .await
             .with_context(|| format!("connecting to Tribune at {addr}"))?;
+        if let Some(t) = token {
+            c = c.with_token(t)?;
+        }
         Ok(Registrar {
             client: c,
             id_prefix,
