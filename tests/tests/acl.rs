@@ -460,3 +460,141 @@ fn a_secondary_copies_the_primarys_acls_and_keeps_them_while_it_is_down() {
         "lacks service:write on api",
     );
 }
+
+/// The README's table, method by method, for every method whose permission
+/// does not depend on what its request names: without a token, with an
+/// unknown one, with one that lacks the permission and with one that has
+/// it. The calls are made with grpcurl over reflection, with an empty
+/// request: the permission is decided before the request is read.
+#[test]
+fn the_permission_table_method_by_method() {
+    use std::process::Command;
+
+    let agent = Agent::start(&["--acl-enabled", "--default-policy", "deny"]);
+    let root = agent.cli_json(&["acl", "bootstrap"])["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let token_with = |name: &str, rules: &str| -> String {
+        ok(with_token(
+            &agent,
+            &root,
+            &["acl", "policy", "create", "--name", name, "--rules", rules],
+        ));
+        json(with_token(
+            &agent,
+            &root,
+            &[
+                "acl",
+                "token",
+                "create",
+                "--policy-name",
+                name,
+                "--format",
+                "json",
+            ],
+        ))["secret_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // A token that may do nothing the table asks for.
+    let nothing = token_with("nothing", r#"service "unrelated" { policy = "read" }"#);
+    let call = |method: &str, token: Option<&str>| -> (bool, String) {
+        let mut cmd = Command::new(tribune_tests::tool("grpcurl"));
+        cmd.args(["-plaintext", "-max-time", "10", "-d", "{}"]);
+        if let Some(t) = token {
+            cmd.args(["-H", &format!("x-tribune-token: {t}")]);
+        }
+        let out = cmd
+            .arg(agent.grpc_addr())
+            .arg(method)
+            .output()
+            .expect("running grpcurl");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let table = [
+        (
+            "tribune.v1.ConnectCA/Rotate",
+            "operator:write",
+            r#"operator = "write""#,
+        ),
+        (
+            "tribune.v1.Operator/RaftRemovePeer",
+            "operator:write",
+            r#"operator = "write""#,
+        ),
+        (
+            "tribune.v1.Operator/RaftListPeers",
+            "operator:read",
+            r#"operator = "read""#,
+        ),
+        (
+            "tribune.v1.Operator/AutopilotState",
+            "operator:read",
+            r#"operator = "read""#,
+        ),
+        (
+            "tribune.v1.Operator/Members",
+            "operator:read",
+            r#"operator = "read""#,
+        ),
+        (
+            "tribune.v1.Operator/ReplicationStatus",
+            "operator:read",
+            r#"operator = "read""#,
+        ),
+        (
+            "tribune.v1.Operator/SnapshotSave",
+            "acl:write",
+            r#"acl = "write""#,
+        ),
+        ("tribune.v1.Keyring/Local", "keyring:read", r#"keyring = "read""#),
+        (
+            "tribune.v1.Keyring/Apply",
+            "keyring:write",
+            r#"keyring = "write""#,
+        ),
+        ("tribune.v1.ACL/PolicyList", "acl:read", r#"acl = "read""#),
+        ("tribune.v1.ACL/TokenList", "acl:read", r#"acl = "read""#),
+        ("tribune.v1.ACL/PolicyCreate", "acl:write", r#"acl = "write""#),
+        ("tribune.v1.ACL/TokenDelete", "acl:write", r#"acl = "write""#),
+    ];
+    for (i, (method, permission, rules)) in table.iter().enumerate() {
+        let (ok_, text) = call(method, None);
+        assert!(
+            !ok_ && text.contains("Unauthenticated") && text.contains(permission),
+            "{method} without a token: {text}"
+        );
+        let (ok_, text) = call(method, Some("00000000-0000-0000-0000-000000000000"));
+        assert!(
+            !ok_ && text.contains("Unauthenticated") && text.contains("not known"),
+            "{method} with an unknown token: {text}"
+        );
+        let (ok_, text) = call(method, Some(&nothing));
+        assert!(
+            !ok_ && text.contains("PermissionDenied") && text.contains(permission),
+            "{method} without {permission}: {text}"
+        );
+        let with = token_with(&format!("p{i}"), rules);
+        let (_, text) = call(method, Some(&with));
+        assert!(
+            !text.contains("Unauthenticated") && !text.contains("PermissionDenied"),
+            "{method} with {permission}: {text}"
+        );
+    }
+    // What needs nothing answers without a token.
+    for method in [
+        "tribune.v1.ConnectCA/Roots",
+        "tribune.v1.Catalog/ListDatacenters",
+        "grpc.health.v1.Health/Check",
+    ] {
+        let (ok_, text) = call(method, None);
+        assert!(ok_, "{method} without a token: {text}");
+    }
+}
