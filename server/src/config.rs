@@ -111,6 +111,10 @@ pub(crate) struct AgentConfig {
     /// A management token's secret ID, created once by the leader.
     #[arg(long)]
     pub initial_management_token: Option<String>,
+    /// A client agent's token (ACLs): for its own node, its checks and the
+    /// services registered through it without a token of their own.
+    #[arg(long)]
+    pub agent_token: Option<String>,
     /// How sidecars reach upstreams in other datacenters when neither the
     /// upstream nor its service says: none (straight to the remote
     /// sidecars), local (through this datacenter's mesh gateways) or remote
@@ -150,7 +154,7 @@ impl AgentConfig {
         merge!(cfg, flags;
             node, data_dir, datacenter, bootstrap_expect, bind, grpc_addr, http_addr, server_addr,
             serf_lan_addr, serf_wan_addr, advertise_server_addr, encrypt, log_level, primary_datacenter, snapshot_threshold, snapshot_keep_logs, watch_history,
-            default_intention, leaf_cert_ttl, ca_root_ttl, ca_sign_rate, mesh_gateway_mode, default_policy, initial_management_token, dead_server_cleanup_after,
+            default_intention, leaf_cert_ttl, ca_root_ttl, ca_sign_rate, mesh_gateway_mode, default_policy, initial_management_token, agent_token, dead_server_cleanup_after,
             reconnect_timeout, anti_entropy_interval;
             dev, server, log_json, acl_enabled);
         if !flags.retry_join.is_empty() {
@@ -351,6 +355,7 @@ impl Settings {
                     Some(other) => bail!("--default-policy {other:?}: use allow or deny"),
                 },
                 initial_management_token: cfg.initial_management_token.clone().filter(|t| !t.is_empty()),
+                agent_token: cfg.agent_token.clone().filter(|t| !t.is_empty()),
             },
             mesh: crate::mesh::MeshSettings {
                 default_allow: match cfg.default_intention.as_deref() {

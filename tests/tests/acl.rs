@@ -598,3 +598,94 @@ fn the_permission_table_method_by_method() {
         assert!(ok_, "{method} without a token: {text}");
     }
 }
+
+/// A client agent with ACLs on: its agent token (a node identity) covers
+/// its node; an app's registration through it is checked with the app's
+/// token, which the agent keeps for later syncs (a registration removed
+/// behind its back comes back, with that token) and for the check results
+/// it reports.
+#[test]
+fn a_client_agent_acts_with_the_agent_token_and_each_apps_own() {
+    use std::time::Duration;
+    use tribune_tests::cluster::Cluster;
+    use tribune_tests::mesh::eventually;
+
+    const ROOT: &str = "0d6e2b7a-3c1f-4e5d-9a8b-7c6d5e4f3a2b";
+    let cluster = Cluster::start(
+        1,
+        &[
+            "--acl-enabled",
+            "--default-policy",
+            "deny",
+            "--initial-management-token",
+            ROOT,
+        ],
+    );
+    let server = &cluster.servers[0];
+    assert!(
+        eventually(Duration::from_secs(10), || with_token(
+            server,
+            ROOT,
+            &["acl", "whoami"]
+        )
+        .status
+        .success())
+        .is_some()
+    );
+    let secret_of = |args: &[&str]| -> String {
+        let mut a = vec!["acl", "token", "create"];
+        a.extend_from_slice(args);
+        a.extend(["--format", "json"]);
+        json(with_token(server, ROOT, &a))["secret_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let agent_token = secret_of(&["--node-identity", "c1:dc1"]);
+    let web_token = secret_of(&["--service-identity", "web"]);
+    let client = cluster.start_client(
+        "c1",
+        &["--anti-entropy-interval", "1s", "--agent-token", &agent_token],
+    );
+
+    // Through the agent: the app's token decides.
+    let mut web = register("web", "web-1");
+    web.extend(["--check-ttl", "10m"]);
+    ok(with_token(&client, &web_token, &web));
+    refused(
+        with_token(&client, &web_token, &register("api", "api-1")),
+        "service:write on api",
+    );
+    refused(client.cli(&register("db", "db-1")), "service:write on db");
+    ok(with_token(
+        &client,
+        &web_token,
+        &["check", "pass", "service:web-1"],
+    ));
+    let passing = |s: &Agent| {
+        json(with_token(
+            s,
+            ROOT,
+            &["catalog", "service", "web", "--format", "json"],
+        ))["instances"]
+            .as_array()
+            .is_some_and(|i| i.len() == 1 && i[0]["status"] == "passing")
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || passing(server)).is_some(),
+        "web-1 is not passing on the servers: {}",
+        ok(with_token(
+            server,
+            ROOT,
+            &["catalog", "service", "web", "--format", "json"]
+        ))
+    );
+
+    // Removed behind the agent's back: anti-entropy puts it back with
+    // web's token.
+    ok(with_token(server, ROOT, &["services", "deregister", "web-1"]));
+    assert!(
+        eventually(Duration::from_secs(15), || passing(server)).is_some(),
+        "the agent did not register web-1 again"
+    );
+}

@@ -14,6 +14,8 @@ use crate::api;
 pub struct LocalServices {
     dir: PathBuf,
     services: BTreeMap<String, api::RegisterRequest>,
+    /// The token each registration came with, for later syncs.
+    tokens: BTreeMap<String, String>,
 }
 
 fn file_name(id: &str) -> String {
@@ -23,10 +25,38 @@ fn file_name(id: &str) -> String {
     format!("{hex}.reg")
 }
 
+/// A registration's token file: the owner's alone, like its directory.
+fn token_file(id: &str) -> String {
+    file_name(id).replace(".reg", ".token")
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
 impl LocalServices {
     /// Loads what `dir` holds (creating it).
     pub fn open(dir: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        {
+            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
         let mut services = BTreeMap::new();
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
@@ -46,9 +76,17 @@ impl LocalServices {
                 }
             }
         }
+        let tokens = services
+            .keys()
+            .filter_map(|id| {
+                let t = std::fs::read_to_string(dir.join(token_file(id))).ok()?;
+                Some((id.clone(), t.trim().to_string()))
+            })
+            .collect();
         Ok(LocalServices {
             dir: dir.to_path_buf(),
             services,
+            tokens,
         })
     }
 
@@ -57,17 +95,27 @@ impl LocalServices {
         &self.services
     }
 
-    /// Stores `req` (its service ID filled in) durably.
-    pub fn put(&mut self, req: api::RegisterRequest) -> std::io::Result<()> {
+    /// The token `id` was registered with, if any.
+    pub fn token_of(&self, id: &str) -> Option<&str> {
+        self.tokens.get(id).map(String::as_str)
+    }
+
+    /// Stores `req` (its service ID filled in) and the token it came with
+    /// durably.
+    pub fn put(&mut self, req: api::RegisterRequest, token: Option<&str>) -> std::io::Result<()> {
         let id = req.service.as_ref().map(|s| s.id.clone()).unwrap_or_default();
-        let path = self.dir.join(file_name(&id));
-        let tmp = path.with_extension("tmp");
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&req.encode_to_vec())?;
-            f.sync_all()?;
+        let token_path = self.dir.join(token_file(&id));
+        match token {
+            Some(t) => {
+                write_private(&token_path, t.as_bytes())?;
+                self.tokens.insert(id.clone(), t.to_string());
+            }
+            None => {
+                let _ = std::fs::remove_file(&token_path);
+                self.tokens.remove(&id);
+            }
         }
-        std::fs::rename(&tmp, &path)?;
+        write_private(&self.dir.join(file_name(&id)), &req.encode_to_vec())?;
         if let Ok(d) = std::fs::File::open(&self.dir) {
             let _ = d.sync_all();
         }
@@ -80,6 +128,8 @@ impl LocalServices {
         if self.services.remove(id).is_none() {
             return Ok(false);
         }
+        self.tokens.remove(id);
+        let _ = std::fs::remove_file(self.dir.join(token_file(id)));
         match std::fs::remove_file(self.dir.join(file_name(id))) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
@@ -115,20 +165,36 @@ mod tests {
             }),
             ..Default::default()
         };
-        l.put(req.clone()).unwrap();
-        l.put(api::RegisterRequest {
-            service: Some(api::ServiceSpec {
-                id: "api-1".into(),
-                name: "api".into(),
+        l.put(req.clone(), Some("s3cret")).unwrap();
+        l.put(
+            api::RegisterRequest {
+                service: Some(api::ServiceSpec {
+                    id: "api-1".into(),
+                    name: "api".into(),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        })
+            },
+            Some("other"),
+        )
         .unwrap();
         assert!(l.remove("api-1").unwrap());
         assert!(!l.remove("api-1").unwrap());
         let again = LocalServices::open(dir.path()).unwrap();
         assert_eq!(again.all().len(), 1);
         assert_eq!(again.all().get("web/1 ü"), Some(&req));
+        assert_eq!(
+            again.token_of("web/1 ü"),
+            Some("s3cret"),
+            "the token survives a restart"
+        );
+        assert_eq!(again.token_of("api-1"), None);
+        use std::os::unix::fs::PermissionsExt;
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            let mode = e.unwrap().metadata().unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "registrations and tokens are the owner's alone");
+        }
+        let dir_mode = std::fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(dir_mode, 0o700);
     }
 }

@@ -36,11 +36,16 @@ pub struct AgentSettings {
     pub data_dir: PathBuf,
     /// How often the servers' copy is compared with the agent's own.
     pub anti_entropy_interval: Duration,
+    /// The agent token (ACLs): for the agent's own node, its checks and
+    /// the services registered without a token of their own.
+    pub token: Option<String>,
 }
 
 /// A check of this node as the agent last saw it.
 #[derive(Clone, Debug)]
 struct CheckState {
+    /// The instance it checks: its token reports the result.
+    service_id: String,
     status: HealthStatus,
     output: String,
     /// The servers hold this result.
@@ -75,7 +80,7 @@ impl LocalAgent {
     pub fn start(settings: AgentSettings, gossip: Gossip) -> std::io::Result<Arc<LocalAgent>> {
         let local = LocalServices::open(&settings.data_dir.join("services"))?;
         let agent = Arc::new(LocalAgent {
-            servers: Servers::new(gossip, &settings.datacenter),
+            servers: Servers::new(gossip, &settings.datacenter, settings.token.clone()),
             settings,
             local: Mutex::new(local),
             checks: Mutex::new(BTreeMap::new()),
@@ -107,9 +112,30 @@ impl LocalAgent {
         self.servers.client().await
     }
 
+    /// A client sending `token` (an app's), else the agent token.
+    async fn client_as(&self, token: Option<&str>) -> Result<Client, Error> {
+        let c = self.client().await?;
+        match token {
+            Some(t) => c.with_token(t),
+            None => Ok(c),
+        }
+    }
+
+    /// A client for the owned service `id`: the token it was registered
+    /// with, else the agent token.
+    async fn client_for(&self, id: &str) -> Result<Client, Error> {
+        let token = lock(&self.local).token_of(id).map(str::to_string);
+        self.client_as(token.as_deref()).await
+    }
+
     /// Registers a service on this agent's node: on the servers first (so
-    /// the answer means it is durable there), then on the agent's disk.
-    pub async fn register(&self, mut req: api::RegisterRequest) -> Result<api::RegisterResponse, Error> {
+    /// the answer means it is durable there, and `token` was allowed to),
+    /// then on the agent's disk with the token, for later syncs.
+    pub async fn register(
+        &self,
+        mut req: api::RegisterRequest,
+        token: Option<&str>,
+    ) -> Result<api::RegisterResponse, Error> {
         let me = &self.settings.node;
         if !req.node.is_empty() && &req.node != me {
             return Err(Status::invalid_argument(format!(
@@ -124,13 +150,13 @@ impl LocalAgent {
             req.node_address = self.settings.address.clone();
         }
         let _owning = self.ownership.lock().await;
-        let resp = self.client().await?.register(req.clone()).await?;
+        let resp = self.client_as(token).await?.register(req.clone()).await?;
         if let Some(s) = req.service.as_mut()
             && s.id.is_empty()
         {
             s.id = resp.service_id.clone();
         }
-        lock(&self.local).put(req).map_err(|e| {
+        lock(&self.local).put(req, token).map_err(|e| {
             Status::internal(format!(
                 "the servers registered {:?}, but this agent could not store it: {e}",
                 resp.service_id
@@ -140,11 +166,11 @@ impl LocalAgent {
         Ok(resp)
     }
 
-    /// Removes a service from the servers and from this agent.
-    pub async fn deregister(&self, id: &str) -> Result<api::DeregisterResponse, Error> {
+    /// Removes a service from the servers and from this agent, as `token`.
+    pub async fn deregister(&self, id: &str, token: Option<&str>) -> Result<api::DeregisterResponse, Error> {
         let _owning = self.ownership.lock().await;
         let owned = lock(&self.local).all().get(id).map(LocalServices::owned_ids);
-        let resp = match self.client().await?.deregister(id).await {
+        let resp = match self.client_as(token).await?.deregister(id).await {
             Ok(r) => r,
             // Gone from the servers already: this agent's copy still goes.
             Err(e) if e.code() == Some(tonic::Code::NotFound) && owned.is_some() => api::DeregisterResponse {
@@ -168,8 +194,13 @@ impl LocalAgent {
         check_id: &str,
         status: HealthStatus,
         note: &str,
+        token: Option<&str>,
     ) -> Result<api::UpdateTtlResponse, Error> {
-        let resp = self.client().await?.update_ttl(check_id, status, note).await?;
+        let resp = self
+            .client_as(token)
+            .await?
+            .update_ttl(check_id, status, note)
+            .await?;
         if let Some(c) = lock(&self.checks).get_mut(check_id) {
             c.status = status;
             c.output = crate::checks::cap_output(note);

@@ -63,7 +63,7 @@ impl CheckHost for LocalAgent {
     /// Keeps the result, then sends it; anti-entropy sends it again if
     /// this fails.
     async fn report(&self, id: &str, status: HealthStatus, output: String) {
-        {
+        let service_id = {
             let mut states = lock(&self.checks);
             let Some(st) = states.get_mut(id) else { return };
             if st.status != status || st.output != output {
@@ -71,8 +71,9 @@ impl CheckHost for LocalAgent {
                 st.output = output.clone();
                 st.reported = false;
             }
-        }
-        let sent = match self.client().await {
+            st.service_id.clone()
+        };
+        let sent = match self.client_for(&service_id).await {
             Ok(c) => c.report_check(id, status, &output).await,
             Err(e) => Err(e),
         };

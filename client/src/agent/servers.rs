@@ -13,6 +13,8 @@ use crate::gossip::{Gossip, Role};
 pub struct Servers {
     gossip: Gossip,
     datacenter: String,
+    /// The agent token, sent with the agent's own calls.
+    token: Option<String>,
     picked: Mutex<Picked>,
 }
 
@@ -27,10 +29,11 @@ struct Picked {
 
 impl Servers {
     /// Follows `gossip`'s servers of `datacenter`.
-    pub fn new(gossip: Gossip, datacenter: &str) -> Self {
+    pub fn new(gossip: Gossip, datacenter: &str, token: Option<String>) -> Self {
         Servers {
             gossip,
             datacenter: datacenter.to_string(),
+            token,
             picked: Mutex::new(Picked::default()),
         }
     }
@@ -63,7 +66,10 @@ impl Servers {
                 return Ok(c.clone());
             }
         }
-        let c = Client::connect_any(&addrs).await?;
+        let mut c = Client::connect_any(&addrs).await?;
+        if let Some(t) = &self.token {
+            c = c.with_token(t)?;
+        }
         let mut p = self.picked.lock().unwrap_or_else(|e| e.into_inner());
         p.addrs = addrs;
         p.client = Some(c.clone());

@@ -167,7 +167,7 @@ async fn sync_once(agent: &LocalAgent) -> Result<Vec<api::Check>, Error> {
         if differs(req, &held) {
             let id = req.service.as_ref().map(|s| s.id.as_str()).unwrap_or_default();
             tracing::info!(service = %id, "registering on the servers (missing or different there)");
-            client.register(req.clone()).await?;
+            agent.client_for(id).await?.register(req.clone()).await?;
             changed = true;
         }
     }
@@ -190,19 +190,20 @@ async fn sync_once(agent: &LocalAgent) -> Result<Vec<api::Check>, Error> {
         .filter(|(id, _)| owned.contains(*id))
         .flat_map(|(id, h)| h.checks.iter().filter(move |c| &c.service_id == id).cloned())
         .collect();
-    push_results(agent, &client, &checks).await?;
+    push_results(agent, &checks).await?;
     Ok(checks)
 }
 
 /// Adopts the servers' status for checks first seen; re-sends results the
 /// servers do not hold.
-async fn push_results(agent: &LocalAgent, client: &Client, checks: &[api::Check]) -> Result<(), Error> {
+async fn push_results(agent: &LocalAgent, checks: &[api::Check]) -> Result<(), Error> {
     let mut to_send = Vec::new();
     {
         let mut states = lock(&agent.checks);
         for c in checks {
             let held = HealthStatus::try_from(c.status).unwrap_or(HealthStatus::Critical);
             let st = states.entry(c.id.clone()).or_insert_with(|| CheckState {
+                service_id: c.service_id.clone(),
                 status: held,
                 output: c.output.clone(),
                 reported: true,
@@ -212,12 +213,16 @@ async fn push_results(agent: &LocalAgent, client: &Client, checks: &[api::Check]
                 st.reported = false;
             }
             if !st.reported {
-                to_send.push((c.id.clone(), st.status, st.output.clone()));
+                to_send.push((c.id.clone(), c.service_id.clone(), st.status, st.output.clone()));
             }
         }
     }
-    for (id, status, output) in to_send {
-        client.report_check(&id, status, &output).await?;
+    for (id, service_id, status, output) in to_send {
+        agent
+            .client_for(&service_id)
+            .await?
+            .report_check(&id, status, &output)
+            .await?;
         if let Some(st) = lock(&agent.checks).get_mut(&id)
             && st.status == status
             && st.output == output

@@ -31,6 +31,8 @@ pub(crate) struct AclSettings {
     pub(crate) default_allow: bool,
     /// A management token's secret fixed in configuration, created once.
     pub(crate) initial_management_token: Option<String>,
+    /// A client agent's token for its own node, checks and syncs.
+    pub(crate) agent_token: Option<String>,
 }
 
 /// Who a request acts as.

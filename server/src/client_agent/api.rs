@@ -114,23 +114,39 @@ where
     grpc.unary(Method(Some(f)), req).await.map(axum::body::Body::new)
 }
 
+/// The app's token, which the agent's call to the servers carries instead
+/// of the agent token.
+fn token(req: &Request) -> Option<String> {
+    req.headers()
+        .get(tribune_client::TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+}
+
 async fn register(State(agent): State<Arc<LocalAgent>>, req: Request) -> Response {
+    let token = token(&req);
     unary(req, move |req: pb::RegisterRequest| async move {
         let id = req.service.as_ref().map(|s| s.id.clone()).unwrap_or_default();
         tracing::debug!(service = %id, "register on this agent's node");
-        agent.register(req).await.map_err(status)
+        agent.register(req, token.as_deref()).await.map_err(status)
     })
     .await
 }
 
 async fn deregister(State(agent): State<Arc<LocalAgent>>, req: Request) -> Response {
+    let token = token(&req);
     unary(req, move |req: pb::DeregisterRequest| async move {
-        agent.deregister(&req.service_id).await.map_err(status)
+        agent
+            .deregister(&req.service_id, token.as_deref())
+            .await
+            .map_err(status)
     })
     .await
 }
 
 async fn update_ttl(State(agent): State<Arc<LocalAgent>>, req: Request) -> Response {
+    let token = token(&req);
     unary(req, move |req: pb::UpdateTtlRequest| async move {
         let s = pb::HealthStatus::try_from(req.status)
             .ok()
@@ -142,7 +158,7 @@ async fn update_ttl(State(agent): State<Arc<LocalAgent>>, req: Request) -> Respo
                 ))
             })?;
         agent
-            .update_ttl(&req.check_id, s, &req.note)
+            .update_ttl(&req.check_id, s, &req.note, token.as_deref())
             .await
             .map_err(status)
     })

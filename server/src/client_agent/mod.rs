@@ -46,6 +46,7 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
             address: settings.bind.to_string(),
             data_dir: data_dir.clone(),
             anti_entropy_interval: settings.anti_entropy_interval,
+            token: settings.acl.agent_token.clone(),
         },
         gossip.clone(),
     )
