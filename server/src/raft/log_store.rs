@@ -35,13 +35,11 @@ pub(crate) const WAL_DIR: &str = "raft-log";
 const CHUNK_BYTES: usize = 4 * 1024 * 1024;
 /// Entries kept in memory beyond the open chunk: the state machine
 /// applies right after the append and followers are sent recent entries,
-/// so neither reads them back from disk or decodes them again. Large enough
-/// for a restore's 1 MiB chunks to reach four followers from memory: with
-/// 8 MiB, a five-server restore read them back from disk on the leader's
-/// runtime threads, and a follower that missed heartbeats meanwhile
-/// deposed the leader.
+/// so neither reads them back from disk or decodes them again. Bounded in
+/// bytes too: a server restarted with a restore's 1 MiB chunks still in
+/// its log replays them into this cache, and holds what it keeps.
 const CACHE_ENTRIES: usize = 4096;
-const CACHE_BYTES: usize = 32 * 1024 * 1024;
+const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 /// `raft-log`'s type parameters for Tribune's log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
