@@ -709,6 +709,86 @@ impl Client {
         Ok(r.index)
     }
 
+    /// Replaces a token's links and description; its secret stays.
+    pub async fn acl_token_update(&self, req: api::AclTokenUpdateRequest) -> Result<api::AclToken, Error> {
+        let r = self
+            .unary(true, req, |ch, r| async move {
+                AclClient::new(ch).token_update(r).await
+            })
+            .await?;
+        r.token
+            .ok_or_else(|| Error::Status(Status::internal("no token in the answer")))
+    }
+
+    /// Replaces a policy's rules (and description when given).
+    pub async fn acl_policy_update(
+        &self,
+        id_or_name: &str,
+        description: &str,
+        rules: &str,
+    ) -> Result<api::AclPolicy, Error> {
+        let req = api::AclPolicyUpdateRequest {
+            id_or_name: id_or_name.to_string(),
+            description: description.to_string(),
+            rules: rules.to_string(),
+        };
+        let r = self
+            .unary(true, req, |ch, r| async move {
+                AclClient::new(ch).policy_update(r).await
+            })
+            .await?;
+        r.policy
+            .ok_or_else(|| Error::Status(Status::internal("no policy in the answer")))
+    }
+
+    /// A new role: policies and identities tokens can link to by name.
+    pub async fn acl_role_create(&self, req: api::AclRoleCreateRequest) -> Result<api::AclRole, Error> {
+        let r = self
+            .unary(true, req, |ch, r| async move {
+                AclClient::new(ch).role_create(r).await
+            })
+            .await?;
+        r.role
+            .ok_or_else(|| Error::Status(Status::internal("no role in the answer")))
+    }
+
+    /// Every role.
+    pub async fn acl_role_list(&self) -> Result<Vec<api::AclRole>, Error> {
+        let r = self
+            .unary(false, api::AclRoleListRequest {}, |ch, r| async move {
+                AclClient::new(ch).role_list(r).await
+            })
+            .await?;
+        Ok(r.roles)
+    }
+
+    /// A role by ID or name.
+    pub async fn acl_role_read(&self, id_or_name: &str) -> Result<api::AclRole, Error> {
+        let req = api::AclRoleReadRequest {
+            id_or_name: id_or_name.to_string(),
+        };
+        let r = self
+            .unary(false, req, |ch, r| async move {
+                AclClient::new(ch).role_read(r).await
+            })
+            .await?;
+        r.role
+            .ok_or_else(|| Error::Status(Status::internal("no role in the answer")))
+    }
+
+    /// Deletes a role by ID or name.
+    pub async fn acl_role_delete(&self, id_or_name: &str) -> Result<u64, Error> {
+        let req = api::AclRoleDeleteRequest {
+            id_or_name: id_or_name.to_string(),
+        };
+        let r = self
+            .unary(true, req, |ch, r| async move {
+                AclClient::new(ch).role_delete(r).await
+            })
+            .await?;
+        Ok(r.index)
+    }
+
     /// The token this client sends.
     pub async fn acl_whoami(&self) -> Result<api::AclToken, Error> {
         let r = self

@@ -689,3 +689,90 @@ fn a_client_agent_acts_with_the_agent_token_and_each_apps_own() {
         "the agent did not register web-1 again"
     );
 }
+
+/// Roles group policies and identities; a token's links and a policy's
+/// rules can be changed in place, and take effect at the next call.
+#[test]
+fn roles_and_updates_take_effect_at_once() {
+    let agent = Agent::start(&["--acl-enabled", "--default-policy", "deny"]);
+    let root = agent.cli_json(&["acl", "bootstrap"])["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let as_root = |args: &[&str]| ok(with_token(&agent, &root, args));
+    as_root(&[
+        "acl",
+        "policy",
+        "create",
+        "--name",
+        "reads",
+        "--rules",
+        r#"service "web" { policy = "read" }"#,
+    ]);
+    as_root(&[
+        "acl",
+        "role",
+        "create",
+        "--name",
+        "web-readers",
+        "--policy-name",
+        "reads",
+    ]);
+    let t = json(with_token(
+        &agent,
+        &root,
+        &[
+            "acl",
+            "token",
+            "create",
+            "--role-name",
+            "web-readers",
+            "--format",
+            "json",
+        ],
+    ));
+    let (secret, accessor) = (
+        t["secret_id"].as_str().unwrap().to_string(),
+        t["accessor_id"].as_str().unwrap().to_string(),
+    );
+    assert_eq!(t["roles"][0], "web-readers");
+    as_root(&register("web", "web-1"));
+    let seen = json(with_token(
+        &agent,
+        &secret,
+        &["catalog", "service", "web", "--format", "json"],
+    ));
+    assert_eq!(
+        seen["instances"].as_array().map(Vec::len),
+        Some(1),
+        "the role's policy reads web: {seen}"
+    );
+    refused(
+        with_token(&agent, &secret, &register("web", "web-2")),
+        "service:write on web",
+    );
+
+    // The policy now grants write: the same token may register.
+    as_root(&[
+        "acl",
+        "policy",
+        "update",
+        "reads",
+        "--rules",
+        r#"service "web" { policy = "write" }"#,
+    ]);
+    ok(with_token(&agent, &secret, &register("web", "web-2")));
+    // The token loses its role and gains a service identity for api.
+    as_root(&["acl", "token", "update", &accessor, "--service-identity", "api"]);
+    refused(
+        with_token(&agent, &secret, &register("web", "web-3")),
+        "service:write on web",
+    );
+    ok(with_token(&agent, &secret, &register("api", "api-1")));
+    assert!(ok(with_token(&agent, &root, &["acl", "role", "list"])).contains("web-readers"));
+    as_root(&["acl", "role", "delete", "web-readers"]);
+    refused(
+        with_token(&agent, &root, &["acl", "role", "read", "web-readers"]),
+        "no role",
+    );
+}

@@ -143,7 +143,24 @@ impl Acl {
         let acl = d.catalog.acl();
         let mut cache = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
-        for id in &t.policy_ids {
+        // A token's own links, and its roles'.
+        let roles: Vec<&crate::catalog::acl::Role> =
+            t.role_ids.iter().filter_map(|id| acl.roles.get(id)).collect();
+        let policy_ids = t
+            .policy_ids
+            .iter()
+            .chain(roles.iter().flat_map(|r| r.policy_ids.iter()));
+        let services: Vec<&String> = t
+            .service_identities
+            .iter()
+            .chain(roles.iter().flat_map(|r| r.service_identities.iter()))
+            .collect();
+        let nodes: Vec<&String> = t
+            .node_identities
+            .iter()
+            .chain(roles.iter().flat_map(|r| r.node_identities.iter()))
+            .collect();
+        for id in policy_ids {
             let Some(p) = acl.policies.get(id) else { continue };
             match cache.get(id) {
                 Some((at, r)) if *at == p.modify_index => out.push(r.clone()),
@@ -157,11 +174,11 @@ impl Acl {
             }
         }
         out.extend(
-            t.service_identities
+            services
                 .iter()
                 .map(|s| Arc::new(tribune_acl::service_identity(s))),
         );
-        out.extend(t.node_identities.iter().filter_map(|n| {
+        out.extend(nodes.iter().filter_map(|n| {
             let (node, dc) = n
                 .split_once(':')
                 .unwrap_or((n.as_str(), self.datacenter.as_str()));
@@ -269,6 +286,7 @@ pub(crate) async fn initial_management_token(
                 expires_unix: None,
                 create_index: 0,
                 modify_index: 0,
+                role_ids: vec![],
             };
             let cmd =
                 crate::catalog::command::Command::Acl(crate::catalog::acl::AclCommand::TokenUpsert(token));

@@ -43,8 +43,15 @@ pub(crate) fn need(path: &str) -> Option<Need> {
         ("tribune.v1.Keyring", "Apply") => p(Keyring, Write),
         ("tribune.v1.Keyring", "Local") => p(Keyring, Read),
         ("tribune.v1.ACL", "Bootstrap" | "WhoAmI") => Need::Nothing,
-        ("tribune.v1.ACL", "PolicyList" | "PolicyRead" | "TokenList" | "TokenRead") => p(Acl, Read),
-        ("tribune.v1.ACL", "PolicyCreate" | "PolicyDelete" | "TokenCreate" | "TokenDelete") => p(Acl, Write),
+        (
+            "tribune.v1.ACL",
+            "PolicyList" | "PolicyRead" | "TokenList" | "TokenRead" | "RoleList" | "RoleRead",
+        ) => p(Acl, Read),
+        (
+            "tribune.v1.ACL",
+            "PolicyCreate" | "PolicyUpdate" | "PolicyDelete" | "TokenCreate" | "TokenUpdate" | "TokenDelete"
+            | "RoleCreate" | "RoleDelete",
+        ) => p(Acl, Write),
         ("envoy.service.discovery.v3.AggregatedDiscoveryService", _) => Need::InHandler,
         ("grpc.health.v1.Health", _) => Need::Nothing,
         ("grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection", _) => {

@@ -11,7 +11,7 @@ use tribune_proto::v1::acl_server::Acl as AclService;
 
 use super::{ApiCore, outcome_error, propose_error};
 use crate::acl::{Caller, secret_sha256};
-use crate::catalog::acl::{AclCommand, Policy, Token};
+use crate::catalog::acl::{AclCommand, Policy, Role, Token};
 use crate::catalog::command::{Command, Outcome};
 use crate::catalog::validate;
 use crate::consensus::wants_stale;
@@ -81,7 +81,72 @@ impl AclApi {
             expires_unix: t.expires_unix.unwrap_or(0),
             create_index: t.create_index,
             modify_index: t.modify_index,
+            roles: t
+                .role_ids
+                .iter()
+                .map(|id| acl.roles.get(id).map_or_else(|| id.clone(), |r| r.name.clone()))
+                .collect(),
         }
+    }
+
+    fn role_by(&self, id_or_name: &str) -> Result<Role, Status> {
+        let d = self.ctx.core.state.read();
+        let acl = d.catalog.acl();
+        acl.roles
+            .get(id_or_name)
+            .or_else(|| acl.role_by_name(id_or_name))
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("no role {id_or_name:?}")))
+    }
+
+    fn role_to_pb(&self, r: &Role) -> pb::AclRole {
+        let d = self.ctx.core.state.read();
+        let acl = d.catalog.acl();
+        pb::AclRole {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            description: r.description.clone(),
+            policies: r
+                .policy_ids
+                .iter()
+                .map(|id| {
+                    acl.policies
+                        .get(id)
+                        .map_or_else(|| id.clone(), |p| p.name.clone())
+                })
+                .collect(),
+            service_identities: r.service_identities.clone(),
+            node_identities: r.node_identities.clone(),
+            create_index: r.create_index,
+            modify_index: r.modify_index,
+        }
+    }
+
+    /// Policy and role names to IDs (NOT_FOUND naming an unknown one), and
+    /// the identities checked.
+    fn links(
+        &self,
+        policies: &[String],
+        roles: &[String],
+        services: &[String],
+        nodes: &[String],
+    ) -> Result<(Vec<String>, Vec<String>), Status> {
+        let policy_ids = policies
+            .iter()
+            .map(|n| self.policy_by(n).map(|p| p.id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let role_ids = roles
+            .iter()
+            .map(|n| self.role_by(n).map(|r| r.id))
+            .collect::<Result<Vec<_>, _>>()?;
+        for s in services {
+            validate::service_name("service_identities", s).map_err(super::invalid)?;
+        }
+        for n in nodes {
+            let node = n.split_once(':').map_or(n.as_str(), |(node, _)| node);
+            validate::node_name("node_identities", node).map_err(super::invalid)?;
+        }
+        Ok((policy_ids, role_ids))
     }
 }
 
@@ -133,6 +198,7 @@ impl AclService for AclApi {
                     expires_unix: None,
                     create_index: 0,
                     modify_index: 0,
+                    role_ids: vec![],
                 };
                 let index = match self.write(AclCommand::Bootstrap { token: token.clone(), reset_index }).await {
                     Ok(i) => i,
@@ -278,18 +344,8 @@ impl AclService for AclApi {
                         .await;
                 }
                 let r = req.into_inner();
-                let policy_ids = r
-                    .policies
-                    .iter()
-                    .map(|n| self.policy_by(n).map(|p| p.id))
-                    .collect::<Result<Vec<_>, _>>()?;
-                for s in &r.service_identities {
-                    validate::service_name("service_identities", s).map_err(super::invalid)?;
-                }
-                for n in &r.node_identities {
-                    let node = n.split_once(':').map_or(n.as_str(), |(node, _)| node);
-                    validate::node_name("node_identities", node).map_err(super::invalid)?;
-                }
+                let (policy_ids, role_ids) =
+                    self.links(&r.policies, &r.roles, &r.service_identities, &r.node_identities)?;
                 if r.ttl_secs < 0 {
                     return Err(Status::invalid_argument("ttl_secs: must not be negative"));
                 }
@@ -305,6 +361,7 @@ impl AclService for AclApi {
                     expires_unix: (r.ttl_secs > 0).then(|| crate::mesh::now_unix() + r.ttl_secs),
                     create_index: 0,
                     modify_index: 0,
+                    role_ids,
                 };
                 let index = self.write(AclCommand::TokenUpsert(token.clone())).await?;
                 let mut t = self.token_to_pb(&Token {
@@ -408,6 +465,216 @@ impl AclService for AclApi {
                 Ok(Response::new(pb::AclTokenResponse {
                     token: Some(self.token_to_pb(&t)),
                 }))
+            })
+            .await
+    }
+
+    async fn token_update(
+        &self,
+        req: Request<pb::AclTokenUpdateRequest>,
+    ) -> Result<Response<pb::AclTokenResponse>, Status> {
+        self.ctx
+            .core
+            .metrics
+            .observe("AclTokenUpdate", async {
+                if self.ctx.primary.is_elsewhere() {
+                    return self
+                        .ctx
+                        .primary
+                        .forward(
+                            req,
+                            |ch, r| async move { AclClient::new(ch).token_update(r).await },
+                        )
+                        .await;
+                }
+                let r = req.into_inner();
+                let old = self
+                    .ctx
+                    .core
+                    .state
+                    .read()
+                    .catalog
+                    .acl()
+                    .tokens
+                    .get(&r.accessor_id)
+                    .cloned();
+                let old = old.ok_or_else(|| Status::not_found(format!("no token {}", r.accessor_id)))?;
+                let (policy_ids, role_ids) =
+                    self.links(&r.policies, &r.roles, &r.service_identities, &r.node_identities)?;
+                let token = Token {
+                    description: if r.description.is_empty() {
+                        old.description.clone()
+                    } else {
+                        r.description
+                    },
+                    policy_ids,
+                    role_ids,
+                    service_identities: r.service_identities,
+                    node_identities: r.node_identities,
+                    ..old
+                };
+                let index = self.write(AclCommand::TokenUpsert(token.clone())).await?;
+                Ok(Response::new(pb::AclTokenResponse {
+                    token: Some(self.token_to_pb(&Token {
+                        modify_index: index,
+                        ..token
+                    })),
+                }))
+            })
+            .await
+    }
+
+    async fn policy_update(
+        &self,
+        req: Request<pb::AclPolicyUpdateRequest>,
+    ) -> Result<Response<pb::AclPolicyResponse>, Status> {
+        self.ctx
+            .core
+            .metrics
+            .observe("AclPolicyUpdate", async {
+                if self.ctx.primary.is_elsewhere() {
+                    return self
+                        .ctx
+                        .primary
+                        .forward(
+                            req,
+                            |ch, r| async move { AclClient::new(ch).policy_update(r).await },
+                        )
+                        .await;
+                }
+                let r = req.into_inner();
+                let old = self.policy_by(&r.id_or_name)?;
+                tribune_acl::Rules::parse(&r.rules)
+                    .map_err(|e| Status::invalid_argument(format!("rules: {e}")))?;
+                let p = Policy {
+                    description: if r.description.is_empty() {
+                        old.description.clone()
+                    } else {
+                        r.description
+                    },
+                    rules: r.rules,
+                    ..old
+                };
+                let index = self.write(AclCommand::PolicyUpsert(p.clone())).await?;
+                Ok(Response::new(pb::AclPolicyResponse {
+                    policy: Some(policy_to_pb(&Policy {
+                        modify_index: index,
+                        ..p
+                    })),
+                }))
+            })
+            .await
+    }
+
+    async fn role_create(
+        &self,
+        req: Request<pb::AclRoleCreateRequest>,
+    ) -> Result<Response<pb::AclRoleResponse>, Status> {
+        self.ctx
+            .core
+            .metrics
+            .observe("AclRoleCreate", async {
+                if self.ctx.primary.is_elsewhere() {
+                    return self
+                        .ctx
+                        .primary
+                        .forward(
+                            req,
+                            |ch, r| async move { AclClient::new(ch).role_create(r).await },
+                        )
+                        .await;
+                }
+                let r = req.into_inner();
+                validate::service_name("name", &r.name).map_err(super::invalid)?;
+                let (policy_ids, _) =
+                    self.links(&r.policies, &[], &r.service_identities, &r.node_identities)?;
+                let role = Role {
+                    id: new_id(),
+                    name: r.name,
+                    description: r.description,
+                    policy_ids,
+                    service_identities: r.service_identities,
+                    node_identities: r.node_identities,
+                    create_index: 0,
+                    modify_index: 0,
+                };
+                let index = self.write(AclCommand::RoleUpsert(role.clone())).await?;
+                Ok(Response::new(pb::AclRoleResponse {
+                    role: Some(self.role_to_pb(&Role {
+                        create_index: index,
+                        modify_index: index,
+                        ..role
+                    })),
+                }))
+            })
+            .await
+    }
+
+    async fn role_list(
+        &self,
+        req: Request<pb::AclRoleListRequest>,
+    ) -> Result<Response<pb::AclRoleListResponse>, Status> {
+        self.ctx
+            .core
+            .metrics
+            .observe("AclRoleList", async {
+                self.ctx.core.reads.barrier(wants_stale(&req)).await?;
+                let roles: Vec<Role> = self
+                    .ctx
+                    .core
+                    .state
+                    .read()
+                    .catalog
+                    .acl()
+                    .roles
+                    .values()
+                    .cloned()
+                    .collect();
+                Ok(Response::new(pb::AclRoleListResponse {
+                    roles: roles.iter().map(|r| self.role_to_pb(r)).collect(),
+                }))
+            })
+            .await
+    }
+
+    async fn role_read(
+        &self,
+        req: Request<pb::AclRoleReadRequest>,
+    ) -> Result<Response<pb::AclRoleResponse>, Status> {
+        self.ctx
+            .core
+            .metrics
+            .observe("AclRoleRead", async {
+                self.ctx.core.reads.barrier(wants_stale(&req)).await?;
+                let r = self.role_by(&req.get_ref().id_or_name)?;
+                Ok(Response::new(pb::AclRoleResponse {
+                    role: Some(self.role_to_pb(&r)),
+                }))
+            })
+            .await
+    }
+
+    async fn role_delete(
+        &self,
+        req: Request<pb::AclRoleDeleteRequest>,
+    ) -> Result<Response<pb::AclDeleteResponse>, Status> {
+        self.ctx
+            .core
+            .metrics
+            .observe("AclRoleDelete", async {
+                if self.ctx.primary.is_elsewhere() {
+                    return self
+                        .ctx
+                        .primary
+                        .forward(
+                            req,
+                            |ch, r| async move { AclClient::new(ch).role_delete(r).await },
+                        )
+                        .await;
+                }
+                let r = self.role_by(&req.get_ref().id_or_name)?;
+                let index = self.write(AclCommand::RoleDelete { id: r.id }).await?;
+                Ok(Response::new(pb::AclDeleteResponse { index }))
             })
             .await
     }

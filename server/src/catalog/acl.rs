@@ -36,6 +36,20 @@ pub(crate) struct Token {
     pub expires_unix: Option<i64>,
     pub create_index: u64,
     pub modify_index: u64,
+    pub role_ids: Vec<String>,
+}
+
+/// A named set of policies and identities tokens link to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Role {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub policy_ids: Vec<String>,
+    pub service_identities: Vec<String>,
+    pub node_identities: Vec<String>,
+    pub create_index: u64,
+    pub modify_index: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +58,8 @@ pub(crate) struct AclData {
     pub tokens: Vec<Token>,
     /// The index of the bootstrap, once done.
     pub bootstrapped_at: Option<u64>,
+    #[serde(default)]
+    pub roles: Vec<Role>,
 }
 
 /// ACL commands, carried inside `Command`. Variants only ever added at the
@@ -70,12 +86,18 @@ pub(crate) enum AclCommand {
         policies: Vec<Policy>,
         tokens: Vec<Token>,
         bootstrapped_at: Option<u64>,
+        roles: Vec<Role>,
+    },
+    RoleUpsert(Role),
+    RoleDelete {
+        id: String,
     },
 }
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct AclState {
     pub policies: BTreeMap<String, Policy>,
+    pub roles: BTreeMap<String, Role>,
     pub tokens: BTreeMap<String, Token>,
     /// Secret hash -> accessor ID.
     by_secret: BTreeMap<String, String>,
@@ -91,6 +113,9 @@ impl AclState {
         for p in d.policies {
             s.policies.insert(p.id.clone(), p);
         }
+        for r in d.roles {
+            s.roles.insert(r.id.clone(), r);
+        }
         for t in d.tokens {
             s.insert_token(t);
         }
@@ -102,6 +127,7 @@ impl AclState {
             policies: self.policies.values().cloned().collect(),
             tokens: self.tokens.values().cloned().collect(),
             bootstrapped_at: self.bootstrapped_at,
+            roles: self.roles.values().cloned().collect(),
         }
     }
 
@@ -111,6 +137,10 @@ impl AclState {
 
     pub(crate) fn policy_by_name(&self, name: &str) -> Option<&Policy> {
         self.policies.values().find(|p| p.name == name)
+    }
+
+    pub(crate) fn role_by_name(&self, name: &str) -> Option<&Role> {
+        self.roles.values().find(|r| r.name == name)
     }
 
     fn insert_token(&mut self, t: Token) {
@@ -167,11 +197,51 @@ impl AclState {
                 self.insert_token(t);
                 Outcome::AclUpdated
             }
+            AclCommand::RoleUpsert(r) => {
+                if let Some(other) = self.role_by_name(&r.name)
+                    && other.id != r.id
+                {
+                    return Outcome::Invalid {
+                        field: "name".into(),
+                        message: format!("a role named {:?} exists already", r.name),
+                    };
+                }
+                let mut r = r.clone();
+                r.create_index = self.roles.get(&r.id).map_or(index, |o| o.create_index);
+                r.modify_index = index;
+                self.roles.insert(r.id.clone(), r);
+                Outcome::AclUpdated
+            }
+            AclCommand::RoleDelete { id } => match self.roles.remove(id) {
+                Some(_) => Outcome::AclUpdated,
+                None => Outcome::NotFound {
+                    what: format!("role {id}"),
+                },
+            },
             AclCommand::Replace {
                 policies,
                 tokens,
                 bootstrapped_at,
+                roles,
             } => {
+                let old_roles = std::mem::take(&mut self.roles);
+                for r in roles {
+                    let mut r = r.clone();
+                    let old = old_roles.get(&r.id);
+                    let same = old.is_some_and(|o| {
+                        Role {
+                            create_index: r.create_index,
+                            modify_index: r.modify_index,
+                            ..o.clone()
+                        } == r
+                    });
+                    (r.create_index, r.modify_index) = match old {
+                        Some(o) if same => (o.create_index, o.modify_index),
+                        Some(o) => (o.create_index, index),
+                        None => (index, index),
+                    };
+                    self.roles.insert(r.id.clone(), r);
+                }
                 let keep = |old: Option<(u64, u64)>, same: bool| match old {
                     Some((c, m)) if same => (c, m),
                     Some((c, _)) => (c, index),

@@ -23,6 +23,11 @@ pub(super) enum AclSub {
         #[command(subcommand)]
         cmd: TokenSub,
     },
+    /// ACL roles: named sets of policies and identities.
+    Role {
+        #[command(subcommand)]
+        cmd: RoleSub,
+    },
     /// The token this command sends.
     Whoami,
 }
@@ -43,6 +48,38 @@ pub(super) enum PolicySub {
     Read {
         id_or_name: String,
     },
+    /// New rules (--rules RULES or @FILE) for a policy, by ID or name.
+    Update {
+        id_or_name: String,
+        #[arg(long)]
+        rules: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    Delete {
+        id_or_name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum RoleSub {
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long = "policy-name")]
+        policies: Vec<String>,
+        #[arg(long = "service-identity")]
+        service_identities: Vec<String>,
+        #[arg(long = "node-identity")]
+        node_identities: Vec<String>,
+    },
+    List,
+    /// By ID or name.
+    Read {
+        id_or_name: String,
+    },
     Delete {
         id_or_name: String,
     },
@@ -56,6 +93,9 @@ pub(super) enum TokenSub {
         /// Repeatable.
         #[arg(long = "policy-name")]
         policies: Vec<String>,
+        /// Repeatable.
+        #[arg(long = "role-name")]
+        roles: Vec<String>,
         /// Write on the service and its sidecar, read on the rest; repeatable.
         #[arg(long = "service-identity")]
         service_identities: Vec<String>,
@@ -70,9 +110,45 @@ pub(super) enum TokenSub {
     Read {
         accessor_id: String,
     },
+    /// Replace a token's links (and description); its secret stays.
+    Update {
+        accessor_id: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long = "policy-name")]
+        policies: Vec<String>,
+        #[arg(long = "role-name")]
+        roles: Vec<String>,
+        #[arg(long = "service-identity")]
+        service_identities: Vec<String>,
+        #[arg(long = "node-identity")]
+        node_identities: Vec<String>,
+    },
     Delete {
         accessor_id: String,
     },
+}
+
+fn print_role(r: &api::AclRole) {
+    println!("ID:           {}", r.id);
+    println!("Name:         {}", r.name);
+    println!("Description:  {}", r.description);
+    if !r.policies.is_empty() {
+        println!("Policies:     {}", r.policies.join(", "));
+    }
+    if !r.service_identities.is_empty() {
+        println!("Services:     {}", r.service_identities.join(", "));
+    }
+    if !r.node_identities.is_empty() {
+        println!("Nodes:        {}", r.node_identities.join(", "));
+    }
+}
+
+fn rules_arg(rules: String) -> anyhow::Result<String> {
+    match rules.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}")),
+        None => Ok(rules),
+    }
 }
 
 fn print_token(t: &api::AclToken) {
@@ -86,6 +162,9 @@ fn print_token(t: &api::AclToken) {
     }
     if !t.policies.is_empty() {
         println!("Policies:     {}", t.policies.join(", "));
+    }
+    if !t.roles.is_empty() {
+        println!("Roles:        {}", t.roles.join(", "));
     }
     if !t.service_identities.is_empty() {
         println!("Services:     {}", t.service_identities.join(", "));
@@ -122,10 +201,7 @@ pub(super) async fn run(c: &ClientArgs, cmd: AclSub) -> anyhow::Result<()> {
                 description,
                 rules,
             } => {
-                let rules = match rules.strip_prefix('@') {
-                    Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
-                    None => rules,
-                };
+                let rules = rules_arg(rules)?;
                 let p = client.acl_policy_create(&name, &description, &rules).await?;
                 emit(c.format, &p, || print_policy(&p))
             }
@@ -143,6 +219,16 @@ pub(super) async fn run(c: &ClientArgs, cmd: AclSub) -> anyhow::Result<()> {
                 let p = client.acl_policy_read(&id_or_name).await?;
                 emit(c.format, &p, || print_policy(&p))
             }
+            PolicySub::Update {
+                id_or_name,
+                rules,
+                description,
+            } => {
+                let p = client
+                    .acl_policy_update(&id_or_name, &description, &rules_arg(rules)?)
+                    .await?;
+                emit(c.format, &p, || print_policy(&p))
+            }
             PolicySub::Delete { id_or_name } => {
                 let index = client.acl_policy_delete(&id_or_name).await?;
                 emit(c.format, &serde_json::json!({ "index": index }), || {
@@ -154,6 +240,7 @@ pub(super) async fn run(c: &ClientArgs, cmd: AclSub) -> anyhow::Result<()> {
             TokenSub::Create {
                 description,
                 policies,
+                roles,
                 service_identities,
                 node_identities,
                 expires_ttl,
@@ -168,6 +255,7 @@ pub(super) async fn run(c: &ClientArgs, cmd: AclSub) -> anyhow::Result<()> {
                     .acl_token_create(api::AclTokenCreateRequest {
                         description,
                         policies,
+                        roles,
                         service_identities,
                         node_identities,
                         ttl_secs,
@@ -202,10 +290,70 @@ pub(super) async fn run(c: &ClientArgs, cmd: AclSub) -> anyhow::Result<()> {
                 let t = client.acl_token_read(&accessor_id).await?;
                 emit(c.format, &t, || print_token(&t))
             }
+            TokenSub::Update {
+                accessor_id,
+                description,
+                policies,
+                roles,
+                service_identities,
+                node_identities,
+            } => {
+                let t = client
+                    .acl_token_update(api::AclTokenUpdateRequest {
+                        accessor_id,
+                        description,
+                        policies,
+                        roles,
+                        service_identities,
+                        node_identities,
+                    })
+                    .await?;
+                emit(c.format, &t, || print_token(&t))
+            }
             TokenSub::Delete { accessor_id } => {
                 let index = client.acl_token_delete(&accessor_id).await?;
                 emit(c.format, &serde_json::json!({ "index": index }), || {
                     println!("Deleted token {accessor_id} at index {index}")
+                })
+            }
+        },
+        AclSub::Role { cmd } => match cmd {
+            RoleSub::Create {
+                name,
+                description,
+                policies,
+                service_identities,
+                node_identities,
+            } => {
+                let r = client
+                    .acl_role_create(api::AclRoleCreateRequest {
+                        name,
+                        description,
+                        policies,
+                        service_identities,
+                        node_identities,
+                    })
+                    .await?;
+                emit(c.format, &r, || print_role(&r))
+            }
+            RoleSub::List => {
+                let rs = client.acl_role_list().await?;
+                emit(c.format, &rs, || {
+                    let rows: Vec<Vec<String>> = rs
+                        .iter()
+                        .map(|r| vec![r.name.clone(), r.id.clone(), r.policies.join(", ")])
+                        .collect();
+                    table(&["NAME", "ID", "POLICIES"], &rows);
+                })
+            }
+            RoleSub::Read { id_or_name } => {
+                let r = client.acl_role_read(&id_or_name).await?;
+                emit(c.format, &r, || print_role(&r))
+            }
+            RoleSub::Delete { id_or_name } => {
+                let index = client.acl_role_delete(&id_or_name).await?;
+                emit(c.format, &serde_json::json!({ "index": index }), || {
+                    println!("Deleted role {id_or_name} at index {index}")
                 })
             }
         },

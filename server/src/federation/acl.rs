@@ -17,7 +17,7 @@ use tribune_proto::server::replication_server::Replication;
 
 use super::primary::Primary;
 use super::replication::{Kind, ReplicationStatus};
-use crate::catalog::acl::{AclCommand, Policy, Token};
+use crate::catalog::acl::{AclCommand, Policy, Role, Token};
 use crate::catalog::command::Command;
 use crate::consensus::{Leadership, Writer};
 use crate::raft::state_machine::Shared;
@@ -64,9 +64,22 @@ impl Replication for AclStateService {
                     node_identities: t.node_identities.clone(),
                     management: t.management,
                     expires_unix: t.expires_unix.unwrap_or(0),
+                    role_ids: t.role_ids.clone(),
                 })
                 .collect(),
             bootstrapped_at: acl.bootstrapped_at.unwrap_or(0),
+            roles: acl
+                .roles
+                .values()
+                .map(|r| pb::AclRoleRecord {
+                    id: r.id.clone(),
+                    name: r.name.clone(),
+                    description: r.description.clone(),
+                    policy_ids: r.policy_ids.clone(),
+                    service_identities: r.service_identities.clone(),
+                    node_identities: r.node_identities.clone(),
+                })
+                .collect(),
         }))
     }
 }
@@ -94,9 +107,13 @@ pub(crate) async fn run(ctx: Arc<AclReplication>) {
 }
 
 /// What a copy is compared on: everything but the local indexes.
-type Copy = (Vec<Policy>, Vec<Token>, Option<u64>);
+type Copy = (Vec<Policy>, Vec<Token>, Option<u64>, Vec<Role>);
 
 fn unindexed(mut c: Copy) -> Copy {
+    for r in &mut c.3 {
+        (r.create_index, r.modify_index) = (0, 0);
+    }
+    c.3.sort_by(|a, b| a.id.cmp(&b.id));
     for p in &mut c.0 {
         (p.create_index, p.modify_index) = (0, 0);
     }
@@ -135,9 +152,29 @@ fn wanted(r: pb::AclStateResponse) -> Copy {
             expires_unix: Some(t.expires_unix).filter(|e| *e != 0),
             create_index: 0,
             modify_index: 0,
+            role_ids: t.role_ids,
         })
         .collect();
-    unindexed((policies, tokens, Some(r.bootstrapped_at).filter(|b| *b != 0)))
+    let roles = r
+        .roles
+        .into_iter()
+        .map(|x| Role {
+            id: x.id,
+            name: x.name,
+            description: x.description,
+            policy_ids: x.policy_ids,
+            service_identities: x.service_identities,
+            node_identities: x.node_identities,
+            create_index: 0,
+            modify_index: 0,
+        })
+        .collect();
+    unindexed((
+        policies,
+        tokens,
+        Some(r.bootstrapped_at).filter(|b| *b != 0),
+        roles,
+    ))
 }
 
 async fn round(ctx: &AclReplication) -> Result<(), String> {
@@ -158,17 +195,18 @@ async fn round(ctx: &AclReplication) -> Result<(), String> {
     let held = {
         let d = ctx.state.read();
         let acl = d.catalog.acl().to_data();
-        unindexed((acl.policies, acl.tokens, acl.bootstrapped_at))
+        unindexed((acl.policies, acl.tokens, acl.bootstrapped_at, acl.roles))
     };
     if held != wanted {
         if !ctx.leadership.leads_caught_up() {
             return Ok(());
         }
-        let (policies, tokens, bootstrapped_at) = wanted;
+        let (policies, tokens, bootstrapped_at, roles) = wanted;
         let cmd = Command::Acl(AclCommand::Replace {
             policies,
             tokens,
             bootstrapped_at,
+            roles,
         });
         ctx.writer.propose(cmd).await.map_err(|e| e.to_string())?;
         tracing::info!(primary_index = index, "ACLs copied from the primary datacenter");
