@@ -19,6 +19,20 @@ use crate::consensus::wants_stale;
 /// Where an operator writes the index of the bootstrap to redo it.
 pub(crate) const RESET_FILE: &str = "acl-bootstrap-reset";
 
+/// ACLs are the primary datacenter's: a write sent to a secondary is
+/// answered by the primary (metadata and token unchanged).
+macro_rules! at_primary {
+    ($self:ident, $req:ident, $method:ident) => {
+        if $self.ctx.primary.is_elsewhere() {
+            return $self
+                .ctx
+                .primary
+                .forward($req, |ch, r| async move { AclClient::new(ch).$method(r).await })
+                .await;
+        }
+    };
+}
+
 pub(crate) struct AclCtx {
     pub(crate) core: ApiCore,
     pub(crate) data_dir: PathBuf,
@@ -175,13 +189,7 @@ impl AclService for AclApi {
             .core
             .metrics
             .observe("AclBootstrap", async {
-                if self.ctx.primary.is_elsewhere() {
-                    return self
-                        .ctx
-                        .primary
-                        .forward(req, |ch, r| async move { AclClient::new(ch).bootstrap(r).await })
-                        .await;
-                }
+                at_primary!(self, req, bootstrap);
                 let reset_file = self.ctx.data_dir.join(RESET_FILE);
                 let reset_index = std::fs::read_to_string(&reset_file)
                     .ok()
@@ -232,16 +240,7 @@ impl AclService for AclApi {
             .core
             .metrics
             .observe("AclPolicyCreate", async {
-                if self.ctx.primary.is_elsewhere() {
-                    return self
-                        .ctx
-                        .primary
-                        .forward(
-                            req,
-                            |ch, r| async move { AclClient::new(ch).policy_create(r).await },
-                        )
-                        .await;
-                }
+                at_primary!(self, req, policy_create);
                 let r = req.into_inner();
                 validate::service_name("name", &r.name).map_err(super::invalid)?;
                 tribune_acl::Rules::parse(&r.rules)
@@ -308,16 +307,7 @@ impl AclService for AclApi {
             .core
             .metrics
             .observe("AclPolicyDelete", async {
-                if self.ctx.primary.is_elsewhere() {
-                    return self
-                        .ctx
-                        .primary
-                        .forward(
-                            req,
-                            |ch, r| async move { AclClient::new(ch).policy_delete(r).await },
-                        )
-                        .await;
-                }
+                at_primary!(self, req, policy_delete);
                 let p = self.policy_by(&req.get_ref().id_or_name)?;
                 let index = self.write(AclCommand::PolicyDelete { id: p.id }).await?;
                 Ok(Response::new(pb::AclDeleteResponse { index }))
@@ -333,16 +323,7 @@ impl AclService for AclApi {
             .core
             .metrics
             .observe("AclTokenCreate", async {
-                if self.ctx.primary.is_elsewhere() {
-                    return self
-                        .ctx
-                        .primary
-                        .forward(
-                            req,
-                            |ch, r| async move { AclClient::new(ch).token_create(r).await },
-                        )
-                        .await;
-                }
+                at_primary!(self, req, token_create);
                 let r = req.into_inner();
                 let (policy_ids, role_ids) =
                     self.links(&r.policies, &r.roles, &r.service_identities, &r.node_identities)?;
@@ -429,16 +410,7 @@ impl AclService for AclApi {
             .core
             .metrics
             .observe("AclTokenDelete", async {
-                if self.ctx.primary.is_elsewhere() {
-                    return self
-                        .ctx
-                        .primary
-                        .forward(
-                            req,
-                            |ch, r| async move { AclClient::new(ch).token_delete(r).await },
-                        )
-                        .await;
-                }
+                at_primary!(self, req, token_delete);
                 let accessor_id = req.into_inner().accessor_id;
                 let index = self.write(AclCommand::TokenDelete { accessor_id }).await?;
                 Ok(Response::new(pb::AclDeleteResponse { index }))
@@ -477,16 +449,7 @@ impl AclService for AclApi {
             .core
             .metrics
             .observe("AclTokenUpdate", async {
-                if self.ctx.primary.is_elsewhere() {
-                    return self
-                        .ctx
-                        .primary
-                        .forward(
-                            req,
-                            |ch, r| async move { AclClient::new(ch).token_update(r).await },
-                        )
-                        .await;
-                }
+                at_primary!(self, req, token_update);
                 let r = req.into_inner();
                 let old = self
                     .ctx
@@ -532,16 +495,7 @@ impl AclService for AclApi {
             .core
             .metrics
             .observe("AclPolicyUpdate", async {
-                if self.ctx.primary.is_elsewhere() {
-                    return self
-                        .ctx
-                        .primary
-                        .forward(
-                            req,
-                            |ch, r| async move { AclClient::new(ch).policy_update(r).await },
-                        )
-                        .await;
-                }
+                at_primary!(self, req, policy_update);
                 let r = req.into_inner();
                 let old = self.policy_by(&r.id_or_name)?;
                 tribune_acl::Rules::parse(&r.rules)
@@ -574,16 +528,7 @@ impl AclService for AclApi {
             .core
             .metrics
             .observe("AclRoleCreate", async {
-                if self.ctx.primary.is_elsewhere() {
-                    return self
-                        .ctx
-                        .primary
-                        .forward(
-                            req,
-                            |ch, r| async move { AclClient::new(ch).role_create(r).await },
-                        )
-                        .await;
-                }
+                at_primary!(self, req, role_create);
                 let r = req.into_inner();
                 validate::service_name("name", &r.name).map_err(super::invalid)?;
                 let (policy_ids, _) =
@@ -662,16 +607,7 @@ impl AclService for AclApi {
             .core
             .metrics
             .observe("AclRoleDelete", async {
-                if self.ctx.primary.is_elsewhere() {
-                    return self
-                        .ctx
-                        .primary
-                        .forward(
-                            req,
-                            |ch, r| async move { AclClient::new(ch).role_delete(r).await },
-                        )
-                        .await;
-                }
+                at_primary!(self, req, role_delete);
                 let r = self.role_by(&req.get_ref().id_or_name)?;
                 let index = self.write(AclCommand::RoleDelete { id: r.id }).await?;
                 Ok(Response::new(pb::AclDeleteResponse { index }))
