@@ -49,6 +49,8 @@ pub(crate) struct Catalog {
     checks_by_status: BTreeMap<Status, BTreeSet<String>>,
     /// Proxies by the service name they front: a service's mesh endpoints.
     proxies_by_destination: BTreeMap<String, BTreeSet<String>>,
+    /// Mesh gateways' instance IDs: every proxy's inputs read them.
+    gateways: BTreeSet<String>,
     mesh: MeshState,
     acl: acl::AclState,
     /// Outcomes of recently applied named writes, for retries.
@@ -196,6 +198,43 @@ impl Catalog {
     }
 
     // === queries ===
+
+    /// Services that have sidecars in front of them.
+    pub(crate) fn mesh_destinations(&self) -> impl Iterator<Item = &String> {
+        self.proxies_by_destination.keys()
+    }
+
+    /// An instance's aggregate status (the worst of its own and its node's
+    /// checks), without copying them as `health_of` does.
+    pub(crate) fn status_of(&self, service: &Service) -> Status {
+        let own = self.checks_by_service.get(&service.id).into_iter().flatten();
+        let node = self.node_checks.get(&service.node).into_iter().flatten();
+        own.chain(node)
+            .filter_map(|id| self.checks.get(id))
+            .map(|c| c.status)
+            .max()
+            .unwrap_or(Status::Passing)
+    }
+
+    /// Whether a proxy may be sent traffic: neither it nor the instance it
+    /// fronts is critical.
+    pub(crate) fn proxy_healthy(&self, proxy: &Service) -> bool {
+        let dest = proxy
+            .proxy
+            .as_ref()
+            .map(|p| p.destination_service_id.as_str())
+            .unwrap_or("");
+        self.status_of(proxy) != Status::Critical
+            && (dest.is_empty()
+                || self
+                    .service(dest)
+                    .is_some_and(|d| self.status_of(d) != Status::Critical))
+    }
+
+    /// This datacenter's mesh gateways.
+    pub(crate) fn mesh_gateways(&self) -> impl Iterator<Item = &Service> {
+        self.gateways.iter().filter_map(|id| self.services.get(id))
+    }
 
     pub(crate) fn nodes(&self) -> impl Iterator<Item = &Node> {
         self.nodes.values()
@@ -578,6 +617,9 @@ impl Catalog {
     }
 
     fn insert_service(&mut self, s: Service) {
+        if s.kind == ServiceKind::MeshGateway {
+            self.gateways.insert(s.id.clone());
+        }
         if let Some(p) = s.proxy.as_ref().filter(|_| s.kind == ServiceKind::SidecarProxy) {
             self.proxies_by_destination
                 .entry(p.destination_service_name.clone())
@@ -596,6 +638,7 @@ impl Catalog {
     }
 
     fn unindex_service(&mut self, s: &Service) {
+        self.gateways.remove(&s.id);
         if let Some(p) = &s.proxy {
             remove_from(
                 &mut self.proxies_by_destination,

@@ -90,18 +90,8 @@ pub(super) enum TokenSub {
     Create {
         #[arg(long, default_value = "")]
         description: String,
-        /// Repeatable.
-        #[arg(long = "policy-name")]
-        policies: Vec<String>,
-        /// Repeatable.
-        #[arg(long = "role-name")]
-        roles: Vec<String>,
-        /// Write on the service and its sidecar, read on the rest; repeatable.
-        #[arg(long = "service-identity")]
-        service_identities: Vec<String>,
-        /// NODE:DATACENTER; write on the node; repeatable.
-        #[arg(long = "node-identity")]
-        node_identities: Vec<String>,
+        #[command(flatten)]
+        links: TokenLinks,
         /// The token expires after this long (e.g. 1h); default never.
         #[arg(long)]
         expires_ttl: Option<String>,
@@ -115,18 +105,29 @@ pub(super) enum TokenSub {
         accessor_id: String,
         #[arg(long, default_value = "")]
         description: String,
-        #[arg(long = "policy-name")]
-        policies: Vec<String>,
-        #[arg(long = "role-name")]
-        roles: Vec<String>,
-        #[arg(long = "service-identity")]
-        service_identities: Vec<String>,
-        #[arg(long = "node-identity")]
-        node_identities: Vec<String>,
+        #[command(flatten)]
+        links: TokenLinks,
     },
     Delete {
         accessor_id: String,
     },
+}
+
+/// What a token grants, as `token create` and `token update` take it.
+#[derive(clap::Args)]
+pub(super) struct TokenLinks {
+    /// Repeatable.
+    #[arg(long = "policy-name")]
+    policies: Vec<String>,
+    /// Repeatable.
+    #[arg(long = "role-name")]
+    roles: Vec<String>,
+    /// Write on the service and its sidecar, read on the rest; repeatable.
+    #[arg(long = "service-identity")]
+    service_identities: Vec<String>,
+    /// NODE:DATACENTER; write on the node; repeatable.
+    #[arg(long = "node-identity")]
+    node_identities: Vec<String>,
 }
 
 fn print_role(r: &api::AclRole) {
@@ -239,10 +240,7 @@ pub(super) async fn run(c: &ClientArgs, cmd: AclSub) -> anyhow::Result<()> {
         AclSub::Token { cmd } => match cmd {
             TokenSub::Create {
                 description,
-                policies,
-                roles,
-                service_identities,
-                node_identities,
+                links,
                 expires_ttl,
             } => {
                 let ttl_secs = match expires_ttl {
@@ -254,10 +252,10 @@ pub(super) async fn run(c: &ClientArgs, cmd: AclSub) -> anyhow::Result<()> {
                 let t = client
                     .acl_token_create(api::AclTokenCreateRequest {
                         description,
-                        policies,
-                        roles,
-                        service_identities,
-                        node_identities,
+                        policies: links.policies,
+                        roles: links.roles,
+                        service_identities: links.service_identities,
+                        node_identities: links.node_identities,
                         ttl_secs,
                     })
                     .await?;
@@ -293,19 +291,16 @@ pub(super) async fn run(c: &ClientArgs, cmd: AclSub) -> anyhow::Result<()> {
             TokenSub::Update {
                 accessor_id,
                 description,
-                policies,
-                roles,
-                service_identities,
-                node_identities,
+                links,
             } => {
                 let t = client
                     .acl_token_update(api::AclTokenUpdateRequest {
                         accessor_id,
                         description,
-                        policies,
-                        roles,
-                        service_identities,
-                        node_identities,
+                        policies: links.policies,
+                        roles: links.roles,
+                        service_identities: links.service_identities,
+                        node_identities: links.node_identities,
                     })
                     .await?;
                 emit(c.format, &t, || print_token(&t))

@@ -27,7 +27,7 @@ use super::wan::Wan;
 use crate::catalog::Catalog;
 use crate::catalog::command::Command;
 use crate::catalog::mesh::{MeshCommand, RemoteEndpoint, RemoteMesh};
-use crate::catalog::model::{Service, ServiceKind, Status as Health};
+use crate::catalog::model::{Service, Status as Health};
 use crate::consensus::{Leadership, Writer};
 use crate::raft::state_machine::Shared;
 use crate::rpc::peers::PeerClients;
@@ -53,33 +53,26 @@ fn reached_at(c: &Catalog, s: &Service) -> (String, u16) {
 
 /// The local datacenter's mesh as others reach it.
 pub(crate) fn view_of(c: &Catalog, datacenter: &str, index: u64) -> pb::MeshView {
-    let mut gateways = Vec::new();
-    let mut services: BTreeMap<String, Vec<pb::MeshEndpoint>> = BTreeMap::new();
-    for (_, ids) in c.service_names() {
-        for s in ids.iter().filter_map(|id| c.service(id)) {
-            let healthy = c.health_of(s).status != Health::Critical;
-            let (address, port) = reached_at(c, s);
-            let ep = |healthy| pb::MeshEndpoint {
-                id: s.id.clone(),
-                address: address.clone(),
-                port: u32::from(port),
-                healthy,
-            };
-            match (s.kind, &s.proxy) {
-                (ServiceKind::MeshGateway, _) => gateways.push(ep(healthy)),
-                (ServiceKind::SidecarProxy, Some(p)) => {
-                    let backend = p.destination_service_id.is_empty()
-                        || c.instance_health(&p.destination_service_id)
-                            .is_some_and(|h| h.status != Health::Critical);
-                    services
-                        .entry(p.destination_service_name.clone())
-                        .or_default()
-                        .push(ep(healthy && backend));
-                }
-                _ => {}
-            }
+    let ep = |s: &Service, healthy: bool| {
+        let (address, port) = reached_at(c, s);
+        pb::MeshEndpoint {
+            id: s.id.clone(),
+            address,
+            port: u32::from(port),
+            healthy,
         }
-    }
+    };
+    let mut gateways: Vec<pb::MeshEndpoint> = c
+        .mesh_gateways()
+        .map(|s| ep(s, c.status_of(s) != Health::Critical))
+        .collect();
+    let mut services: BTreeMap<String, Vec<pb::MeshEndpoint>> = c
+        .mesh_destinations()
+        .map(|name| {
+            let eps = c.proxies_for(name).map(|s| ep(s, c.proxy_healthy(s))).collect();
+            (name.clone(), eps)
+        })
+        .collect();
     for eps in services.values_mut() {
         eps.sort_by(|a, b| a.id.cmp(&b.id));
     }

@@ -213,12 +213,7 @@ impl XdsHub {
             }
             Proxy::Gateway(_) => {
                 input.deps = BTreeSet::from([EVERY_SERVICE.to_string()]);
-                let every: BTreeSet<String> = d
-                    .catalog
-                    .service_names()
-                    .map(|(name, _)| name.clone())
-                    .filter(|name| d.catalog.proxies_for(name).next().is_some())
-                    .collect();
+                let every: BTreeSet<String> = d.catalog.mesh_destinations().cloned().collect();
                 self.mesh_snapshot(d, &every)
             }
         };
@@ -302,22 +297,11 @@ impl XdsHub {
             .map(|name| {
                 let eps = c
                     .proxies_for(name)
-                    .map(|sc| {
-                        let own = c.health_of(sc).status != Status::Critical;
-                        let dest = sc
-                            .proxy
-                            .as_ref()
-                            .map(|p| p.destination_service_id.as_str())
-                            .unwrap_or("");
-                        let backend = dest.is_empty()
-                            || c.instance_health(dest)
-                                .is_some_and(|h| h.status != Status::Critical);
-                        MeshEndpoint {
-                            instance_id: sc.id.clone(),
-                            address: sc.address.clone(),
-                            port: sc.port,
-                            healthy: own && backend,
-                        }
+                    .map(|sc| MeshEndpoint {
+                        instance_id: sc.id.clone(),
+                        address: sc.address.clone(),
+                        port: sc.port,
+                        healthy: c.proxy_healthy(sc),
                     })
                     .collect();
                 (name.clone(), eps)
@@ -345,14 +329,12 @@ impl XdsHub {
             })
             .collect();
         let local_gateways = c
-            .service_names()
-            .flat_map(|(_, ids)| ids.iter().filter_map(|id| c.service(id)))
-            .filter(|s| s.kind == ServiceKind::MeshGateway)
+            .mesh_gateways()
             .map(|s| MeshEndpoint {
                 instance_id: s.id.clone(),
                 address: s.address.clone(),
                 port: s.port,
-                healthy: c.health_of(s).status != Status::Critical,
+                healthy: c.status_of(s) != Status::Critical,
             })
             .collect();
         MeshSnapshot {
