@@ -94,6 +94,9 @@ impl AgentSpec {
             &self.http_addr,
             "--server-addr",
             &self.server_addr,
+            // Any free port: servers on one host must not collide on 8503.
+            "--grpc-tls-addr",
+            "127.0.0.1:0",
         ]
         .map(String::from)
         .to_vec();

@@ -10,6 +10,8 @@
 //! * [`sign_leaf`] issues a workload certificate ([`Leaf`]) for a SPIFFE ID under a root.
 //! * [`intermediate_request`], [`sign_intermediate`] and [`signing_ca`] give a datacenter that
 //!   does not own the root its own intermediate CA, signed by the root's owner from a CSR.
+//! * [`sign_agent`], [`agent_request`] and [`sign_agent_csr`] issue agents' own certificates
+//!   (servers and client agents, for TLS between them); [`agent_identity`] reads one back.
 //! * [`cross_sign`] signs a new root's key and subject with an old root, for rotation: peers
 //!   that still trust only the old root accept `leaf → cross-signed → old root`.
 //! * [`verify_chain`] checks a leaf against trusted roots (rustls-webpki, ring backend), and
@@ -22,8 +24,8 @@
 //! pass the current time (`now_unix`, Unix seconds) explicitly, persist and replicate
 //! [`RootCa`]s themselves, and decide when to rotate. It does not check a peer's SPIFFE ID
 //! against a policy (read it from [`inspect`]'s `uri_sans`), publish CRLs, or sign CSRs for
-//! leaves: leaf keys are generated here and returned with the certificate (CSRs are for
-//! intermediate CAs only).
+//! service leaves: leaf keys are generated here and returned with the certificate (CSRs are for
+//! intermediate CAs and client agents).
 //!
 //! # Serial numbers
 //!
@@ -65,6 +67,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod agent;
 mod error;
 mod inspect;
 mod intermediate;
@@ -76,10 +79,14 @@ mod spiffe;
 mod validity;
 mod verify;
 
+pub use agent::{
+    AgentCert, AgentCertRequest, AgentIdentity, AgentKeyRequest, agent_identity, agent_request, sign_agent,
+    sign_agent_csr,
+};
 pub use error::CertError;
 pub use inspect::{CertInfo, inspect};
 pub use intermediate::{IntermediateRequest, intermediate_request, sign_intermediate, signing_ca};
 pub use leaf::{Leaf, sign_leaf};
 pub use root::{RootCa, cross_sign, new_root};
-pub use spiffe::{service_spiffe_id, trust_domain};
+pub use spiffe::{AgentRole, server_tls_name, service_spiffe_id, trust_domain};
 pub use verify::verify_chain;

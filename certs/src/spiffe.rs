@@ -11,7 +11,7 @@ const SCHEME: &str = "spiffe://";
 const MAX_ID_LEN: usize = 2048;
 const MAX_TRUST_DOMAIN_LEN: usize = 255;
 
-pub use tribune_ids::{service_spiffe_id, trust_domain};
+pub use tribune_ids::{AgentRole, server_tls_name, service_spiffe_id, trust_domain};
 
 /// Checks a trust domain's syntax.
 pub(crate) fn validate_trust_domain(trust_domain: &str) -> Result<(), CertError> {

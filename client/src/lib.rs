@@ -21,6 +21,7 @@
 pub mod agent;
 pub mod checks;
 pub mod gossip;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -174,36 +175,43 @@ impl Client {
 
     /// Connects to the first of `addrs` that answers; the others stand by.
     pub async fn connect_any(addrs: &[String]) -> Result<Self, Error> {
+        Self::connect_any_with(addrs, None).await
+    }
+
+    /// Like [`Client::connect_any`], over TLS through `tls` when given.
+    pub async fn connect_any_with(addrs: &[String], tls: Option<&tls::TlsConnector>) -> Result<Self, Error> {
         if addrs.is_empty() {
             return Err(Error::Address(String::new()));
         }
-        let mut channels = Vec::new();
-        for a in addrs {
+        let endpoint = |a: &String| {
             let url = if a.contains("://") {
                 a.clone()
             } else {
                 format!("http://{a}")
             };
-            let ch = Endpoint::from_shared(url)
-                .map_err(|_| Error::Address(a.clone()))?
-                .connect_timeout(Duration::from_secs(2))
-                .tcp_nodelay(true)
-                .connect_lazy();
+            Endpoint::from_shared(url)
+                .map_err(|_| Error::Address(a.clone()))
+                .map(|e| e.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true))
+        };
+        let mut channels = Vec::new();
+        for a in addrs {
+            let e = endpoint(a)?;
+            let ch = match tls {
+                Some(t) => e.connect_with_connector_lazy(t.clone()),
+                None => e.connect_lazy(),
+            };
             channels.push((a.clone(), ch));
         }
         // Start with one that answers now; fail like a single connect would.
         let mut first = None;
         let mut last_err = None;
         for (i, (a, _)) in channels.iter().enumerate() {
-            let url = if a.contains("://") {
-                a.clone()
-            } else {
-                format!("http://{a}")
+            let probe = endpoint(a)?;
+            let probed = match tls {
+                Some(t) => probe.connect_with_connector(t.clone()).await,
+                None => probe.connect().await,
             };
-            let probe = Endpoint::from_shared(url)
-                .map_err(|_| Error::Address(a.clone()))?
-                .connect_timeout(Duration::from_secs(2));
-            match probe.connect().await {
+            match probed {
                 Ok(_) => {
                     first = Some(i);
                     break;
@@ -824,6 +832,19 @@ impl Client {
         };
         self.unary(false, req, |ch, r| async move {
             ConnectCaClient::new(ch).sign(r).await
+        })
+        .await
+    }
+
+    /// A client agent's TLS certificate for `node`, signed from `csr_pem`
+    /// (auto-encrypt).
+    pub async fn ca_sign_agent(&self, node: &str, csr_pem: &str) -> Result<api::CaSignAgentResponse, Error> {
+        let req = api::CaSignAgentRequest {
+            node: node.to_string(),
+            csr_pem: csr_pem.to_string(),
+        };
+        self.unary(false, req, |ch, r| async move {
+            ConnectCaClient::new(ch).sign_agent(r).await
         })
         .await
     }

@@ -40,6 +40,41 @@ pub fn service_spiffe_id(trust_domain: &str, datacenter: &str, service: &str) ->
     format!("spiffe://{trust_domain}/ns/default/dc/{datacenter}/svc/{service}")
 }
 
+/// Which agent a certificate belongs to: a server, or a client agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AgentRole {
+    /// A server agent: may take part in Raft and server-to-server calls.
+    Server,
+    /// A client agent: may call the servers' public API on their behalf.
+    Client,
+}
+
+impl AgentRole {
+    /// The role as it appears in names: `server` or `client`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentRole::Server => "server",
+            AgentRole::Client => "client",
+        }
+    }
+}
+
+/// An agent's identity:
+/// `spiffe://<trust_domain>/agent/<server|client>/dc/<datacenter>/id/<node>`
+/// (Consul's form for client agents, extended to servers).
+pub fn agent_spiffe_id(trust_domain: &str, role: AgentRole, datacenter: &str, node: &str) -> String {
+    format!(
+        "spiffe://{trust_domain}/agent/{}/dc/{datacenter}/id/{node}",
+        role.as_str()
+    )
+}
+
+/// The DNS name every server of `datacenter` presents on its TLS ports:
+/// `server.<datacenter>.tribune`, what clients verify.
+pub fn server_tls_name(datacenter: &str) -> String {
+    format!("server.{datacenter}.tribune")
+}
+
 /// The name of an upstream cluster, which is also the SNI a sidecar sends
 /// and mesh gateways route on.
 pub fn sni(service: &str, datacenter: &str, trust_domain: &str) -> String {
@@ -57,6 +92,11 @@ mod tests {
         assert_eq!(default_check_id("web-1", 0), "service:web-1");
         assert_eq!(default_check_id("web-1", 1), "service:web-1:2");
         assert_eq!(trust_domain("ABC"), "abc.tribune");
+        assert_eq!(
+            agent_spiffe_id("abc.tribune", AgentRole::Client, "dc1", "n1"),
+            "spiffe://abc.tribune/agent/client/dc/dc1/id/n1"
+        );
+        assert_eq!(server_tls_name("dc2"), "server.dc2.tribune");
         assert_eq!(
             service_spiffe_id("abc.tribune", "dc1", "web"),
             "spiffe://abc.tribune/ns/default/dc/dc1/svc/web"

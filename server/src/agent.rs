@@ -63,7 +63,7 @@ pub(crate) fn gossip_member(
     settings: &Settings,
     role: Role,
     server_addr: String,
-    grpc_addr: SocketAddr,
+    grpc_addr: Option<SocketAddr>,
     wan_addr: Option<SocketAddr>,
 ) -> Member {
     Member {
@@ -72,7 +72,7 @@ pub(crate) fn gossip_member(
         role,
         datacenter: settings.datacenter.clone(),
         server_addr,
-        grpc_addr: grpc_addr.to_string(),
+        grpc_addr: grpc_addr.map(|a| a.to_string()).unwrap_or_default(),
         wan_addr,
         version: env!("CARGO_PKG_VERSION").into(),
         incarnation: 0,
@@ -130,14 +130,29 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
     };
     prepare_data_dir(&data_dir)?;
 
+    let file_ca = load_file_ca(&settings.tls)?;
+    let agent_tls = crate::tls::AgentTls::new(&settings.tls)?;
     let raft_listener = bind("server RPC", settings.server_addr).await?;
-    let grpc_listener = bind("gRPC", settings.grpc_addr).await?;
+    let grpc_listener = match settings.grpc_addr {
+        Some(a) => Some(bind("gRPC", a).await?),
+        None => None,
+    };
+    let grpc_tls_listener = match settings.grpc_tls_addr {
+        Some(a) => Some(bind("gRPC over TLS", a).await?),
+        None => None,
+    };
     let http_listener = bind("HTTP", settings.http_addr).await?;
     // Other servers dial the advertised address (a NAT, a proxy) when one is given.
     let raft_addr = settings
         .advertise_server_addr
         .unwrap_or(raft_listener.local_addr()?);
-    let grpc_addr = grpc_listener.local_addr()?;
+    let plain_grpc_addr = grpc_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let tls_grpc_addr = grpc_tls_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    // Where this server's API is named (Raft membership, status pages):
+    // the plaintext port, else the TLS one.
+    let grpc_addr = plain_grpc_addr
+        .or(tls_grpc_addr)
+        .context("both --grpc-addr and --grpc-tls-addr are off: a server needs one of them")?;
     let http_addr = http_listener.local_addr()?;
     let wan = crate::federation::wan::Wan::start(&settings, &data_dir, raft_addr, grpc_addr).await?;
     let gossip = Gossip::start(
@@ -145,7 +160,7 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
             &settings,
             Role::Server,
             raft_addr.to_string(),
-            grpc_addr,
+            plain_grpc_addr,
             Some(wan.gossip().me().gossip_addr),
         ),
         settings.retry_join.clone(),
@@ -189,7 +204,7 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
     .validate()
     .context("raft settings")?;
     let source = Some(settings.server_addr.ip()).filter(|ip| !ip.is_unspecified());
-    let peers = Arc::new(PeerClients::from_source(source));
+    let peers = Arc::new(PeerClients::from_source(source).with_tls(agent_tls.server_port_connector(source)));
     let network = Network {
         peers: peers.clone(),
         rpc_seconds: Some(metrics.append_entries_rpc_seconds.clone()),
@@ -218,6 +233,7 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
         writer: writer.clone(),
         mesh: settings.mesh.clone(),
         secondary: settings.primary_datacenter != settings.datacenter,
+        adopt: file_ca.clone(),
     });
     let autopilot = Arc::new(Autopilot {
         raft: raft.clone(),
@@ -234,6 +250,17 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
         },
     );
     tokio::spawn(hub.clone().run());
+    tokio::spawn(crate::tls::issuer::run(Arc::new(
+        crate::tls::issuer::ServerCertIssuer {
+            tls: agent_tls.clone(),
+            state: state.clone(),
+            file_ca,
+            node: settings.node.clone(),
+            datacenter: settings.datacenter.clone(),
+            ips: cert_ips(&settings, raft_addr, tls_grpc_addr),
+            ttl_secs: settings.tls.cert_ttl_secs as i64,
+        },
+    )));
     tokio::spawn(crate::raft::compact_after_restore(raft.clone(), state.clone()));
     tokio::spawn(crate::mesh::ca::leader_duties(ca.clone()));
     tokio::spawn(crate::checks::run(
@@ -321,6 +348,7 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
             leaves,
             datacenter: settings.datacenter.clone(),
             primary: primary.clone(),
+            agent_cert_ttl_secs: settings.tls.cert_ttl_secs as i64,
         }),
         acl: Arc::new(crate::api::acl::AclCtx {
             core: core.clone(),
@@ -341,6 +369,7 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
             primary,
             replication,
             autopilot: autopilot.clone(),
+            peers: peers.clone(),
         }),
         hub,
         xds_streams: xds_streams.clone(),
@@ -370,29 +399,73 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
     );
     // The server port also serves the public API: requests forwarded from
     // other datacenters arrive there.
-    let raft_server = tonic::transport::Server::builder()
-        .trace_fn(|req| tracing::info_span!("server_rpc", path = %req.uri().path()))
-        .add_routes(
-            api_routes
-                .clone()
-                .add_service(
-                    ServerRpcServer::new(rpc_service)
-                        .max_decoding_message_size(crate::rpc::MAX_MESSAGE)
-                        .max_encoding_message_size(crate::rpc::MAX_MESSAGE),
-                )
-                .add_service(FederationServer::new(crate::federation::remote_mesh::MeshViews {
-                    state: state.clone(),
-                    datacenter: settings.datacenter.clone(),
-                }))
-                .add_service(ReplicationServer::new(crate::federation::acl::AclStateService {
-                    state: state.clone(),
-                })),
+    let server_port_routes = api_routes
+        .clone()
+        .add_service(
+            ServerRpcServer::new(rpc_service)
+                .max_decoding_message_size(crate::rpc::MAX_MESSAGE)
+                .max_encoding_message_size(crate::rpc::MAX_MESSAGE),
         )
-        .serve_with_incoming_shutdown(grpc_incoming(raft_listener), stopped());
-    let api_server = tonic::transport::Server::builder()
-        .trace_fn(|req| tracing::info_span!("grpc_request", path = %req.uri().path()))
-        .add_routes(api_routes)
-        .serve_with_incoming_shutdown(grpc_incoming(grpc_listener), stopped());
+        .add_service(FederationServer::new(crate::federation::remote_mesh::MeshViews {
+            state: state.clone(),
+            datacenter: settings.datacenter.clone(),
+        }))
+        .add_service(ReplicationServer::new(crate::federation::acl::AclStateService {
+            state: state.clone(),
+        }));
+    let raft_server: futures::future::BoxFuture<'static, Result<(), tonic::transport::Error>> =
+        if agent_tls.mutual {
+            // Mutual TLS: the peer's certificate decides what it may call.
+            let routes = tonic::service::Routes::from(
+                server_port_routes
+                    .into_axum_router()
+                    .layer(axum::middleware::from_fn(crate::acl::transport::layer)),
+            );
+            let config =
+                tribune_client::tls::server_config(agent_tls.identity.clone(), Some(agent_tls.trust.clone()));
+            Box::pin(
+                tonic::transport::Server::builder()
+                    .trace_fn(|req| tracing::info_span!("server_rpc", path = %req.uri().path()))
+                    .add_routes(routes)
+                    .serve_with_incoming_shutdown(
+                        crate::tls::listener::incoming(raft_listener, config, "server RPC"),
+                        stopped(),
+                    ),
+            )
+        } else {
+            Box::pin(
+                tonic::transport::Server::builder()
+                    .trace_fn(|req| tracing::info_span!("server_rpc", path = %req.uri().path()))
+                    .add_routes(server_port_routes)
+                    .serve_with_incoming_shutdown(grpc_incoming(raft_listener), stopped()),
+            )
+        };
+    let api_server: futures::future::BoxFuture<'static, Result<(), tonic::transport::Error>> =
+        match grpc_listener {
+            Some(l) => Box::pin(
+                tonic::transport::Server::builder()
+                    .trace_fn(|req| tracing::info_span!("grpc_request", path = %req.uri().path()))
+                    .add_routes(api_routes.clone())
+                    .serve_with_incoming_shutdown(grpc_incoming(l), stopped()),
+            ),
+            None => Box::pin(async { Ok(()) }),
+        };
+    let api_tls_server: futures::future::BoxFuture<'static, Result<(), tonic::transport::Error>> =
+        match grpc_tls_listener {
+            Some(l) => {
+                let config = tribune_client::tls::server_config(agent_tls.identity.clone(), None);
+                Box::pin(
+                    tonic::transport::Server::builder()
+                        .trace_fn(|req| tracing::info_span!("grpc_tls_request", path = %req.uri().path()))
+                        .add_routes(api_routes)
+                        .serve_with_incoming_shutdown(
+                            crate::tls::listener::incoming(l, config, "gRPC TLS"),
+                            stopped(),
+                        ),
+                )
+            }
+            None => Box::pin(async { Ok(()) }),
+        };
     let http = Arc::new(HttpCtx {
         leadership: leadership.clone(),
         state: state.clone(),
@@ -410,10 +483,11 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
     });
     let http_server = axum::serve(http_listener, crate::http::router(http)).with_graceful_shutdown(stopped());
     let servers = tokio::spawn(async move {
-        let (a, b, c) = tokio::join!(raft_server, api_server, http_server);
+        let (a, b, c, d) = tokio::join!(raft_server, api_server, api_tls_server, http_server);
         a.context("server RPC listener")?;
         b.context("gRPC listener")?;
-        c.context("HTTP listener")?;
+        c.context("gRPC TLS listener")?;
+        d.context("HTTP listener")?;
         anyhow::Ok(())
     });
 
@@ -464,7 +538,9 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
         &data_dir,
         &Listening {
             raft: raft_addr,
-            grpc: grpc_addr,
+            grpc: plain_grpc_addr,
+            grpc_tls: tls_grpc_addr,
+            server_port_tls: agent_tls.mutual,
             http: http_addr,
             lan_gossip: gossip.me().gossip_addr,
             wan_gossip: wan.gossip().me().gossip_addr,
@@ -504,6 +580,40 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
     Ok(())
 }
 
+/// The CA of `--tls-ca-file` with its key (`--tls-ca-key-file`), when given.
+fn load_file_ca(tls: &crate::tls::TlsSettings) -> anyhow::Result<Option<tribune_certs::RootCa>> {
+    let (Some(cert), Some(key)) = (&tls.ca_file, &tls.ca_key_file) else {
+        return Ok(None);
+    };
+    let read = |p: &PathBuf, flag: &str| {
+        std::fs::read_to_string(p).with_context(|| format!("{flag}: reading {}", p.display()))
+    };
+    let ca = tribune_certs::signing_ca(&read(cert, "--tls-ca-file")?, &read(key, "--tls-ca-key-file")?)
+        .context("--tls-ca-file and --tls-ca-key-file")?;
+    crate::mesh::ca::cluster_id_of(&ca).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Some(ca))
+}
+
+/// The IPs a server's certificate names: every address it is dialled at
+/// (loopback too when it listens on all of them).
+fn cert_ips(s: &Settings, raft: SocketAddr, grpc_tls: Option<SocketAddr>) -> Vec<std::net::IpAddr> {
+    let mut ips = Vec::new();
+    for ip in [Some(s.bind), Some(raft.ip()), grpc_tls.map(|a| a.ip())]
+        .into_iter()
+        .flatten()
+    {
+        let ip = if ip.is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            ip
+        };
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    ips
+}
+
 /// The agent's own node appears in the catalog, as in Consul.
 async fn register_self(writer: &Writer, s: &Settings) {
     let cmd = Command::Register(Registration {
@@ -528,7 +638,9 @@ async fn register_self(writer: &Writer, s: &Settings) {
 /// Where a server agent listens, for its banner.
 struct Listening {
     raft: SocketAddr,
-    grpc: SocketAddr,
+    grpc: Option<SocketAddr>,
+    grpc_tls: Option<SocketAddr>,
+    server_port_tls: bool,
     http: SocketAddr,
     lan_gossip: SocketAddr,
     wan_gossip: SocketAddr,
@@ -549,9 +661,21 @@ fn print_banner(s: &Settings, node_id: u64, data_dir: &Path, at: &Listening) {
         data_dir.display(),
         if s.dev { " (temporary)" } else { "" }
     );
-    println!("      gRPC / xDS: {}", at.grpc);
+    let off = || "off".to_string();
+    println!(
+        "      gRPC / xDS: {}",
+        at.grpc.map(|a| a.to_string()).unwrap_or_else(off)
+    );
+    println!(
+        "  gRPC / xDS TLS: {}",
+        at.grpc_tls.map(|a| a.to_string()).unwrap_or_else(off)
+    );
     println!("            HTTP: {}", at.http);
-    println!("      Server RPC: {}", at.raft);
+    println!(
+        "      Server RPC: {}{}",
+        at.raft,
+        if at.server_port_tls { " (mutual TLS)" } else { "" }
+    );
     println!("      LAN gossip: {}", at.lan_gossip);
     println!(
         "      WAN gossip: {} (primary datacenter {})",

@@ -12,6 +12,7 @@ pub(crate) const DEFAULT_SERF_LAN_PORT: u16 = 8301;
 pub(crate) const DEFAULT_SERF_WAN_PORT: u16 = 8302;
 pub(crate) const DEFAULT_HTTP_PORT: u16 = 8500;
 pub(crate) const DEFAULT_GRPC_PORT: u16 = 8502;
+pub(crate) const DEFAULT_GRPC_TLS_PORT: u16 = 8503;
 
 /// Everything an agent can be told, as the TOML config file spells it.
 #[derive(Debug, Clone, Default, Deserialize, clap::Args)]
@@ -49,9 +50,26 @@ pub(crate) struct AgentConfig {
     /// IP to bind every port to (default 127.0.0.1).
     #[arg(long)]
     pub bind: Option<IpAddr>,
-    /// gRPC API and xDS listen address (default BIND:8502).
+    /// gRPC API and xDS listen address, plaintext (default BIND:8502; "" turns it off).
     #[arg(long)]
-    pub grpc_addr: Option<SocketAddr>,
+    pub grpc_addr: Option<String>,
+    /// The same over TLS, with a server certificate from the built-in CA
+    /// (default BIND:8503 on servers; "" turns it off).
+    #[arg(long)]
+    pub grpc_tls_addr: Option<String>,
+    /// PEM file of the CA that agents' TLS certificates chain to (from
+    /// `tribune tls ca create`). On servers it turns on mutual TLS on the
+    /// server port; on a client agent, auto-encrypt.
+    #[arg(long)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// The CA's private key (servers only): a server signs its own first
+    /// certificate with it, and a new cluster's built-in CA adopts it.
+    #[arg(long)]
+    pub tls_ca_key_file: Option<PathBuf>,
+    /// Lifetime of the agents' own TLS certificates (default 72h); they
+    /// are renewed after two thirds of it.
+    #[arg(long)]
+    pub tls_cert_ttl: Option<String>,
     /// HTTP listen address (default BIND:8500).
     #[arg(long)]
     pub http_addr: Option<SocketAddr>,
@@ -153,7 +171,7 @@ impl AgentConfig {
         };
         merge!(cfg, flags;
             node, data_dir, datacenter, bootstrap_expect, bind, grpc_addr, http_addr, server_addr,
-            serf_lan_addr, serf_wan_addr, advertise_server_addr, encrypt, log_level, primary_datacenter, snapshot_threshold, snapshot_keep_logs, watch_history,
+            serf_lan_addr, serf_wan_addr, advertise_server_addr, grpc_tls_addr, tls_ca_file, tls_ca_key_file, tls_cert_ttl, encrypt, log_level, primary_datacenter, snapshot_threshold, snapshot_keep_logs, watch_history,
             default_intention, leaf_cert_ttl, ca_root_ttl, ca_sign_rate, mesh_gateway_mode, default_policy, initial_management_token, agent_token, dead_server_cleanup_after,
             reconnect_timeout, anti_entropy_interval;
             dev, server, log_json, acl_enabled);
@@ -188,7 +206,10 @@ pub(crate) struct Settings {
     pub primary_datacenter: String,
     pub dead_server_cleanup_after: Option<std::time::Duration>,
     pub bind: IpAddr,
-    pub grpc_addr: SocketAddr,
+    /// `None` when turned off (`--grpc-addr ""`).
+    pub grpc_addr: Option<SocketAddr>,
+    pub grpc_tls_addr: Option<SocketAddr>,
+    pub tls: crate::tls::TlsSettings,
     pub http_addr: SocketAddr,
     pub server_addr: SocketAddr,
     pub advertise_server_addr: Option<SocketAddr>,
@@ -225,6 +246,18 @@ fn secs(flag: &str, v: Option<&str>, default: u64, min: u64) -> anyhow::Result<u
         bail!("{flag} {v:?}: must be at least {min}s");
     }
     Ok(s)
+}
+
+/// A listen address flag where "" means off.
+fn optional_addr(flag: &str, v: Option<&str>, default: SocketAddr) -> anyhow::Result<Option<SocketAddr>> {
+    match v.map(str::trim) {
+        None => Ok(Some(default)),
+        Some("") => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("{flag} {v:?}: {e} (IP:PORT, or \"\" to turn it off)")),
+    }
 }
 
 fn host_name() -> String {
@@ -339,7 +372,22 @@ impl Settings {
                     10,
                 )?)),
             },
-            grpc_addr: cfg.grpc_addr.unwrap_or(at(DEFAULT_GRPC_PORT)),
+            grpc_addr: optional_addr("--grpc-addr", cfg.grpc_addr.as_deref(), at(DEFAULT_GRPC_PORT))?,
+            grpc_tls_addr: if server {
+                optional_addr(
+                    "--grpc-tls-addr",
+                    cfg.grpc_tls_addr.as_deref(),
+                    at(DEFAULT_GRPC_TLS_PORT),
+                )?
+            } else {
+                if cfg.grpc_tls_addr.as_deref().is_some_and(|v| !v.trim().is_empty()) {
+                    bail!(
+                        "--grpc-tls-addr is for servers: a client agent serves its local apps on --grpc-addr"
+                    );
+                }
+                None
+            },
+            tls: crate::tls::TlsSettings::resolve(cfg, server)?,
             http_addr: cfg.http_addr.unwrap_or(at(DEFAULT_HTTP_PORT)),
             server_addr: cfg.server_addr.unwrap_or(at(DEFAULT_SERVER_PORT)),
             advertise_server_addr: cfg.advertise_server_addr,
@@ -400,7 +448,8 @@ mod tests {
         let s = Settings::resolve(&cfg).unwrap();
         assert_eq!(s.node, "from-flag");
         assert_eq!(s.datacenter, "east");
-        assert_eq!(s.grpc_addr.port(), DEFAULT_GRPC_PORT);
+        assert_eq!(s.grpc_addr.map(|a| a.port()), Some(DEFAULT_GRPC_PORT));
+        assert_eq!(s.grpc_tls_addr.map(|a| a.port()), Some(DEFAULT_GRPC_TLS_PORT));
     }
 
     #[test]

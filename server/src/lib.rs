@@ -26,6 +26,7 @@ mod mesh;
 mod metrics;
 mod raft;
 mod rpc;
+mod tls;
 
 /// The `tribune` command line: parses the arguments and runs the command.
 pub use cli::main;

@@ -88,6 +88,8 @@ pub struct Ports {
     pub serf: u16,
     /// WAN gossip (servers).
     pub wan: u16,
+    /// gRPC over TLS (servers).
+    pub grpc_tls: u16,
 }
 
 impl Ports {
@@ -98,6 +100,7 @@ impl Ports {
             server: free_port(),
             serf: free_port(), // gossip: UDP and TCP on one port
             wan: free_port(),
+            grpc_tls: free_port(),
         }
     }
 
@@ -212,11 +215,16 @@ impl Agent {
             if !self.extra.iter().any(|a| a == "--serf-wan-addr") {
                 cmd.args(["--serf-wan-addr", &format!("127.0.0.1:{}", self.ports.wan)]);
             }
+            if !self.extra.iter().any(|a| a == "--grpc-tls-addr") {
+                cmd.args(["--grpc-tls-addr", &format!("127.0.0.1:{}", self.ports.grpc_tls)]);
+            }
+        }
+        if !self.extra.iter().any(|a| a == "--grpc-addr") {
+            cmd.args(["--grpc-addr", &format!("127.0.0.1:{}", self.ports.grpc)]);
         }
         let mut child = cmd
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--grpc-addr", &format!("127.0.0.1:{}", self.ports.grpc)])
             .args(["--http-addr", &format!("127.0.0.1:{}", self.ports.http)])
             .args(["--serf-lan-addr", &self.ports.serf_addr()])
             .args(&self.extra)
@@ -239,6 +247,11 @@ impl Agent {
 
     pub fn grpc_addr(&self) -> String {
         format!("127.0.0.1:{}", self.ports.grpc)
+    }
+
+    /// The gRPC TLS port (servers).
+    pub fn grpc_tls_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.ports.grpc_tls)
     }
 
     pub fn http_url(&self, path: &str) -> String {
@@ -331,6 +344,11 @@ impl Agent {
         self.child
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The agent's whole log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn log_tail(&self) -> String {

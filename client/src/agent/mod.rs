@@ -39,6 +39,9 @@ pub struct AgentSettings {
     /// The agent token (ACLs): for the agent's own node, its checks and
     /// the services registered without a token of their own.
     pub token: Option<String>,
+    /// With mutual TLS: how the servers' server port is dialled, presenting
+    /// the agent's certificate (auto-encrypt); else their plaintext gRPC port.
+    pub server_tls: Option<crate::tls::TlsConnector>,
 }
 
 /// A check of this node as the agent last saw it.
@@ -80,7 +83,10 @@ impl LocalAgent {
     pub fn start(settings: AgentSettings, gossip: Gossip) -> std::io::Result<Arc<LocalAgent>> {
         let local = LocalServices::open(&settings.data_dir.join("services"))?;
         let agent = Arc::new(LocalAgent {
-            servers: Servers::new(gossip, &settings.datacenter, settings.token.clone()),
+            servers: match settings.server_tls.clone() {
+                Some(tls) => Servers::new(gossip, &settings.datacenter, settings.token.clone()).with_tls(tls),
+                None => Servers::new(gossip, &settings.datacenter, settings.token.clone()),
+            },
             settings,
             local: Mutex::new(local),
             checks: Mutex::new(BTreeMap::new()),

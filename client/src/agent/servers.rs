@@ -15,6 +15,9 @@ pub struct Servers {
     datacenter: String,
     /// The agent token, sent with the agent's own calls.
     token: Option<String>,
+    /// With TLS, servers are called on their server port through this
+    /// (mutual TLS: it presents the agent's certificate).
+    tls: Option<crate::tls::TlsConnector>,
     picked: Mutex<Picked>,
 }
 
@@ -34,11 +37,35 @@ impl Servers {
             gossip,
             datacenter: datacenter.to_string(),
             token,
+            tls: None,
             picked: Mutex::new(Picked::default()),
         }
     }
 
+    /// Calls the servers on their server port over `tls` instead of their
+    /// plaintext gRPC port.
+    pub fn with_tls(mut self, tls: crate::tls::TlsConnector) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The alive servers' server-port addresses.
+    pub fn server_addrs(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .gossip
+            .alive(Role::Server)
+            .into_iter()
+            .filter(|m| m.datacenter == self.datacenter && !m.server_addr.is_empty())
+            .map(|m| m.server_addr)
+            .collect();
+        v.sort();
+        v
+    }
+
     fn alive(&self) -> Vec<String> {
+        if self.tls.is_some() {
+            return self.server_addrs();
+        }
         let mut v: Vec<String> = self
             .gossip
             .alive(Role::Server)
@@ -66,7 +93,7 @@ impl Servers {
                 return Ok(c.clone());
             }
         }
-        let mut c = Client::connect_any(&addrs).await?;
+        let mut c = Client::connect_any_with(&addrs, self.tls.as_ref()).await?;
         if let Some(t) = &self.token {
             c = c.with_token(t)?;
         }
@@ -85,12 +112,15 @@ impl Servers {
             if !p.channels.iter().any(|(x, _)| x == a)
                 && let Ok(e) = Endpoint::from_shared(format!("http://{a}"))
             {
-                let ch = e
+                let e = e
                     .connect_timeout(Duration::from_secs(2))
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(10))
-                    .keep_alive_timeout(Duration::from_secs(5))
-                    .connect_lazy();
+                    .keep_alive_timeout(Duration::from_secs(5));
+                let ch = match &self.tls {
+                    Some(t) => e.connect_with_connector_lazy(t.clone()),
+                    None => e.connect_lazy(),
+                };
                 p.channels.push((a.clone(), ch));
             }
         }

@@ -7,6 +7,7 @@
 //! `tribune_acl::Authorizer`'s. A method the table does not know is refused.
 
 pub(crate) mod table;
+pub(crate) mod transport;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -32,7 +32,7 @@ pub(crate) fn need(path: &str) -> Option<Need> {
         ("tribune.v1.Catalog", "ListDatacenters") => Need::Nothing,
         ("tribune.v1.Health", "UpdateTtl" | "ReportCheck" | "ListChecks") => Need::InHandler,
         ("tribune.v1.ConnectCA", "Roots") => Need::Nothing,
-        ("tribune.v1.ConnectCA", "Sign") => Need::InHandler,
+        ("tribune.v1.ConnectCA", "Sign" | "SignAgent") => Need::InHandler,
         ("tribune.v1.ConnectCA", "Rotate" | "SignIntermediate") => p(Operator, Write),
         ("tribune.v1.Intentions", "Upsert" | "Delete" | "List" | "Check") => Need::InHandler,
         ("tribune.v1.Operator", "RaftRemovePeer") => p(Operator, Write),

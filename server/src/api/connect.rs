@@ -29,6 +29,8 @@ pub(crate) struct ConnectCtx {
     pub(crate) datacenter: String,
     /// Where intention writes go when this is a secondary datacenter.
     pub(crate) primary: Arc<crate::federation::primary::Primary>,
+    /// Lifetime of client agents' certificates (auto-encrypt).
+    pub(crate) agent_cert_ttl_secs: i64,
 }
 
 impl std::ops::Deref for ConnectCtx {
@@ -154,6 +156,52 @@ impl ConnectCa for ConnectApi {
                     root_id: l.root_id.clone(),
                     serial_hex: l.serial_hex.clone(),
                     not_after_unix: l.not_after_unix,
+                }))
+            })
+            .await
+    }
+
+    async fn sign_agent(
+        &self,
+        req: Request<pb::CaSignAgentRequest>,
+    ) -> Result<Response<pb::CaSignAgentResponse>, Status> {
+        self.ctx
+            .metrics
+            .observe("CaSignAgent", async {
+                let caller = Caller::of(&req)?;
+                let req = req.into_inner();
+                validate::node_name("node", &req.node).map_err(invalid)?;
+                caller.require(&acl::node(&req.node, Access::Write))?;
+                if req.csr_pem.trim().is_empty() {
+                    return Err(Status::invalid_argument(
+                        "csr_pem: required (a PKCS#10 request, PEM)",
+                    ));
+                }
+                let ca =
+                    self.ctx.state.read().catalog.mesh().ca.clone().ok_or_else(|| {
+                        Status::unavailable("the CA is not initialized yet; retry in a moment")
+                    })?;
+                let signer = ca.signer().filter(|s| !s.key_pem.is_empty()).ok_or_else(|| {
+                    Status::unavailable("this datacenter has no signing CA yet; retry in a moment")
+                })?;
+                let cert = tribune_certs::sign_agent_csr(
+                    signer,
+                    &tribune_certs::AgentCertRequest {
+                        role: tribune_certs::AgentRole::Client,
+                        datacenter: &self.ctx.datacenter,
+                        node: &req.node,
+                        ips: &[],
+                        ttl_secs: self.ctx.agent_cert_ttl_secs,
+                        now_unix: now_unix(),
+                    },
+                    &req.csr_pem,
+                )
+                .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
+                Ok(Response::new(pb::CaSignAgentResponse {
+                    cert_pem: format!("{}{}", cert.cert_pem, ca.chain_after_leaf()),
+                    roots_pem: ca.roots.iter().map(|r| r.root.cert_pem.clone()).collect(),
+                    not_after_unix: cert.not_after_unix,
+                    roots_index: ca.modify_index,
                 }))
             })
             .await

@@ -31,6 +31,8 @@ pub(crate) struct OperatorCtx {
     pub(crate) primary: Arc<crate::federation::primary::Primary>,
     pub(crate) replication: Arc<crate::federation::replication::ReplicationStatus>,
     pub(crate) autopilot: Arc<crate::cluster::autopilot::Autopilot>,
+    /// Clients of other servers' server port (the leader's API).
+    pub(crate) peers: Arc<crate::rpc::peers::PeerClients>,
 }
 
 impl std::ops::Deref for OperatorCtx {
@@ -60,6 +62,16 @@ impl OperatorApi {
     }
 }
 
+/// `req` for the leader, with the caller's token: the leader checks it again.
+fn with_token<T>(req: Request<T>) -> Request<T> {
+    let token = req.metadata().get(crate::acl::TOKEN_HEADER).cloned();
+    let mut out = Request::new(req.into_inner());
+    if let Some(t) = token {
+        out.metadata_mut().insert(crate::acl::TOKEN_HEADER, t);
+    }
+    out
+}
+
 /// The leader's Operator API, when this server is not the leader.
 async fn leader_operator(
     ctx: &OperatorCtx,
@@ -72,11 +84,13 @@ async fn leader_operator(
     if id == ctx.node_id {
         return Ok(None);
     }
-    let client =
-        tribune_proto::v1::operator_client::OperatorClient::connect(format!("http://{}", node.grpc_addr))
-            .await
-            .map_err(|e| Status::unavailable(format!("the leader {} is unreachable: {e}", node.name)))?;
-    Ok(Some(client))
+    // The server port serves the public API too, and is the one port every
+    // server has (the plaintext gRPC port may be off).
+    let ch = ctx
+        .peers
+        .channel(&node.raft_addr)
+        .map_err(|e| Status::unavailable(format!("the leader {} is unreachable: {e}", node.name)))?;
+    Ok(Some(tribune_proto::v1::operator_client::OperatorClient::new(ch)))
 }
 
 #[tonic::async_trait]
@@ -88,11 +102,11 @@ impl Operator for OperatorApi {
         self.ctx
             .metrics
             .observe("RaftRemovePeer", async {
-                let r = req.into_inner();
-                crate::catalog::validate::node_name("node", &r.node).map_err(super::invalid)?;
+                crate::catalog::validate::node_name("node", &req.get_ref().node).map_err(super::invalid)?;
                 if let Some(mut leader) = leader_operator(&self.ctx).await? {
-                    return leader.raft_remove_peer(r).await;
+                    return leader.raft_remove_peer(with_token(req)).await;
                 }
+                let r = req.into_inner();
                 let membership = self
                     .ctx
                     .raft
@@ -136,7 +150,7 @@ impl Operator for OperatorApi {
             .metrics
             .observe("AutopilotState", async {
                 if let Some(mut leader) = leader_operator(&self.ctx).await? {
-                    return leader.autopilot_state(req.into_inner()).await;
+                    return leader.autopilot_state(with_token(req)).await;
                 }
                 Ok(Response::new(crate::cluster::autopilot::state(
                     &self.ctx.autopilot,

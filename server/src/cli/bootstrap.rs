@@ -24,6 +24,37 @@ pub(super) struct BootstrapParams<'a> {
     pub mode: XdsMode,
     /// The proxy's ACL token, sent with every ADS request.
     pub token: Option<&'a str>,
+    /// TLS to the agent's TLS port: the CA file (an absolute path) and the
+    /// name the agent's certificate must carry.
+    pub tls: Option<XdsTls<'a>>,
+}
+
+pub(super) struct XdsTls<'a> {
+    pub ca_file: &'a str,
+    pub server_name: &'a str,
+}
+
+/// Envoy verifies the agent as the CLI does: chain to the CA file, and the
+/// name (an IP SAN for an IP, else a DNS SAN, sent as SNI too).
+fn xds_transport_socket(t: &XdsTls<'_>) -> Value {
+    let is_ip = t.server_name.parse::<IpAddr>().is_ok();
+    let mut ctx = json!({
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": {
+            "alpn_protocols": ["h2"],
+            "validation_context": {
+                "trusted_ca": { "filename": t.ca_file },
+                "match_typed_subject_alt_names": [{
+                    "san_type": if is_ip { "IP_ADDRESS" } else { "DNS" },
+                    "matcher": { "exact": t.server_name },
+                }],
+            },
+        },
+    });
+    if !is_ip {
+        ctx["sni"] = json!(t.server_name);
+    }
+    json!({ "name": "envoy.transport_sockets.tls", "typed_config": ctx })
 }
 
 fn socket(host: &str, port: u16) -> Value {
@@ -50,7 +81,7 @@ pub(super) fn bootstrap(p: &BootstrapParams<'_>) -> Value {
     } else {
         "STRICT_DNS"
     };
-    json!({
+    let mut b = json!({
         "node": { "id": p.proxy_id, "cluster": p.cluster },
         "admin": { "address": socket(p.admin_host, p.admin_port) },
         "dynamic_resources": {
@@ -79,7 +110,11 @@ pub(super) fn bootstrap(p: &BootstrapParams<'_>) -> Value {
                 },
             }],
         },
-    })
+    });
+    if let Some(t) = &p.tls {
+        b["static_resources"]["clusters"][0]["transport_socket"] = xds_transport_socket(t);
+    }
+    b
 }
 
 /// Splits `HOST:PORT` (IPv6 in brackets).
@@ -108,8 +143,14 @@ mod tests {
             xds_port: 8502,
             mode: XdsMode::Delta,
             token: Some("s3cret"),
+            tls: None,
         });
         assert_eq!(b["node"]["id"], "web-1-sidecar-proxy");
+        assert!(
+            b["static_resources"]["clusters"][0]
+                .get("transport_socket")
+                .is_none()
+        );
         let md = &b["dynamic_resources"]["ads_config"]["grpc_services"][0]["initial_metadata"][0];
         assert_eq!(
             (md["key"].as_str(), md["value"].as_str()),
@@ -119,5 +160,28 @@ mod tests {
         assert_eq!(b["static_resources"]["clusters"][0]["type"], "STATIC");
         assert_eq!(host_port("[::1]:8502").unwrap(), ("::1".to_string(), 8502));
         assert!(host_port("nope").is_err());
+    }
+
+    #[test]
+    fn with_a_ca_file_envoy_verifies_the_agent() {
+        let b = bootstrap(&BootstrapParams {
+            proxy_id: "web-1-sidecar-proxy",
+            cluster: "web",
+            admin_host: "127.0.0.1",
+            admin_port: 19000,
+            xds_host: "127.0.0.1",
+            xds_port: 8503,
+            mode: XdsMode::Delta,
+            token: None,
+            tls: Some(XdsTls {
+                ca_file: "/etc/tribune/ca.pem",
+                server_name: "server.dc1.tribune",
+            }),
+        });
+        let ts = &b["static_resources"]["clusters"][0]["transport_socket"]["typed_config"];
+        assert_eq!(ts["sni"], "server.dc1.tribune");
+        let v = &ts["common_tls_context"]["validation_context"];
+        assert_eq!(v["trusted_ca"]["filename"], "/etc/tribune/ca.pem");
+        assert_eq!(v["match_typed_subject_alt_names"][0]["san_type"], "DNS");
     }
 }

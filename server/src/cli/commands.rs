@@ -45,7 +45,25 @@ async fn shutdown_signal() {
 }
 
 pub(super) async fn connect(c: &ClientArgs) -> anyhow::Result<Client> {
-    let mut client = Client::connect(&c.grpc_addr).await?.stale(c.stale);
+    let addrs: Vec<String> = c
+        .grpc_addr
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(String::from)
+        .collect();
+    let tls = match &c.ca_file {
+        Some(path) => {
+            use tribune_client::tls::{ServerCheck, TlsConnector, Trust, client_config};
+            let trust = Trust::from_file(&path.display().to_string()).context("--ca-file")?;
+            let check = ServerCheck::named(c.tls_server_name.as_deref()).context("--tls-server-name")?;
+            Some(TlsConnector::new(client_config(trust, check, None), None))
+        }
+        None => None,
+    };
+    let mut client = Client::connect_any_with(&addrs, tls.as_ref())
+        .await?
+        .stale(c.stale);
     if let Some(t) = &c.token {
         client = client.with_token(t)?;
     }

@@ -234,7 +234,18 @@ async fn envoy(c: &ClientArgs, a: EnvoyArgs) -> anyhow::Result<()> {
         (None, None) => bail!("give --sidecar-for SERVICE_ID or --gateway mesh --service NAME"),
     };
     let (admin_host, admin_port) = host_port(&a.admin_bind).context("--admin-bind")?;
-    let (xds_host, xds_port) = host_port(&c.grpc_addr).context("--grpc-addr")?;
+    let first_addr = c.grpc_addr.split(',').next().unwrap_or_default().trim();
+    let (xds_host, xds_port) = host_port(first_addr).context("--grpc-addr")?;
+    let ca_file = match &c.ca_file {
+        Some(p) => Some(
+            std::fs::canonicalize(p)
+                .with_context(|| format!("--ca-file {}", p.display()))?
+                .display()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let server_name = c.tls_server_name.clone().unwrap_or_else(|| xds_host.clone());
     let json = bootstrap(&BootstrapParams {
         proxy_id: &proxy_id,
         cluster: &cluster,
@@ -244,6 +255,10 @@ async fn envoy(c: &ClientArgs, a: EnvoyArgs) -> anyhow::Result<()> {
         xds_port,
         mode: a.xds_mode,
         token: c.token.as_deref().filter(|t| !t.is_empty()),
+        tls: ca_file.as_deref().map(|ca_file| super::bootstrap::XdsTls {
+            ca_file,
+            server_name: &server_name,
+        }),
     });
     let text = serde_json::to_string_pretty(&json)?;
     if a.bootstrap {

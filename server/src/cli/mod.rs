@@ -7,6 +7,7 @@ mod commands;
 mod connect;
 mod output;
 mod register;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +57,11 @@ enum Cmd {
     Keyring(KeyringCmd),
     /// Access control: bootstrap, policies, tokens.
     Acl(AclCmd),
+    /// TLS between agents: create the cluster's CA.
+    Tls {
+        #[command(subcommand)]
+        cmd: tls::TlsSub,
+    },
 }
 
 #[derive(Args)]
@@ -130,6 +136,14 @@ pub(crate) struct ClientArgs {
     /// ACL token.
     #[arg(long, env = "TRIBUNE_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
+    /// CA certificate (PEM) the agent's TLS port is verified with: turns
+    /// TLS on (give --grpc-addr the TLS port, 8503).
+    #[arg(long, env = "TRIBUNE_CACERT", global = true)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The name the agent's certificate must carry (default: the host of
+    /// --grpc-addr; servers carry server.<dc>.tribune).
+    #[arg(long, env = "TRIBUNE_TLS_SERVER_NAME", global = true)]
+    pub tls_server_name: Option<String>,
     /// The datacenter that serves the request (default: the agent's own);
     /// the agent's servers forward it there.
     #[arg(long, env = "TRIBUNE_DATACENTER", global = true)]
@@ -312,7 +326,14 @@ pub fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            let msg = format!("{e:#}");
+            eprintln!("Error: {msg}");
+            // A plaintext client on a TLS port sees only this.
+            let plaintext_on_tls =
+                msg.ends_with("unknown: transport error") || msg.contains("h2 protocol error");
+            if plaintext_on_tls && !msg.contains("certificate") {
+                eprintln!("  (is --grpc-addr a TLS port, such as 8503? then give --ca-file)");
+            }
             ExitCode::FAILURE
         }
     }
@@ -361,6 +382,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Connect(s) => connect::run_connect(&s.client, s.cmd).await,
         Cmd::Intention(s) => connect::run_intention(&s.client, s.cmd).await,
         Cmd::Acl(s) => acl::run(&s.client, s.cmd).await,
+        Cmd::Tls { cmd } => tls::run(cmd),
         Cmd::Members(s) => c::members(&s.client, s.wan).await,
         Cmd::Keygen => {
             println!("{}", tribune_client::gossip::Keyring::generate_key());

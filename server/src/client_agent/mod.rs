@@ -29,16 +29,25 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
         .clone()
         .context("a client agent needs --data-dir")?;
     prepare_data_dir(&data_dir)?;
-    let grpc_listener = bind("gRPC", settings.grpc_addr).await?;
+    let grpc_listener = bind(
+        "gRPC",
+        settings.grpc_addr.context(
+            "--grpc-addr \"\": a client agent serves the apps on its node there and cannot turn it off",
+        )?,
+    )
+    .await?;
     let http_listener = bind("HTTP", settings.http_addr).await?;
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let gossip = Gossip::start(
-        crate::agent::gossip_member(&settings, Role::Client, String::new(), grpc_addr, None),
+        crate::agent::gossip_member(&settings, Role::Client, String::new(), Some(grpc_addr), None),
         settings.retry_join.clone(),
         crate::agent::gossip_config(&settings, &data_dir)?,
     )
     .await?;
+    // With a CA file the agent calls the servers' server port with mutual
+    // TLS, presenting the certificate auto-encrypt gets it.
+    let agent_tls = crate::tls::AgentTls::new(&settings.tls)?;
     let agent = LocalAgent::start(
         AgentSettings {
             node: settings.node.clone(),
@@ -47,10 +56,22 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
             data_dir: data_dir.clone(),
             anti_entropy_interval: settings.anti_entropy_interval,
             token: settings.acl.agent_token.clone(),
+            server_tls: agent_tls.server_port_connector(None),
         },
         gossip.clone(),
     )
     .context("loading the services this agent owns")?;
+    if agent_tls.mutual {
+        let agent = agent.clone();
+        tokio::spawn(crate::tls::auto_encrypt::run(
+            Arc::new(crate::tls::auto_encrypt::AutoEncrypt {
+                tls: agent_tls.clone(),
+                node: settings.node.clone(),
+                token: settings.acl.agent_token.clone(),
+            }),
+            move || agent.servers().server_addrs(),
+        ));
+    }
 
     let (stop_tx, stopped) = crate::agent::stop_signal();
     let api_server = tonic::transport::Server::builder()

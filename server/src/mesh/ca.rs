@@ -42,6 +42,26 @@ pub(crate) struct CaDuties {
     /// This datacenter is a secondary one: its CA follows the primary's
     /// (`federation::ca`) and is never initialized or pruned here.
     pub(crate) secondary: bool,
+    /// The operator's CA (`--tls-ca-file` and its key): a new cluster's
+    /// first root, so that agents' certificates and the mesh share one CA.
+    pub(crate) adopt: Option<tribune_certs::RootCa>,
+}
+
+/// The cluster ID a CA made by `tribune tls ca create` names: its only URI
+/// SAN is `spiffe://<cluster-id>.tribune`.
+pub(crate) fn cluster_id_of(root: &tribune_certs::RootCa) -> Result<String, CaError> {
+    let info = tribune_certs::inspect(&root.cert_pem)?;
+    info.uri_sans
+        .iter()
+        .find_map(|u| u.strip_prefix("spiffe://")?.strip_suffix(".tribune"))
+        .map(str::to_string)
+        .ok_or_else(|| {
+            CaError::Cert(tribune_certs::CertError::InvalidArgument {
+                what: "--tls-ca-file",
+                reason: "names no spiffe://<cluster-id>.tribune trust domain (make it with `tribune tls ca create`)"
+                    .into(),
+            })
+        })
 }
 
 /// Runs for the life of the agent; acts only while this server leads and
@@ -70,9 +90,16 @@ async fn ensure_initialized(ctx: &CaDuties) -> Result<(), CaError> {
     if ctx.state.read().catalog.mesh().ca.is_some() {
         return Ok(());
     }
-    let cluster_id = uuid::Uuid::new_v4().to_string();
+    let (cluster_id, root) = match &ctx.adopt {
+        Some(root) => (cluster_id_of(root)?, root.clone()),
+        None => {
+            let cluster_id = uuid::Uuid::new_v4().to_string();
+            let td = tribune_certs::trust_domain(&cluster_id);
+            let root = new_root(&td, "Tribune CA 1", ctx.mesh.root_ttl_secs as i64, now_unix())?;
+            (cluster_id, root)
+        }
+    };
     let td = tribune_certs::trust_domain(&cluster_id);
-    let root = new_root(&td, "Tribune CA 1", ctx.mesh.root_ttl_secs as i64, now_unix())?;
     tracing::info!(trust_domain = %td, root = %root.id, "initializing the CA");
     ctx.writer
         .propose(Command::Mesh(MeshCommand::CaInit {

@@ -37,6 +37,8 @@ pub(crate) struct RaftStatus {
 pub(crate) struct PeerClients {
     channels: Mutex<HashMap<String, Channel>>,
     source: Option<std::net::IpAddr>,
+    /// Mutual TLS on the server port, when on.
+    tls: Option<tribune_client::tls::TlsConnector>,
 }
 
 impl PeerClients {
@@ -47,7 +49,14 @@ impl PeerClients {
         PeerClients {
             channels: Mutex::default(),
             source,
+            tls: None,
         }
+    }
+
+    /// Dials through `tls` (mutual TLS; it binds the source itself).
+    pub(crate) fn with_tls(mut self, tls: Option<tribune_client::tls::TlsConnector>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The one channel kept for the server port at `addr`: server RPC, and
@@ -57,15 +66,18 @@ impl PeerClients {
         if let Some(c) = m.get(addr) {
             return Ok(c.clone());
         }
-        let ch = Endpoint::from_shared(format!("http://{addr}"))
+        let e = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| PeerError::Unreachable {
                 addr: addr.into(),
                 message: e.to_string(),
             })?
             .local_address(self.source)
             .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        let ch = match &self.tls {
+            Some(t) => e.connect_with_connector_lazy(t.clone()),
+            None => e.connect_lazy(),
+        };
         m.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }
