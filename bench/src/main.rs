@@ -11,6 +11,7 @@ mod aclcost;
 mod cluster;
 mod etcd;
 mod federation;
+mod handshakes;
 mod load;
 mod logstore;
 mod mesh;
@@ -60,8 +61,11 @@ enum Cmd {
     /// A read served by another datacenter through a local server, against
     /// the same read made there directly.
     Forwarding(federation::ForwardingArgs),
-    /// Writes/s with ACLs on (a token with prefix rules) against off, in one run.
+    /// Writes/s with ACLs on (a token with prefix rules), and with ACLs and
+    /// TLS on, against both off, in one run.
     AclCost(aclcost::AclCostArgs),
+    /// Full TLS handshakes per second on the gRPC TLS port.
+    TlsHandshakes(handshakes::HandshakeArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -134,6 +138,7 @@ async fn main() -> Result<()> {
             Cmd::LogStore(args) => logstore::run(args),
             Cmd::Forwarding(args) => federation::run(args).await,
             Cmd::AclCost(args) => aclcost::run_cost(args).await,
+            Cmd::TlsHandshakes(args) => handshakes::run(args).await,
         }
     };
     tokio::select! {

@@ -100,7 +100,15 @@ pub struct FanoutArgs {
     /// on 127.0.0.2): a change in dc2 against the last dc1 sidecar.
     #[arg(long)]
     across_datacenters: bool,
+    /// ACLs on, default deny: each sidecar's stream carries a
+    /// service-identity token of its service, authorized when it opens,
+    /// on every request and every minute.
+    #[arg(long)]
+    acl: bool,
 }
+
+/// The management token of `--acl` runs.
+const ROOT: &str = "5e0c9a8b-1f2d-4e3c-8b7a-6d5c4b3a2f10";
 
 /// What one stream reports: its number, and how many endpoints it holds.
 type Report = (usize, usize, Instant);
@@ -177,10 +185,21 @@ async fn sidecar(
 
 struct StreamSpec {
     n: usize,
+    /// The proxy's ACL token (`--acl`).
+    token: Option<String>,
     proxy_id: String,
     cluster: String,
     sni: String,
     leaf: String,
+}
+
+/// A request carrying `token` as `x-tribune-token`, when given.
+fn with_token<T>(body: T, token: Option<&str>) -> Result<tonic::Request<T>> {
+    let mut r = tonic::Request::new(body);
+    if let Some(t) = token {
+        r.metadata_mut().insert("x-tribune-token", t.parse()?);
+    }
+    Ok(r)
 }
 
 async fn run_delta(ch: Channel, s: StreamSpec, tx: mpsc::UnboundedSender<Report>) -> Result<()> {
@@ -207,7 +226,7 @@ async fn run_delta(ch: Channel, s: StreamSpec, tx: mpsc::UnboundedSender<Report>
             .await?;
     }
     let mut resp = AggregatedDiscoveryServiceClient::new(ch)
-        .delta_aggregated_resources(ReceiverStream::new(req_rx))
+        .delta_aggregated_resources(with_token(ReceiverStream::new(req_rx), s.token.as_deref())?)
         .await?
         .into_inner();
     while let Some(r) = resp.message().await? {
@@ -250,7 +269,7 @@ async fn run_sotw(ch: Channel, s: StreamSpec, tx: mpsc::UnboundedSender<Report>)
             .await?;
     }
     let mut resp = AggregatedDiscoveryServiceClient::new(ch)
-        .stream_aggregated_resources(ReceiverStream::new(req_rx))
+        .stream_aggregated_resources(with_token(ReceiverStream::new(req_rx), s.token.as_deref())?)
         .await?
         .into_inner();
     while let Some(r) = resp.message().await? {
@@ -322,6 +341,21 @@ struct Servers {
 }
 
 async fn servers(args: &FanoutArgs) -> Result<Servers> {
+    if args.acl {
+        anyhow::ensure!(!args.across_datacenters, "--acl runs within one datacenter");
+        let local = crate::tribune::start_with(
+            &args.tribune_bin,
+            &[
+                "--acl-enabled",
+                "--default-policy",
+                "deny",
+                "--initial-management-token",
+                ROOT,
+            ],
+        )
+        .await?;
+        return Ok(Servers { local, api_dc: None });
+    }
     if !args.across_datacenters {
         let local = crate::tribune::start(&args.tribune_bin, None, None).await?;
         return Ok(Servers { local, api_dc: None });
@@ -353,7 +387,16 @@ async fn fanout_one(args: &FanoutArgs, n: usize, mode: Mode) -> Result<FanoutRes
     let servers = servers(args).await?;
     let t = &servers.local;
     let pid = t.server.pid().context("the server has no pid")?;
-    let client = Client::connect(&t.grpc_addr).await?;
+    let mut client = Client::connect(&t.grpc_addr).await?;
+    if args.acl {
+        client = client.with_token(ROOT)?;
+        // The leader writes the configured management token once it leads.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while client.acl_whoami().await.is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "the management token never appeared");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let (api_client, api_dc, upstream) = match &servers.api_dc {
         Some(dc2) => (
             Client::connect(&dc2.grpc_addr).await?,
@@ -401,6 +444,19 @@ async fn fanout_one(args: &FanoutArgs, n: usize, mode: Mode) -> Result<FanoutRes
         }
     };
     let sni = format!("api.default.{api_dc}.internal.{td}");
+    // One service-identity token per service, shared by its sidecars.
+    let mut tokens = Vec::new();
+    if args.acl {
+        for i in 0..args.services {
+            let t = client
+                .acl_token_create(tribune_client::api::AclTokenCreateRequest {
+                    service_identities: vec![format!("app-{i}")],
+                    ..Default::default()
+                })
+                .await?;
+            tokens.push(t.secret_id);
+        }
+    }
     let rss_before = vm_rss_kib(pid)?;
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
@@ -418,6 +474,7 @@ async fn fanout_one(args: &FanoutArgs, n: usize, mode: Mode) -> Result<FanoutRes
     for i in 0..n {
         let spec = StreamSpec {
             n: i,
+            token: tokens.get(i % args.services).cloned(),
             proxy_id: format!("app-{i}-sidecar-proxy"),
             cluster: format!("app-{}", i % args.services),
             sni: sni.clone(),

@@ -94,9 +94,6 @@ impl AgentSpec {
             &self.http_addr,
             "--server-addr",
             &self.server_addr,
-            // Any free port: servers on one host must not collide on 8503.
-            "--grpc-tls-addr",
-            "127.0.0.1:0",
         ]
         .map(String::from)
         .to_vec();
@@ -130,6 +127,10 @@ impl AgentSpec {
         }
         if let Some(l) = log_level {
             a.extend(["--log-level".into(), l.into()]);
+        }
+        if !self.extra.iter().any(|e| e == "--grpc-tls-addr") {
+            // Any free port: servers on one host must not collide on 8503.
+            a.extend(["--grpc-tls-addr".into(), "127.0.0.1:0".into()]);
         }
         a.extend(self.extra.iter().cloned());
         a
@@ -422,7 +423,18 @@ impl Registrar {
         meta_value: Arc<String>,
         token: Option<&str>,
     ) -> Result<Self> {
-        let mut c = Client::connect(addr)
+        Self::with_tls(addr, id_prefix, meta_value, token, None).await
+    }
+
+    /// The same, over TLS through `tls` when given.
+    pub async fn with_tls(
+        addr: &str,
+        id_prefix: String,
+        meta_value: Arc<String>,
+        token: Option<&str>,
+        tls: Option<&tribune_client::tls::TlsConnector>,
+    ) -> Result<Self> {
+        let mut c = Client::connect_any_with(&[addr.to_string()], tls)
             .await
             .with_context(|| format!("connecting to Tribune at {addr}"))?;
         if let Some(t) = token {

@@ -403,6 +403,15 @@ impl TlsConnector {
         TlsConnector { config, source }
     }
 
+    /// Connects to `addr` (`HOST:PORT`) and completes a handshake, then
+    /// drops the connection: for benchmarks and probes.
+    pub async fn handshake(&self, addr: &str) -> Result<(), std::io::Error> {
+        let uri: tonic::codegen::http::Uri = format!("http://{addr}")
+            .parse()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr}: {e}")))?;
+        self.clone().connect(uri).await.map(drop)
+    }
+
     async fn connect(
         self,
         uri: tonic::codegen::http::Uri,

@@ -332,7 +332,12 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
             writer: writer.clone(),
         },
     )));
-    let acl = crate::acl::Acl::new(settings.acl.clone(), settings.datacenter.clone(), state.clone());
+    let acl = crate::acl::Acl::new(
+        settings.acl.clone(),
+        settings.datacenter.clone(),
+        state.clone(),
+        (settings.primary_datacenter != settings.datacenter).then(|| replication.clone()),
+    );
     let api_routes = crate::api::routes(Services {
         catalog: CatalogCtx {
             core: core.clone(),

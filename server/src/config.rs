@@ -126,6 +126,15 @@ pub(crate) struct AgentConfig {
     /// without a token (default allow; deny is recommended).
     #[arg(long)]
     pub default_policy: Option<String>,
+    /// What a secondary datacenter decides once it has not reached the
+    /// primary's ACLs for --acl-token-ttl: extend-cache (the default: its
+    /// last copy), allow or deny.
+    #[arg(long)]
+    pub down_policy: Option<String>,
+    /// How old a secondary's copy of the primary's ACLs may grow before the
+    /// down policy applies (default 30s).
+    #[arg(long)]
+    pub acl_token_ttl: Option<String>,
     /// A management token's secret ID, created once by the leader.
     #[arg(long)]
     pub initial_management_token: Option<String>,
@@ -172,7 +181,7 @@ impl AgentConfig {
         merge!(cfg, flags;
             node, data_dir, datacenter, bootstrap_expect, bind, grpc_addr, http_addr, server_addr,
             serf_lan_addr, serf_wan_addr, advertise_server_addr, grpc_tls_addr, tls_ca_file, tls_ca_key_file, tls_cert_ttl, encrypt, log_level, primary_datacenter, snapshot_threshold, snapshot_keep_logs, watch_history,
-            default_intention, leaf_cert_ttl, ca_root_ttl, ca_sign_rate, mesh_gateway_mode, default_policy, initial_management_token, agent_token, dead_server_cleanup_after,
+            default_intention, leaf_cert_ttl, ca_root_ttl, ca_sign_rate, mesh_gateway_mode, default_policy, down_policy, acl_token_ttl, initial_management_token, agent_token, dead_server_cleanup_after,
             reconnect_timeout, anti_entropy_interval;
             dev, server, log_json, acl_enabled);
         if !flags.retry_join.is_empty() {
@@ -404,6 +413,18 @@ impl Settings {
                 },
                 initial_management_token: cfg.initial_management_token.clone().filter(|t| !t.is_empty()),
                 agent_token: cfg.agent_token.clone().filter(|t| !t.is_empty()),
+                down_policy: match cfg.down_policy.as_deref() {
+                    None => crate::acl::DownPolicy::ExtendCache,
+                    Some(v) => crate::acl::DownPolicy::parse(v).ok_or_else(|| {
+                        anyhow::anyhow!("--down-policy {v:?}: use extend-cache, allow or deny")
+                    })?,
+                },
+                token_ttl: std::time::Duration::from_secs(secs(
+                    "--acl-token-ttl",
+                    cfg.acl_token_ttl.as_deref(),
+                    30,
+                    1,
+                )?),
             },
             mesh: crate::mesh::MeshSettings {
                 default_allow: match cfg.default_intention.as_deref() {

@@ -391,6 +391,37 @@ fn a_secondary_copies_the_primarys_acls_and_keeps_them_while_it_is_down() {
         &format!("127.0.0.1:{}", dc1.ports.wan),
         &acl,
     );
+    // dc3 refuses everything once it has not reached dc1 for 2 s.
+    let dc3_ports = Ports::free();
+    let (s3, w3) = (
+        format!("127.0.0.3:{}", dc3_ports.server),
+        format!("127.0.0.3:{}", dc3_ports.wan),
+    );
+    let join = format!("127.0.0.1:{}", dc1.ports.wan);
+    let dc3 = Agent::start_in(
+        &dir.path().join("dc3"),
+        dc3_ports,
+        &[
+            &[
+                "--datacenter",
+                "dc3",
+                "--primary-datacenter",
+                "dc1",
+                "--server-addr",
+                &s3,
+                "--serf-wan-addr",
+                &w3,
+                "--retry-join-wan",
+                &join,
+                "--down-policy",
+                "deny",
+                "--acl-token-ttl",
+                "2s",
+            ][..],
+            &acl[..],
+        ]
+        .concat(),
+    );
     // The leader creates the configured management token shortly after it
     // is elected.
     let known = eventually(Duration::from_secs(10), || {
@@ -417,6 +448,12 @@ fn a_secondary_copies_the_primarys_acls_and_keeps_them_while_it_is_down() {
             .success()
     });
     assert!(copied.is_some(), "dc1's token never worked in dc2");
+    let copied = eventually(Duration::from_secs(20), || {
+        with_token(&dc3, &web_secret, &register("web", "web-3"))
+            .status
+            .success()
+    });
+    assert!(copied.is_some(), "dc1's token never worked in dc3");
     refused(
         with_token(&dc2, &web_secret, &register("api", "api-1")),
         "lacks service:write on api",
@@ -452,13 +489,25 @@ fn a_secondary_copies_the_primarys_acls_and_keeps_them_while_it_is_down() {
         "{status}"
     );
 
-    // dc1 down: dc2 decides with its copy.
+    // dc1 down: dc2 decides with its copy (extend-cache, the default);
+    // dc3, whose down policy is deny, refuses once its copy is 2 s old.
     dc1.kill9();
     ok(with_token(&dc2, &web_secret, &register("web", "web-2")));
     refused(
         with_token(&dc2, &web_secret, &register("api", "api-1")),
         "lacks service:write on api",
     );
+    let denied = eventually(Duration::from_secs(15), || {
+        let o = with_token(&dc3, &web_secret, &register("web", "web-4"));
+        !o.status.success() && stderr(&o).contains("its down policy is deny")
+    });
+    assert!(
+        denied.is_some(),
+        "dc3 kept allowing with dc1 down:\n{}",
+        dc3.log_tail()
+    );
+    // By now dc2's copy is as old, and it still decides with it.
+    ok(with_token(&dc2, &web_secret, &register("web", "web-5")));
 }
 
 /// The README's table, method by method, for every method whose permission

@@ -34,6 +34,32 @@ pub(crate) struct AclSettings {
     pub(crate) initial_management_token: Option<String>,
     /// A client agent's token for its own node, checks and syncs.
     pub(crate) agent_token: Option<String>,
+    /// What a secondary decides once its copy of the primary's ACLs is
+    /// older than `token_ttl`.
+    pub(crate) down_policy: DownPolicy,
+    pub(crate) token_ttl: std::time::Duration,
+}
+
+/// What a secondary datacenter decides while the primary cannot be reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DownPolicy {
+    /// Decide with the last copy of the primary's policies and tokens.
+    ExtendCache,
+    /// Allow every call.
+    Allow,
+    /// Refuse every call.
+    Deny,
+}
+
+impl DownPolicy {
+    pub(crate) fn parse(v: &str) -> Option<DownPolicy> {
+        match v {
+            "extend-cache" => Some(DownPolicy::ExtendCache),
+            "allow" => Some(DownPolicy::Allow),
+            "deny" => Some(DownPolicy::Deny),
+            _ => None,
+        }
+    }
 }
 
 /// Who a request acts as.
@@ -42,6 +68,9 @@ pub(crate) struct Caller {
     /// `None`: no token was sent (the anonymous token).
     pub(crate) accessor_id: Option<String>,
     authz: Arc<Authorizer>,
+    /// Decided by the down policy `deny`: the primary's ACLs have not been
+    /// reached for this many seconds.
+    down_for_secs: Option<u64>,
 }
 
 impl Caller {
@@ -50,6 +79,7 @@ impl Caller {
         Caller {
             accessor_id: None,
             authz: Arc::new(Authorizer::management()),
+            down_for_secs: None,
         }
     }
 
@@ -58,6 +88,7 @@ impl Caller {
         Caller {
             accessor_id: accessor_id.map(str::to_string),
             authz: Arc::new(authz),
+            down_for_secs: None,
         }
     }
 
@@ -70,6 +101,12 @@ impl Caller {
     pub(crate) fn require(&self, p: &Permission) -> Result<(), Status> {
         if self.allows(p) {
             return Ok(());
+        }
+        if let Some(secs) = self.down_for_secs {
+            return Err(Status::permission_denied(format!(
+                "{p} is refused: this datacenter has not reached the primary's ACLs for {secs}s \
+                 and its down policy is deny"
+            )));
         }
         Err(match &self.accessor_id {
             None => Status::unauthenticated(format!(
@@ -125,18 +162,39 @@ pub(crate) struct Acl {
     pub(crate) settings: AclSettings,
     datacenter: String,
     state: Arc<Shared>,
+    /// A secondary's replication of the primary's ACLs (`None`: the primary).
+    replica: Option<Arc<crate::federation::replication::ReplicationStatus>>,
+    started: std::time::Instant,
     /// Parsed rules by policy ID, with the index they were parsed at.
     parsed: Mutex<HashMap<String, (u64, Arc<Rules>)>>,
 }
 
 impl Acl {
-    pub(crate) fn new(settings: AclSettings, datacenter: String, state: Arc<Shared>) -> Arc<Acl> {
+    pub(crate) fn new(
+        settings: AclSettings,
+        datacenter: String,
+        state: Arc<Shared>,
+        replica: Option<Arc<crate::federation::replication::ReplicationStatus>>,
+    ) -> Arc<Acl> {
         Arc::new(Acl {
             settings,
             datacenter,
             state,
+            replica,
+            started: std::time::Instant::now(),
             parsed: Mutex::default(),
         })
+    }
+
+    /// How long a secondary's copy has gone without reaching the primary,
+    /// once that is longer than the token TTL.
+    fn primary_down_for(&self) -> Option<std::time::Duration> {
+        let status = self
+            .replica
+            .as_ref()?
+            .of(crate::federation::replication::Kind::Acl);
+        let age = status.last_success.unwrap_or(self.started).elapsed();
+        (age > self.settings.token_ttl).then_some(age)
     }
 
     fn rules_of(&self, t: &Token) -> Vec<Arc<Rules>> {
@@ -193,10 +251,23 @@ impl Acl {
         if !self.settings.enabled {
             return Ok(Caller::management());
         }
+        if self.settings.down_policy != DownPolicy::ExtendCache
+            && let Some(age) = self.primary_down_for()
+        {
+            return Ok(match self.settings.down_policy {
+                DownPolicy::Allow => Caller::management(),
+                _ => Caller {
+                    accessor_id: None,
+                    authz: Arc::new(Authorizer::new([], false)),
+                    down_for_secs: Some(age.as_secs()),
+                },
+            });
+        }
         let Some(secret) = secret.filter(|s| !s.is_empty()) else {
             return Ok(Caller {
                 accessor_id: None,
                 authz: Arc::new(Authorizer::new([], self.settings.default_allow)),
+                down_for_secs: None,
             });
         };
         let token = self
@@ -224,6 +295,7 @@ impl Acl {
         Ok(Caller {
             accessor_id: Some(token.accessor_id),
             authz: Arc::new(authz),
+            down_for_secs: None,
         })
     }
 }

@@ -52,7 +52,7 @@ pub(super) async fn connect(c: &ClientArgs) -> anyhow::Result<Client> {
         .filter(|a| !a.is_empty())
         .map(String::from)
         .collect();
-    let tls = match &c.ca_file {
+    let tls = match c.ca_file() {
         Some(path) => {
             use tribune_client::tls::{ServerCheck, TlsConnector, Trust, client_config};
             let trust = Trust::from_file(&path.display().to_string()).context("--ca-file")?;

@@ -236,7 +236,7 @@ async fn envoy(c: &ClientArgs, a: EnvoyArgs) -> anyhow::Result<()> {
     let (admin_host, admin_port) = host_port(&a.admin_bind).context("--admin-bind")?;
     let first_addr = c.grpc_addr.split(',').next().unwrap_or_default().trim();
     let (xds_host, xds_port) = host_port(first_addr).context("--grpc-addr")?;
-    let ca_file = match &c.ca_file {
+    let ca_file = match c.ca_file() {
         Some(p) => Some(
             std::fs::canonicalize(p)
                 .with_context(|| format!("--ca-file {}", p.display()))?

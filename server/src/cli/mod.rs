@@ -137,7 +137,7 @@ pub(crate) struct ClientArgs {
     #[arg(long, env = "TRIBUNE_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
     /// CA certificate (PEM) the agent's TLS port is verified with: turns
-    /// TLS on (give --grpc-addr the TLS port, 8503).
+    /// TLS on (give --grpc-addr the TLS port, 8503); "" turns it off.
     #[arg(long, env = "TRIBUNE_CACERT", global = true)]
     pub ca_file: Option<std::path::PathBuf>,
     /// The name the agent's certificate must carry (default: the host of
@@ -155,6 +155,13 @@ pub(crate) struct ClientArgs {
     /// through the leader (faster; may lag).
     #[arg(long, global = true)]
     pub stale: bool,
+}
+
+impl ClientArgs {
+    /// The CA file, unless TLS is off (none given, or "").
+    pub(crate) fn ca_file(&self) -> Option<&std::path::Path> {
+        self.ca_file.as_deref().filter(|p| !p.as_os_str().is_empty())
+    }
 }
 
 #[derive(Args)]
