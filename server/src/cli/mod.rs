@@ -139,7 +139,7 @@ pub(crate) struct ClientArgs {
     /// CA certificate (PEM) the agent's TLS port is verified with: turns
     /// TLS on (give --grpc-addr the TLS port, 8503); "" turns it off.
     #[arg(long, env = "TRIBUNE_CACERT", global = true)]
-    pub ca_file: Option<std::path::PathBuf>,
+    pub ca_file: Option<String>,
     /// The name the agent's certificate must carry (default: the host of
     /// --grpc-addr; servers carry server.<dc>.tribune).
     #[arg(long, env = "TRIBUNE_TLS_SERVER_NAME", global = true)]
@@ -160,7 +160,10 @@ pub(crate) struct ClientArgs {
 impl ClientArgs {
     /// The CA file, unless TLS is off (none given, or "").
     pub(crate) fn ca_file(&self) -> Option<&std::path::Path> {
-        self.ca_file.as_deref().filter(|p| !p.as_os_str().is_empty())
+        self.ca_file
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .map(std::path::Path::new)
     }
 }
 
