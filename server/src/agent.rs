@@ -380,6 +380,7 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
         xds_streams: xds_streams.clone(),
         tokens: acl.clone(),
         gossip: gossip.clone(),
+        peers: peers.clone(),
     })?;
     // Requests for another datacenter leave before any service sees them.
     let forwarder = Arc::new(crate::federation::forward::Forwarder {

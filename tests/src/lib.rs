@@ -46,6 +46,30 @@ pub fn tribune_bin() -> PathBuf {
     bin
 }
 
+/// What a finished command printed on stderr.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The command succeeded: its stdout.
+#[track_caller]
+pub fn ok(o: Output) -> String {
+    assert!(o.status.success(), "failed: {}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The command failed, and what it printed says `needle`.
+#[track_caller]
+pub fn refused(o: Output, needle: &str) {
+    assert!(
+        !o.status.success(),
+        "succeeded: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let e = format!("{}{}", stderr(&o), String::from_utf8_lossy(&o.stdout));
+    assert!(e.contains(needle), "expected {needle:?} in: {e}");
+}
+
 /// A tool installed by `scripts/setup.sh` into `.tools/bin`.
 pub fn tool(name: &str) -> PathBuf {
     let p = workspace().join(".tools/bin").join(name);

@@ -6,34 +6,12 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
 
-use tribune_tests::Agent;
+use tribune_tests::{Agent, ok, refused, stderr};
 
 fn with_token(agent: &Agent, token: &str, args: &[&str]) -> Output {
     let mut a = args.to_vec();
     a.extend(["--token", token]);
     agent.cli(&a)
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// The command failed, and its error says `needle`.
-#[track_caller]
-fn refused(o: Output, needle: &str) {
-    assert!(
-        !o.status.success(),
-        "succeeded: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    let e = stderr(&o);
-    assert!(e.contains(needle), "expected {needle:?} in: {e}");
-}
-
-#[track_caller]
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "failed: {}", stderr(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn json(o: Output) -> serde_json::Value {

@@ -12,28 +12,7 @@ use std::time::Duration;
 
 use tribune_tests::cluster::Cluster;
 use tribune_tests::mesh::{Envoy, eventually};
-use tribune_tests::{Agent, tool, tribune_bin};
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-#[track_caller]
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "failed: {}", stderr(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-#[track_caller]
-fn refused(o: Output, needle: &str) {
-    assert!(
-        !o.status.success(),
-        "succeeded: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    let e = format!("{}{}", stderr(&o), String::from_utf8_lossy(&o.stdout));
-    assert!(e.contains(needle), "expected {needle:?} in: {e}");
-}
+use tribune_tests::{Agent, ok, refused, stderr, tool, tribune_bin};
 
 /// `tribune ARGS` against `addr`, trusting `ca` when given.
 fn cli(addr: &str, ca: Option<&Path>, token: Option<&str>, args: &[&str]) -> Output {
@@ -116,6 +95,9 @@ fn servers_authenticate_each_other_and_clients_verify_them() {
         .unwrap());
 
     let mgmt = "6a1e3a3c-4a4e-4c55-9f55-1d1b2b0b9c01";
+    let gossip_key = ok(Command::new(tribune_bin()).arg("keygen").output().unwrap())
+        .trim()
+        .to_string();
     let (ca_s, key_s) = (ca.display().to_string(), ca_key.display().to_string());
     let cluster_result = Cluster::start(
         3,
@@ -131,6 +113,8 @@ fn servers_authenticate_each_other_and_clients_verify_them() {
             "deny",
             "--initial-management-token",
             mgmt,
+            "--encrypt",
+            &gossip_key,
         ],
     );
     let mut cluster = cluster_result;
@@ -314,7 +298,17 @@ fn servers_authenticate_each_other_and_clients_verify_them() {
     )))
     .unwrap();
     let c1_token = token["secret_id"].as_str().unwrap().to_string();
-    let c1 = cluster.start_client("c1", &["--tls-ca-file", &ca_s, "--agent-token", &c1_token]);
+    let c1 = cluster.start_client(
+        "c1",
+        &[
+            "--tls-ca-file",
+            &ca_s,
+            "--agent-token",
+            &c1_token,
+            "--encrypt",
+            &gossip_key,
+        ],
+    );
     assert!(wait_log(
         &c1,
         "auto-encrypt: this agent has a certificate",
@@ -336,6 +330,22 @@ fn servers_authenticate_each_other_and_clients_verify_them() {
         c1.log_tail()
     );
 
+    // The keyring reaches every member with the caller's token: servers on
+    // their server port (their plaintext port is off), c1 on its own.
+    let ring: serde_json::Value = serde_json::from_str(&ok(cli(
+        &tls_addr,
+        Some(&ca),
+        Some(mgmt),
+        &["keyring", "--list", "--format", "json"],
+    )))
+    .unwrap();
+    let members = ring["members"].as_array().cloned().unwrap_or_default();
+    assert_eq!(members.len(), 4, "{ring}");
+    for m in &members {
+        assert_eq!(m["ok"], true, "{m}");
+        assert_eq!(m["keys"], serde_json::json!([gossip_key]), "{m}");
+    }
+
     let mut c2 = Agent::spawn_client(
         &cluster.data_dir().join("c2"),
         tribune_tests::Ports::free(),
@@ -345,6 +355,8 @@ fn servers_authenticate_each_other_and_clients_verify_them() {
             &cluster.servers[0].ports.serf_addr(),
             "--tls-ca-file",
             &ca_s,
+            "--encrypt",
+            &gossip_key,
         ],
         false,
     );

@@ -1,6 +1,8 @@
 //! `tribune.v1.Keyring`, the same on servers and client agents: gossip
 //! keys on this agent (`Local`) or on every alive member of the LAN pool
-//! (`Apply`, which calls each member's `Local` through its gRPC port).
+//! (`Apply`, which calls each member's `Local` with the caller's token:
+//! a server through its server port, which every server has, a client
+//! agent through its gRPC port).
 
 use std::time::Duration;
 
@@ -15,11 +17,33 @@ const MEMBER_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) struct KeyringApi {
     gossip: Gossip,
+    /// A server's clients of other servers' server port (`None` on a
+    /// client agent, which reaches servers on their gRPC port).
+    peers: Option<std::sync::Arc<crate::rpc::peers::PeerClients>>,
 }
 
 impl KeyringApi {
-    pub(crate) fn new(gossip: Gossip) -> Self {
-        KeyringApi { gossip }
+    pub(crate) fn new(gossip: Gossip, peers: Option<std::sync::Arc<crate::rpc::peers::PeerClients>>) -> Self {
+        KeyringApi { gossip, peers }
+    }
+
+    /// The channel to `m`'s `Keyring` service.
+    fn channel_to(&self, m: &tribune_client::gossip::Member) -> Result<tonic::transport::Channel, String> {
+        if let Some(peers) = &self.peers
+            && m.role == tribune_client::gossip::Role::Server
+            && !m.server_addr.is_empty()
+        {
+            return peers.channel(&m.server_addr).map_err(|e| e.to_string());
+        }
+        if m.grpc_addr.is_empty() {
+            return Err(format!(
+                "{} has no plaintext gRPC port: ask one of the servers",
+                m.name
+            ));
+        }
+        tonic::transport::Endpoint::from_shared(format!("http://{}", m.grpc_addr))
+            .map(|e| e.connect_timeout(MEMBER_TIMEOUT).connect_lazy())
+            .map_err(|e| format!("{}: {e}", m.grpc_addr))
     }
 
     fn local(&self, req: &pb::KeyringRequest) -> Result<Vec<String>, Status> {
@@ -54,25 +78,33 @@ fn keyring_status(e: KeyringError) -> Status {
     }
 }
 
-async fn ask(addr: String, req: pb::KeyringRequest) -> Result<Vec<String>, String> {
+async fn ask(
+    name: String,
+    channel: Result<tonic::transport::Channel, String>,
+    req: pb::KeyringRequest,
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+) -> Result<Vec<String>, String> {
     let call = async {
-        let mut c = KeyringClient::connect(format!("http://{addr}"))
-            .await
-            .map_err(|e| format!("cannot reach {addr}: {e}"))?;
-        c.local(req)
+        let mut req = Request::new(req);
+        if let Some(t) = token {
+            req.metadata_mut().insert(crate::acl::TOKEN_HEADER, t);
+        }
+        KeyringClient::new(channel?)
+            .local(req)
             .await
             .map(|r| r.into_inner().keys)
             .map_err(|s| s.message().to_string())
     };
     match tokio::time::timeout(MEMBER_TIMEOUT, call).await {
         Ok(r) => r,
-        Err(_) => Err(format!("no answer from {addr} within {MEMBER_TIMEOUT:?}")),
+        Err(_) => Err(format!("no answer from {name} within {MEMBER_TIMEOUT:?}")),
     }
 }
 
 #[tonic::async_trait]
 impl Keyring for KeyringApi {
     async fn apply(&self, req: Request<pb::KeyringRequest>) -> Result<Response<pb::KeyringResponse>, Status> {
+        let token = req.metadata().get(crate::acl::TOKEN_HEADER).cloned();
         let req = req.into_inner();
         // Checked here first, so a bad key is refused before any member changes.
         if !req.key.is_empty() {
@@ -94,8 +126,9 @@ impl Keyring for KeyringApi {
             "keyring operation on every member"
         );
         let calls = members.iter().map(|m| {
-            let (addr, req) = (m.grpc_addr.clone(), req.clone());
-            async move { ask(addr, req).await }
+            let (name, channel, req, token) =
+                (m.name.clone(), self.channel_to(m), req.clone(), token.clone());
+            async move { ask(name, channel, req, token).await }
         });
         let results = futures::future::join_all(calls).await;
         Ok(Response::new(pb::KeyringResponse {

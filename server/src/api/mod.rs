@@ -49,6 +49,8 @@ pub(crate) struct Services {
     /// Resolves tokens (an ADS stream checks its token again while open).
     pub(crate) tokens: Arc<crate::acl::Acl>,
     pub(crate) gossip: tribune_client::gossip::Gossip,
+    /// Other servers' server port (the keyring's fan-out).
+    pub(crate) peers: Arc<crate::rpc::peers::PeerClients>,
 }
 
 /// Largest request the API accepts (a snapshot restore is streamed in
@@ -156,7 +158,7 @@ pub(crate) fn routes(s: Services) -> anyhow::Result<Routes> {
             .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(tribune_proto::v1::keyring_server::KeyringServer::new(
-            keyring::KeyringApi::new(s.gossip),
+            keyring::KeyringApi::new(s.gossip, Some(s.peers)),
         ))
         .add_service(health_service)
         .add_service(reflection_v1)

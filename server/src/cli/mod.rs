@@ -338,9 +338,11 @@ pub fn main() -> ExitCode {
         Err(e) => {
             let msg = format!("{e:#}");
             eprintln!("Error: {msg}");
-            // A plaintext client on a TLS port sees only this.
-            let plaintext_on_tls =
-                msg.ends_with("unknown: transport error") || msg.contains("h2 protocol error");
+            // A plaintext client on a TLS port sees only this (the
+            // connection is cut in one of several ways).
+            let plaintext_on_tls = ["transport error", "h2 protocol error", "operation was canceled"]
+                .iter()
+                .any(|m| msg.contains(m));
             if plaintext_on_tls && !msg.contains("certificate") {
                 eprintln!("  (is --grpc-addr a TLS port, such as 8503? then give --ca-file)");
             }

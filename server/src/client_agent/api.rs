@@ -27,8 +27,9 @@ pub(super) fn routes(
     gossip: tribune_client::gossip::Gossip,
     datacenter: String,
 ) -> anyhow::Result<Routes> {
-    let keyring =
-        tribune_proto::v1::keyring_server::KeyringServer::new(crate::api::keyring::KeyringApi::new(gossip));
+    let keyring = tribune_proto::v1::keyring_server::KeyringServer::new(
+        crate::api::keyring::KeyringApi::new(gossip, None),
+    );
     let (reflection_v1, reflection_v1alpha) = crate::api::reflection()?;
     let (reporter, grpc_health) = tonic_health::server::health_reporter();
     tokio::spawn(async move {
