@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "tribune/v1/connect.proto",
         "tribune/v1/keyring.proto",
         "tribune/v1/acl.proto",
+        "tribune/v1/peering.proto",
         "tribune/server/v1/server.proto",
     ];
     for f in files {

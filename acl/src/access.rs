@@ -61,6 +61,8 @@ pub enum Resource {
     Mesh,
     Acl,
     Keyring,
+    /// Cluster peerings and what is exported to them.
+    Peering,
 }
 
 /// One permission a call needs; its `Display` is what PERMISSION_DENIED
@@ -90,6 +92,7 @@ impl fmt::Display for Permission {
             Resource::Mesh => write!(f, "mesh:{a}"),
             Resource::Acl => write!(f, "acl:{a}"),
             Resource::Keyring => write!(f, "keyring:{a}"),
+            Resource::Peering => write!(f, "peering:{a}"),
         }
     }
 }

@@ -13,6 +13,7 @@ pub struct Authorizer {
     mesh: Option<Access>,
     acl: Option<Access>,
     keyring: Option<Access>,
+    peering: Option<Access>,
     /// What applies where no rule matches: `Write` (allow) or `Deny`.
     default: Access,
 }
@@ -68,6 +69,7 @@ impl Authorizer {
             mesh: None,
             acl: None,
             keyring: None,
+            peering: None,
             default: if default_allow {
                 Access::Write
             } else {
@@ -82,6 +84,7 @@ impl Authorizer {
             a.mesh = merge_opt(a.mesh, r.mesh);
             a.acl = merge_opt(a.acl, r.acl);
             a.keyring = merge_opt(a.keyring, r.keyring);
+            a.peering = merge_opt(a.peering, r.peering);
         }
         a
     }
@@ -102,6 +105,7 @@ impl Authorizer {
             Resource::Mesh => self.mesh,
             Resource::Acl => self.acl,
             Resource::Keyring => self.keyring,
+            Resource::Peering => self.peering,
         };
         held.unwrap_or(self.default).grants(p.access)
     }

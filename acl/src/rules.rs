@@ -31,6 +31,7 @@ pub struct Rules {
     pub mesh: Option<Access>,
     pub acl: Option<Access>,
     pub keyring: Option<Access>,
+    pub peering: Option<Access>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -51,7 +52,7 @@ fn invalid<T>(at: impl Into<String>, message: impl Into<String>) -> Result<T, Ru
 }
 
 const NOT_A_RULE: &str = "is not a rule: use service, service_prefix, node, node_prefix, agent, \
-                          agent_prefix, operator, mesh, acl or keyring";
+                          agent_prefix, operator, mesh, acl, keyring or peering";
 
 fn access(at: &str, v: &str) -> Result<Access, RuleError> {
     Access::parse(v).map_or_else(|| invalid(at, format!("{v:?} is not read, write or deny")), Ok)
@@ -93,6 +94,7 @@ impl Rules {
             "mesh" => &mut self.mesh,
             "acl" => &mut self.acl,
             "keyring" => &mut self.keyring,
+            "peering" => &mut self.peering,
             other => return invalid(other, NOT_A_RULE),
         };
         let a = access(key, value)?;

@@ -37,6 +37,7 @@ use tribune_proto::v1::health_client::HealthClient;
 use tribune_proto::v1::intentions_client::IntentionsClient;
 use tribune_proto::v1::keyring_client::KeyringClient;
 use tribune_proto::v1::operator_client::OperatorClient;
+use tribune_proto::v1::peering_client::PeeringClient;
 
 /// The wire types of `tribune.v1`.
 pub use tribune_proto::v1 as api;
@@ -847,6 +848,104 @@ impl Client {
             ConnectCaClient::new(ch).sign_agent(r).await
         })
         .await
+    }
+
+    /// A peering token for a cluster to be known here as `name`.
+    pub async fn peering_generate_token(
+        &self,
+        name: &str,
+    ) -> Result<api::PeeringGenerateTokenResponse, Error> {
+        let req = api::PeeringGenerateTokenRequest { name: name.into() };
+        self.unary(false, req, |ch, r| async move {
+            PeeringClient::new(ch).generate_token(r).await
+        })
+        .await
+    }
+
+    /// Presents another cluster's token; the peering is known here as `name`.
+    pub async fn peering_establish(
+        &self,
+        name: &str,
+        token: &str,
+    ) -> Result<api::PeeringEstablishResponse, Error> {
+        let req = api::PeeringEstablishRequest {
+            name: name.into(),
+            token: token.into(),
+        };
+        self.unary(false, req, |ch, r| async move {
+            PeeringClient::new(ch).establish(r).await
+        })
+        .await
+    }
+
+    /// Every peering of this cluster.
+    pub async fn peering_list(&self) -> Result<api::PeeringListResponse, Error> {
+        self.unary(false, api::PeeringListRequest {}, |ch, r| async move {
+            PeeringClient::new(ch).list(r).await
+        })
+        .await
+    }
+
+    /// One peering.
+    pub async fn peering_read(&self, name: &str) -> Result<api::PeeringInfo, Error> {
+        let req = api::PeeringReadRequest { name: name.into() };
+        let r = self
+            .unary(
+                false,
+                req,
+                |ch, r| async move { PeeringClient::new(ch).read(r).await },
+            )
+            .await?;
+        r.peering
+            .ok_or_else(|| Error::Status(Status::internal("no peering in the answer")))
+    }
+
+    /// Terminates a peering (a terminated one: removes it).
+    pub async fn peering_delete(&self, name: &str) -> Result<api::PeeringDeleteResponse, Error> {
+        let req = api::PeeringDeleteRequest { name: name.into() };
+        self.unary(false, req, |ch, r| async move {
+            PeeringClient::new(ch).delete(r).await
+        })
+        .await
+    }
+
+    /// Lets peer `peer` import `service` (or, with `export` false, no longer).
+    pub async fn peering_export(
+        &self,
+        service: &str,
+        peer: &str,
+        export: bool,
+    ) -> Result<api::PeeringExportResponse, Error> {
+        let req = api::PeeringExportRequest {
+            service: service.into(),
+            peer: peer.into(),
+        };
+        self.unary(false, req, |ch, r| async move {
+            if export {
+                PeeringClient::new(ch).export(r).await
+            } else {
+                PeeringClient::new(ch).unexport(r).await
+            }
+        })
+        .await
+    }
+
+    /// What `peer` exports to this cluster (only `service`, when not empty).
+    pub async fn peering_imported(
+        &self,
+        peer: &str,
+        service: &str,
+    ) -> Result<Vec<api::ImportedService>, Error> {
+        let req = api::PeeringImportedServicesRequest {
+            peer: peer.into(),
+            service: service.into(),
+        };
+        let r = self
+            .unary(false, req, |ch, r| async move {
+                PeeringClient::new(ch).imported_services(r).await
+            })
+            .await?;
+        Ok(r.services)
     }
 
     /// Creates or replaces the intention `source -> destination`.

@@ -332,6 +332,14 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
             writer: writer.clone(),
         },
     )));
+    let peering = Arc::new(crate::peering::PeeringCtx {
+        state: state.clone(),
+        writer: writer.clone(),
+        leadership: leadership.clone(),
+        datacenter: settings.datacenter.clone(),
+        links: Default::default(),
+    });
+    tokio::spawn(crate::peering::dialer::run(peering.clone()));
     let acl = crate::acl::Acl::new(
         settings.acl.clone(),
         settings.datacenter.clone(),
@@ -381,6 +389,7 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
         tokens: acl.clone(),
         gossip: gossip.clone(),
         peers: peers.clone(),
+        peering,
     })?;
     // Requests for another datacenter leave before any service sees them.
     let forwarder = Arc::new(crate::federation::forward::Forwarder {
@@ -558,7 +567,7 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
             match leadership.wait_leader(Duration::from_secs(24 * 3600)).await {
                 Some((_, leader)) => {
                     println!("==> Ready: leader {}", leader.name);
-                    register_self(&writer, &settings).await;
+                    register_self(&writer, &settings, tls_grpc_addr).await;
                 }
                 None => tracing::warn!("no leader elected within a day"),
             }
@@ -621,14 +630,25 @@ fn cert_ips(s: &Settings, raft: SocketAddr, grpc_tls: Option<SocketAddr>) -> Vec
 }
 
 /// The agent's own node appears in the catalog, as in Consul.
-async fn register_self(writer: &Writer, s: &Settings) {
+async fn register_self(writer: &Writer, s: &Settings, grpc_tls: Option<SocketAddr>) {
+    // Peers reach this server's TLS port (peering tokens name it).
+    let meta = grpc_tls
+        .map(|a| {
+            let ip = if a.ip().is_unspecified() { s.bind } else { a.ip() };
+            (
+                crate::peering::TLS_ADDR_META.to_string(),
+                SocketAddr::new(ip, a.port()).to_string(),
+            )
+        })
+        .into_iter()
+        .collect();
     let cmd = Command::Register(Registration {
         node: Node {
             name: s.node.clone(),
             address: s.bind.to_string(),
             wan_address: String::new(),
             datacenter: s.datacenter.clone(),
-            meta: BTreeMap::new(),
+            meta,
             create_index: 0,
             modify_index: 0,
         },

@@ -10,7 +10,12 @@
 //! reads it through the old shapes it kept), version 1 was JSON. A type
 //! change that postcard cannot read positionally (a field added, removed or
 //! reordered in a logged type) takes a new version byte and a decoder for
-//! the old one beside it; a variant added at the end of an enum does not.
+//! the old one beside it; a variant added at the end of an enum does not,
+//! nor does a field added at the end of the catalog (`CatalogData`), which
+//! ends every record that holds it: version 3 grew remote datacenters, ACLs,
+//! ACL roles and peerings there, each empty by default, and postcard writes
+//! an empty default as zero bytes, so an older record reads with zeros
+//! appended ([`TAIL_PADDING`]).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -21,6 +26,10 @@ const JSON_V1: u8 = 1;
 const POSTCARD_V2: u8 = 2;
 /// postcard.
 const POSTCARD_V3: u8 = 3;
+
+/// Zero bytes read after a version 3 body: what the fields appended to the
+/// catalog's end since it was written encode to when empty.
+const TAIL_PADDING: [u8; 16] = [0; 16];
 
 /// A type kept in records. `from_v2` reads a body that version 2 wrote:
 /// types whose shape did not change since decode it as they are.
@@ -51,9 +60,14 @@ pub(crate) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, CodecError
 pub(crate) fn decode<T: Record>(b: &[u8]) -> Result<T, CodecError> {
     let body = |version: u8, message: String| CodecError::Body { version, message };
     match b.split_first() {
-        Some((&POSTCARD_V3, rest)) => {
-            postcard::from_bytes(rest).map_err(|e| body(POSTCARD_V3, e.to_string()))
-        }
+        Some((&POSTCARD_V3, rest)) => match postcard::from_bytes(rest) {
+            Ok(t) => Ok(t),
+            Err(postcard::Error::DeserializeUnexpectedEnd) => {
+                let padded = [rest, &TAIL_PADDING[..]].concat();
+                postcard::from_bytes(&padded).map_err(|e| body(POSTCARD_V3, e.to_string()))
+            }
+            Err(e) => Err(body(POSTCARD_V3, e.to_string())),
+        },
         Some((&POSTCARD_V2, rest)) => T::from_v2(rest).map_err(|e| body(POSTCARD_V2, e.to_string())),
         Some((&JSON_V1, rest)) => serde_json::from_slice(rest).map_err(|e| body(JSON_V1, e.to_string())),
         Some((&v, _)) => Err(CodecError::UnknownVersion(v)),
@@ -102,6 +116,35 @@ mod tests {
         assert!(bin.len() < json.len(), "binary is the smaller encoding");
         let old: Request = decode(&json).unwrap();
         assert_eq!(format!("{old:?}"), format!("{req:?}"));
+    }
+
+    /// A catalog written by a build before ACL roles, before ACLs, or
+    /// before peerings ends early; it reads with those empty.
+    #[test]
+    fn a_catalog_from_before_its_last_fields_reads_them_as_empty() {
+        use crate::catalog::model::{CatalogData, Node};
+        let data = CatalogData {
+            nodes: vec![Node {
+                name: "n1".into(),
+                address: "10.0.0.1".into(),
+                wan_address: String::new(),
+                datacenter: "dc1".into(),
+                meta: Default::default(),
+                create_index: 1,
+                modify_index: 1,
+            }],
+            ..Default::default()
+        };
+        let full = encode(&data).unwrap();
+        // peering (2 bytes), ACL roles (1 more), the rest of ACLs (3 more),
+        // remote datacenters (1 more): each build's record is shorter.
+        for cut in [2, 3, 6, 7] {
+            let old = &full[..full.len() - cut];
+            let back: CatalogData = decode(old).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+            assert_eq!(back.nodes, data.nodes);
+            assert_eq!(back.acl, Default::default());
+            assert_eq!(back.peering, Default::default());
+        }
     }
 
     #[test]

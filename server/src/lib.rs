@@ -24,6 +24,7 @@ mod http;
 mod logging;
 mod mesh;
 mod metrics;
+mod peering;
 mod raft;
 mod rpc;
 mod tls;

@@ -21,7 +21,7 @@ fn p(resource: Resource, access: Access) -> Need {
 /// The need of the method at `path`; `None`: not in the table (refused).
 pub(crate) fn need(path: &str) -> Option<Need> {
     use Access::{Read, Write};
-    use Resource::{Acl, Keyring, Operator};
+    use Resource::{Acl, Keyring, Operator, Peering};
     let (service, method) = path.trim_start_matches('/').split_once('/')?;
     Some(match (service, method) {
         ("tribune.v1.Catalog", "Register" | "Deregister" | "DeregisterNode") => Need::InHandler,
@@ -52,6 +52,13 @@ pub(crate) fn need(path: &str) -> Option<Need> {
             "PolicyCreate" | "PolicyUpdate" | "PolicyDelete" | "TokenCreate" | "TokenUpdate" | "TokenDelete"
             | "RoleCreate" | "RoleDelete",
         ) => p(Acl, Write),
+        ("tribune.v1.Peering", "GenerateToken" | "Establish" | "Delete" | "Export" | "Unexport") => {
+            p(Peering, Write)
+        }
+        ("tribune.v1.Peering", "List" | "Read") => p(Peering, Read),
+        ("tribune.v1.Peering", "ImportedServices") => Need::InHandler,
+        // Authenticated by the peering's secrets, not by a token.
+        ("tribune.v1.PeerStream", "ExchangeSecret" | "Stream") => Need::Nothing,
         ("envoy.service.discovery.v3.AggregatedDiscoveryService", _) => Need::InHandler,
         ("grpc.health.v1.Health", _) => Need::Nothing,
         ("grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection", _) => {

@@ -51,6 +51,8 @@ pub(crate) struct Services {
     pub(crate) gossip: tribune_client::gossip::Gossip,
     /// Other servers' server port (the keyring's fan-out).
     pub(crate) peers: Arc<crate::rpc::peers::PeerClients>,
+    /// Cluster peering (its API and the stream peers open).
+    pub(crate) peering: Arc<crate::peering::PeeringCtx>,
 }
 
 /// Largest request the API accepts (a snapshot restore is streamed in
@@ -160,6 +162,17 @@ pub(crate) fn routes(s: Services) -> anyhow::Result<Routes> {
         .add_service(tribune_proto::v1::keyring_server::KeyringServer::new(
             keyring::KeyringApi::new(s.gossip, Some(s.peers)),
         ))
+        .add_service(tribune_proto::v1::peering_server::PeeringServer::new(
+            crate::peering::api::PeeringApi {
+                ctx: s.peering.clone(),
+            },
+        ))
+        .add_service(
+            tribune_proto::v1::peer_stream_server::PeerStreamServer::new(
+                crate::peering::stream::PeerStreamApi { ctx: s.peering },
+            )
+            .max_decoding_message_size(crate::rpc::MAX_MESSAGE),
+        )
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

@@ -21,9 +21,13 @@ pub(crate) enum Command {
     /// instances' checks are replaced by `checks`.
     Register(Registration),
     /// Removes an instance, its checks and its sidecar.
-    Deregister { service_id: String },
+    Deregister {
+        service_id: String,
+    },
     /// Removes a node with every instance and check on it.
-    DeregisterNode { node: String },
+    DeregisterNode {
+        node: String,
+    },
     /// Sets a TTL check's status.
     UpdateTtl {
         check_id: String,
@@ -41,7 +45,10 @@ pub(crate) enum Command {
     Mesh(MeshCommand),
     /// A write the client named: applied once, however often it is retried
     /// (the outcome of the first time is returned again).
-    Once { request_id: String, cmd: Box<Command> },
+    Once {
+        request_id: String,
+        cmd: Box<Command>,
+    },
     /// Replaces the whole catalog (snapshot restore). Entities keep the
     /// indexes they had in the snapshot. Written by older builds only: a
     /// restore now travels as `RestoreChunk`s and a `RestoreCommit`, since
@@ -69,6 +76,7 @@ pub(crate) enum Command {
     /// Tokens and policies. (Variants are only ever added at the end:
     /// older records name the others by position.)
     Acl(super::acl::AclCommand),
+    Peering(super::peering::PeeringCommand),
 }
 
 impl Request {
@@ -127,4 +135,5 @@ pub(crate) enum Outcome {
         staged: u64,
     },
     AclUpdated,
+    PeeringUpdated,
 }

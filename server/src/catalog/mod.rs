@@ -8,6 +8,7 @@ pub(crate) mod command;
 pub(crate) mod feed;
 pub(crate) mod mesh;
 pub(crate) mod model;
+pub(crate) mod peering;
 pub(crate) mod v2;
 pub(crate) mod validate;
 
@@ -53,6 +54,7 @@ pub(crate) struct Catalog {
     gateways: BTreeSet<String>,
     mesh: MeshState,
     acl: acl::AclState,
+    peering: peering::PeeringStore,
     /// Outcomes of recently applied named writes, for retries.
     recent: std::collections::HashMap<String, Outcome>,
     recent_order: std::collections::VecDeque<String>,
@@ -85,6 +87,7 @@ impl Catalog {
             .map(|m| (m.datacenter.clone(), m))
             .collect();
         c.acl = acl::AclState::from_data(data.acl);
+        c.peering = peering::PeeringStore::from_data(data.peering);
         c.mesh.intentions = data
             .intentions
             .into_iter()
@@ -109,6 +112,7 @@ impl Catalog {
             staged_restore: self.staged_restore.clone(),
             remote: self.mesh.remote.values().cloned().collect(),
             acl: self.acl.to_data(),
+            peering: self.peering.to_data(),
         }
     }
 
@@ -186,6 +190,10 @@ impl Catalog {
 
     pub(crate) fn acl(&self) -> &acl::AclState {
         &self.acl
+    }
+
+    pub(crate) fn peering(&self) -> &peering::PeeringStore {
+        &self.peering
     }
 
     /// Sidecars (and gateways) that front instances of `service`.
@@ -372,6 +380,7 @@ impl Catalog {
                 self.mesh.apply(index, m)
             }
             Command::Acl(a) => self.acl.apply(index, a),
+            Command::Peering(p) => self.peering.apply(index, p),
             Command::Restore { data, .. } => {
                 *self = Catalog::from_data((**data).clone());
                 touched.reset = true;

@@ -210,6 +210,8 @@ pub(crate) struct CatalogData {
     pub remote: Vec<super::mesh::RemoteMesh>,
     #[serde(default)]
     pub acl: super::acl::AclData,
+    #[serde(default)]
+    pub peering: super::peering::PeeringData,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

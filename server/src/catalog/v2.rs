@@ -203,6 +203,7 @@ impl From<CatalogDataV2> for CatalogData {
             staged_restore: d.staged_restore,
             remote: Vec::new(),
             acl: Default::default(),
+            peering: Default::default(),
         }
     }
 }

@@ -6,6 +6,7 @@ mod bootstrap;
 mod commands;
 mod connect;
 mod output;
+mod peering;
 mod register;
 mod tls;
 
@@ -57,6 +58,8 @@ enum Cmd {
     Keyring(KeyringCmd),
     /// Access control: bootstrap, policies, tokens.
     Acl(AclCmd),
+    /// Cluster peering: tokens, establishment, status.
+    Peering(PeeringCmd),
     /// TLS between agents: create the cluster's CA.
     Tls {
         #[command(subcommand)]
@@ -168,6 +171,14 @@ impl ClientArgs {
 }
 
 #[derive(Args)]
+struct PeeringCmd {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    cmd: peering::PeeringSub,
+}
+
+#[derive(Args)]
 struct ServicesCmd {
     #[command(flatten)]
     client: ClientArgs,
@@ -184,6 +195,20 @@ enum ServicesSub {
         /// The instance's ID.
         id: String,
     },
+    /// Let a peer import a service.
+    Export {
+        name: String,
+        #[arg(long)]
+        to_peer: String,
+    },
+    /// Stop exporting a service to a peer.
+    Unexport {
+        name: String,
+        #[arg(long)]
+        to_peer: String,
+    },
+    /// What is exported to which peer.
+    Exports,
 }
 
 #[derive(Args)]
@@ -196,8 +221,11 @@ struct CatalogCmd {
 
 #[derive(Subcommand)]
 enum CatalogSub {
-    /// Every service with its instance counts.
-    Services,
+    /// Every service with its instance counts (with --peer: imported from that peer).
+    Services {
+        #[arg(long)]
+        peer: Option<String>,
+    },
     /// Every node.
     Nodes,
     /// The datacenters of the federation, nearest first.
@@ -208,6 +236,9 @@ enum CatalogSub {
         /// Only instances whose checks all pass.
         #[arg(long)]
         passing: bool,
+        /// An imported service of this peer.
+        #[arg(long)]
+        peer: Option<String>,
     },
 }
 
@@ -358,12 +389,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Services(s) => match s.cmd {
             ServicesSub::Register(args) => c::register(&s.client, *args).await,
             ServicesSub::Deregister { id } => c::deregister(&s.client, &id).await,
+            ServicesSub::Export { name, to_peer } => peering::export(&s.client, &name, &to_peer, true).await,
+            ServicesSub::Unexport { name, to_peer } => {
+                peering::export(&s.client, &name, &to_peer, false).await
+            }
+            ServicesSub::Exports => peering::exports(&s.client).await,
         },
         Cmd::Catalog(s) => match s.cmd {
-            CatalogSub::Services => c::catalog_services(&s.client).await,
+            CatalogSub::Services { peer: Some(p) } => peering::imported(&s.client, &p, None).await,
+            CatalogSub::Services { peer: None } => c::catalog_services(&s.client).await,
             CatalogSub::Nodes => c::catalog_nodes(&s.client).await,
             CatalogSub::Datacenters => c::catalog_datacenters(&s.client).await,
-            CatalogSub::Service { name, passing } => c::catalog_service(&s.client, &name, passing).await,
+            CatalogSub::Service {
+                name, peer: Some(p), ..
+            } => peering::imported(&s.client, &p, Some(&name)).await,
+            CatalogSub::Service { name, passing, .. } => c::catalog_service(&s.client, &name, passing).await,
         },
         Cmd::Watch(s) => match s.cmd {
             WatchSub::Service { name, index } => c::watch_service(&s.client, &name, index).await,
@@ -395,6 +435,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Intention(s) => connect::run_intention(&s.client, s.cmd).await,
         Cmd::Acl(s) => acl::run(&s.client, s.cmd).await,
         Cmd::Tls { cmd } => tls::run(cmd),
+        Cmd::Peering(s) => peering::run(&s.client, s.cmd).await,
         Cmd::Members(s) => c::members(&s.client, s.wan).await,
         Cmd::Keygen => {
             println!("{}", tribune_client::gossip::Keyring::generate_key());

@@ -41,7 +41,7 @@ const DISCOVER: Duration = Duration::from_secs(1);
 
 /// Where other datacenters reach `s`: its own WAN address, else its node's
 /// WAN address with its port, else its address.
-fn reached_at(c: &Catalog, s: &Service) -> (String, u16) {
+pub(crate) fn reached_at(c: &Catalog, s: &Service) -> (String, u16) {
     if let Some(w) = &s.wan {
         return (w.address.clone(), w.port);
     }
