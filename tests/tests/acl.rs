@@ -591,6 +591,28 @@ fn the_permission_table_method_by_method() {
         ("tribune.v1.ACL/TokenList", "acl:read", r#"acl = "read""#),
         ("tribune.v1.ACL/PolicyCreate", "acl:write", r#"acl = "write""#),
         ("tribune.v1.ACL/TokenDelete", "acl:write", r#"acl = "write""#),
+        ("tribune.v1.Peering/List", "peering:read", r#"peering = "read""#),
+        ("tribune.v1.Peering/Read", "peering:read", r#"peering = "read""#),
+        (
+            "tribune.v1.Peering/GenerateToken",
+            "peering:write",
+            r#"peering = "write""#,
+        ),
+        (
+            "tribune.v1.Peering/Establish",
+            "peering:write",
+            r#"peering = "write""#,
+        ),
+        (
+            "tribune.v1.Peering/Delete",
+            "peering:write",
+            r#"peering = "write""#,
+        ),
+        (
+            "tribune.v1.Peering/Export",
+            "peering:write",
+            r#"peering = "write""#,
+        ),
     ];
     for (i, (method, permission, rules)) in table.iter().enumerate() {
         let (ok_, text) = call(method, None);
