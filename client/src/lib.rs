@@ -955,10 +955,22 @@ impl Client {
         destination: &str,
         allow: bool,
     ) -> Result<api::IntentionUpsertResponse, Error> {
+        self.intention_upsert_from(None, source, destination, allow).await
+    }
+
+    /// The same, for a source service in cluster peer `source_peer`.
+    pub async fn intention_upsert_from(
+        &self,
+        source_peer: Option<&str>,
+        source: &str,
+        destination: &str,
+        allow: bool,
+    ) -> Result<api::IntentionUpsertResponse, Error> {
         let req = api::IntentionUpsertRequest {
             source: source.to_string(),
             destination: destination.to_string(),
             allow,
+            source_peer: source_peer.unwrap_or_default().to_string(),
         };
         self.unary(true, req, |ch, r| async move {
             IntentionsClient::new(ch).upsert(r).await
@@ -980,9 +992,20 @@ impl Client {
         source: &str,
         destination: &str,
     ) -> Result<api::IntentionDeleteResponse, Error> {
+        self.intention_delete_from(None, source, destination).await
+    }
+
+    /// The same, for a source service in cluster peer `source_peer`.
+    pub async fn intention_delete_from(
+        &self,
+        source_peer: Option<&str>,
+        source: &str,
+        destination: &str,
+    ) -> Result<api::IntentionDeleteResponse, Error> {
         let req = api::IntentionDeleteRequest {
             source: source.to_string(),
             destination: destination.to_string(),
+            source_peer: source_peer.unwrap_or_default().to_string(),
         };
         self.unary(true, req, |ch, r| async move {
             IntentionsClient::new(ch).delete(r).await

@@ -8,29 +8,31 @@
 use std::process::Output;
 use std::time::Duration;
 
-use tribune_tests::mesh::eventually;
-use tribune_tests::{Agent, Ports, ok, refused};
+use tribune_tests::mesh::{Backend, Envoy, eventually, get};
+use tribune_tests::{Agent, Ports, free_port, ok, refused};
 
 /// Where cluster B's servers are reached from A.
 const B_IP: &str = "127.0.0.6";
 
 fn start_b(dir: &std::path::Path) -> Agent {
+    start_b_with(dir, &[])
+}
+
+fn start_b_with(dir: &std::path::Path, extra: &[&str]) -> Agent {
     let ports = Ports::free();
     let server = format!("{B_IP}:{}", ports.server);
     let tls = format!("{B_IP}:{}", ports.grpc_tls);
     let wan = format!("{B_IP}:{}", ports.wan);
-    Agent::start_in(
-        dir,
-        ports,
-        &[
-            "--server-addr",
-            &server,
-            "--grpc-tls-addr",
-            &tls,
-            "--serf-wan-addr",
-            &wan,
-        ],
-    )
+    let mut args = vec![
+        "--server-addr",
+        server.as_str(),
+        "--grpc-tls-addr",
+        tls.as_str(),
+        "--serf-wan-addr",
+        wan.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    Agent::start_in(dir, ports, &args)
 }
 
 fn json(o: Output) -> serde_json::Value {
@@ -211,4 +213,115 @@ fn two_clusters_peer_share_exports_and_part() {
     // Deleting again removes the record.
     ok(a.cli(&["peering", "delete", "cluster-b"]));
     refused(a.cli(&["peering", "read", "cluster-b"]), "no peering cluster-b");
+}
+
+/// web in A reaches db in B through B's mesh gateway, with mTLS end to end:
+/// web trusts B's roots for db only, and db's sidecar accepts A's trust
+/// domain for it, while B's default-deny lets web in only by an intention
+/// naming it as cluster-a's.
+#[test]
+fn a_sidecar_reaches_a_peers_service_through_its_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Agent::start_in(&dir.path().join("a"), Ports::free(), &[]);
+    let b = start_b_with(&dir.path().join("b"), &["--default-intention", "deny"]);
+    let token = ok(b.cli(&["peering", "generate-token", "--name", "cluster-a"]))
+        .trim()
+        .to_string();
+    ok(a.cli(&["peering", "establish", "--name", "cluster-b", "--token", &token]));
+
+    // db in B, its sidecar, and B's mesh gateway (its WAN side on B_IP).
+    let db = Backend::start("hello from db in B");
+    let db_sidecar = free_port();
+    ok(b.cli(&[
+        "services",
+        "register",
+        "--name",
+        "db",
+        "--id",
+        "db-1",
+        "--address",
+        "127.0.0.1",
+        "--port",
+        &db.port.to_string(),
+        "--sidecar-port",
+        &db_sidecar.to_string(),
+    ]));
+    let _db_proxy = Envoy::start(&b, "db-1", "delta");
+    let (gw_lan, gw_wan) = (free_port(), free_port());
+    let gw = Envoy::start_gateway(
+        &b,
+        "gateway",
+        "gw-b",
+        &format!("127.0.0.1:{gw_lan}"),
+        &format!("{B_IP}:{gw_wan}"),
+    );
+    ok(b.cli(&["services", "export", "db", "--to-peer", "cluster-a"]));
+
+    // web in A, its upstream db imported from cluster-b.
+    let web_backend = Backend::start("hello from web");
+    let (web_sidecar, upstream) = (free_port(), free_port());
+    ok(a.cli(&[
+        "services",
+        "register",
+        "--name",
+        "web",
+        "--id",
+        "web-1",
+        "--address",
+        "127.0.0.1",
+        "--port",
+        &web_backend.port.to_string(),
+        "--sidecar-port",
+        &web_sidecar.to_string(),
+        "--upstream",
+        &format!("db:{upstream}@peer:cluster-b"),
+    ]));
+    let web = Envoy::start(&a, "web-1", "delta");
+    let b_td = json(b.cli(&["connect", "ca", "roots", "--format", "json"]))["trust_domain"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cluster = format!("db.default.cluster-b.external.{b_td}");
+    let wan = vec![format!("{B_IP}:{gw_wan}")];
+    wait(
+        "web's db cluster holds B's gateway",
+        Duration::from_secs(30),
+        || web.endpoints(&cluster) == wan,
+    );
+
+    // Default deny in B: refused until an intention names cluster-a's web.
+    let works = || get(upstream).is_ok_and(|b| b == "hello from db in B");
+    assert!(
+        eventually(Duration::from_secs(3), works).is_none(),
+        "B's default deny let web in without an intention"
+    );
+    ok(b.cli(&[
+        "intention",
+        "create",
+        "--allow",
+        "--source-peer",
+        "cluster-a",
+        "web",
+        "db",
+    ]));
+    assert!(ok(b.cli(&["intention", "list"])).contains("web (peer cluster-a)"));
+    assert!(
+        eventually(Duration::from_secs(20), works).is_some(),
+        "web -> B's gateway -> db never worked\nweb:\n{}\ngateway:\n{}",
+        web.log_tail(),
+        gw.log_tail()
+    );
+    // An allow for a local web does not let the peer's web in.
+    ok(b.cli(&["intention", "delete", "--source-peer", "cluster-a", "web", "db"]));
+    ok(b.cli(&["intention", "create", "--allow", "web", "db"]));
+    assert!(
+        eventually(Duration::from_secs(20), || get(upstream).is_err()).is_some(),
+        "the peer's web still gets in with only a local intention"
+    );
+
+    // Unexported: the cluster's endpoints go.
+    ok(b.cli(&["services", "unexport", "db", "--to-peer", "cluster-a"]));
+    wait("db leaves web's config", Duration::from_secs(20), || {
+        web.endpoints(&cluster).is_empty()
+    });
 }

@@ -27,8 +27,8 @@ mod stream;
 
 pub use delta::DeltaStream;
 pub use model::{
-    Gateway, GatewayMode, Intention, LeafCert, MeshEndpoint, MeshSnapshot, RemoteDatacenter, Sidecar,
-    Upstream,
+    Gateway, GatewayMode, Intention, LeafCert, MeshEndpoint, MeshSnapshot, PeerMesh, PeerService, PeerTrust,
+    RemoteDatacenter, Sidecar, Upstream,
 };
 pub use resources::{ProxyResources, Resource, SharedResources};
 pub use sotw::{RequestKind, SotwStream};

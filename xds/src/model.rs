@@ -22,6 +22,38 @@ pub struct MeshSnapshot {
     pub local_gateways: Vec<MeshEndpoint>,
     /// The other datacenters of the federation, by name, as last copied.
     pub remote: BTreeMap<String, RemoteDatacenter>,
+    /// What peers export to this cluster, by peer name (the proxy's
+    /// upstreams' peers only).
+    pub peers: BTreeMap<String, PeerMesh>,
+    /// Peers whose services may connect to the proxy's service (it is
+    /// exported to them): their trust domains and roots.
+    pub inbound_peers: Vec<PeerTrust>,
+}
+
+/// A peer cluster as an importing sidecar reaches it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerMesh {
+    pub trust_domain: String,
+    /// The roots its services' certificates chain to.
+    pub roots_pem: Vec<String>,
+    /// Its exported services, by name.
+    pub services: BTreeMap<String, PeerService>,
+}
+
+/// A service a peer exports: what to send and check, and its mesh
+/// gateways, which forward on the SNI without decrypting.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerService {
+    pub sni: String,
+    pub spiffe_id: String,
+    pub gateways: Vec<MeshEndpoint>,
+}
+
+/// Another trust domain whose identities a public listener accepts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerTrust {
+    pub trust_domain: String,
+    pub roots_pem: Vec<String>,
 }
 
 /// Another datacenter as its mesh traffic reaches it.
@@ -63,6 +95,8 @@ pub struct Gateway {
 /// Service-to-service authorization. `*` matches any service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Intention {
+    /// A service of this trust domain, `*`, or `<trust-domain>/<service>`
+    /// for a peer's service (never a service name: those hold no `/`).
     pub source: String,
     pub destination: String,
     pub allow: bool,
@@ -101,6 +135,8 @@ pub struct Upstream {
     /// Resolved by the server (upstream, then proxy, then datacenter);
     /// ignored for an upstream in the local datacenter.
     pub mode: GatewayMode,
+    /// Imported from this peer (empty: none); `datacenter` is then ignored.
+    pub peer: String,
 }
 
 /// The proxy's own certificate: the leaf and whatever intermediates it

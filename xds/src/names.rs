@@ -34,6 +34,16 @@ pub const ROOTS_SECRET: &str = "tribune-roots";
 
 pub use tribune_ids::{service_spiffe_id as spiffe_id, sni};
 
+/// The roots a peer's services' certificates chain to.
+pub fn peer_roots_secret(peer: &str) -> String {
+    format!("tribune-peer-roots:{peer}")
+}
+
+/// The cluster of a service imported from a peer.
+pub fn peer_cluster(service: &str, peer: &str, trust_domain: &str) -> String {
+    format!("{service}.default.{peer}.external.{trust_domain}")
+}
+
 pub fn leaf_secret(service: &str) -> String {
     format!("tribune-leaf:{service}")
 }

@@ -103,8 +103,10 @@ pub fn filter_for(
     }
 }
 
-/// A source service in any datacenter of this trust domain.
-fn principal(trust_domain: &str, service: &str) -> Principal {
+/// A source service in any datacenter of this trust domain, or of a peer's
+/// (`<trust-domain>/<service>`).
+fn principal(trust_domain: &str, source: &str) -> Principal {
+    let (trust_domain, service) = source.split_once('/').unwrap_or((trust_domain, source));
     let any_dc = tribune_ids::service_spiffe_id(&regex_escape(trust_domain), "[^/]+", &regex_escape(service));
     let regex = format!("^{any_dc}$");
     Principal {

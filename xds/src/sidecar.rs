@@ -53,7 +53,21 @@ pub fn build(
         Resource::new(names::PUBLIC_LISTENER, public_listener(proxy, mesh)),
     );
 
-    for up in &proxy.upstreams {
+    let mut peers_used = std::collections::BTreeSet::new();
+    for up in proxy.upstreams.iter().filter(|u| !u.peer.is_empty()) {
+        peer_upstream(proxy, up, mesh, &mut out, &mut diags);
+        peers_used.insert(up.peer.as_str());
+    }
+    for peer in peers_used {
+        if let Some(pm) = mesh.peers.get(peer) {
+            out.insert(
+                SECRET,
+                Resource::new(names::peer_roots_secret(peer), peer_roots_secret(peer, pm)),
+            );
+        }
+    }
+
+    for up in proxy.upstreams.iter().filter(|u| u.peer.is_empty()) {
         let dc = if up.datacenter.is_empty() {
             &mesh.datacenter
         } else {
@@ -96,6 +110,139 @@ pub fn build(
         }),
     }
     (out, diags)
+}
+
+/// An upstream imported from a peer: a cluster named for the peer, whose
+/// endpoints are the exporter's mesh gateways, sending the SNI they route
+/// on, trusting the peer's roots only and the exporting service's identity
+/// only.
+fn peer_upstream(
+    proxy: &Sidecar,
+    up: &Upstream,
+    mesh: &MeshSnapshot,
+    out: &mut ProxyResources,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let imported = mesh.peers.get(&up.peer).and_then(|p| {
+        p.services
+            .get(&up.destination)
+            .map(|s| (p.trust_domain.as_str(), s))
+    });
+    let Some((trust_domain, svc)) = imported else {
+        diags.push(Diagnostic {
+            proxy_id: proxy.proxy_id.clone(),
+            message: format!(
+                "upstream {} from peer {}: the peer does not export it (yet); its cluster has no endpoints until it does",
+                up.destination, up.peer
+            ),
+        });
+        // The listener stays, pointing at a cluster that is not there yet.
+        let name = names::peer_cluster(&up.destination, &up.peer, "unknown");
+        out.insert(
+            LISTENER,
+            Resource::new(
+                names::upstream_listener(&up.destination),
+                upstream_listener(up, &name),
+            ),
+        );
+        return;
+    };
+    let name = names::peer_cluster(&up.destination, &up.peer, trust_domain);
+    let san = SubjectAltNameMatcher {
+        san_type: subject_alt_name_matcher::SanType::Uri as i32,
+        matcher: Some(StringMatcher {
+            match_pattern: Some(string_matcher::MatchPattern::Exact(svc.spiffe_id.clone())),
+            ignore_case: false,
+        }),
+        ..Default::default()
+    };
+    let tls = CommonTlsContext {
+        tls_certificate_sds_secret_configs: vec![sds(&names::leaf_secret(&proxy.service))],
+        validation_context_type: Some(
+            common_tls_context::ValidationContextType::CombinedValidationContext(
+                common_tls_context::CombinedCertificateValidationContext {
+                    default_validation_context: Some(CertificateValidationContext {
+                        match_typed_subject_alt_names: vec![san],
+                        ..Default::default()
+                    }),
+                    validation_context_sds_secret_config: Some(sds(&names::peer_roots_secret(&up.peer))),
+                    ..Default::default()
+                },
+            ),
+        ),
+        ..Default::default()
+    };
+    let cluster = Cluster {
+        transport_socket: Some(tls_socket(UpstreamTlsContext {
+            common_tls_context: Some(tls),
+            sni: svc.sni.clone(),
+            ..Default::default()
+        })),
+        ..eds_cluster(&name)
+    };
+    out.insert(CLUSTER, Resource::new(name.clone(), cluster));
+    out.insert(
+        ENDPOINT,
+        Resource::new(name.clone(), load_assignment(&name, &svc.gateways)),
+    );
+    out.insert(
+        LISTENER,
+        Resource::new(
+            names::upstream_listener(&up.destination),
+            upstream_listener(up, &name),
+        ),
+    );
+}
+
+fn peer_roots_secret(peer: &str, pm: &crate::model::PeerMesh) -> Secret {
+    Secret {
+        name: names::peer_roots_secret(peer),
+        r#type: Some(secret::Type::ValidationContext(CertificateValidationContext {
+            trusted_ca: Some(inline(&pm.roots_pem.join("\n"))),
+            ..Default::default()
+        })),
+    }
+}
+
+/// What a public listener checks a client's certificate against. Its own
+/// trust domain only: the roots over SDS (a rotation changes no listener).
+/// With peers that may connect: Envoy's SPIFFE validator, each trust domain
+/// with its own roots, so that a peer's CA vouches for its own identities
+/// and never for this cluster's.
+fn inbound_validation(mesh: &MeshSnapshot) -> common_tls_context::ValidationContextType {
+    if mesh.inbound_peers.is_empty() {
+        return common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(sds(
+            names::ROOTS_SECRET,
+        ));
+    }
+    use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        SpiffeCertValidatorConfig, spiffe_cert_validator_config,
+    };
+    let mut trust_domains = vec![spiffe_cert_validator_config::TrustDomain {
+        name: mesh.trust_domain.clone(),
+        trust_bundle: Some(inline(&mesh.roots_pem.join("\n"))),
+        ..Default::default()
+    }];
+    trust_domains.extend(
+        mesh.inbound_peers
+            .iter()
+            .map(|p| spiffe_cert_validator_config::TrustDomain {
+                name: p.trust_domain.clone(),
+                trust_bundle: Some(inline(&p.roots_pem.join("\n"))),
+                ..Default::default()
+            }),
+    );
+    common_tls_context::ValidationContextType::ValidationContext(CertificateValidationContext {
+        custom_validator_config: Some(TypedExtensionConfig {
+            name: "envoy.tls.cert_validator.spiffe".into(),
+            typed_config: Some(pack_any(SpiffeCertValidatorConfig {
+                trust_domains,
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    })
 }
 
 fn sds(name: &str) -> SdsSecretConfig {
@@ -239,11 +386,7 @@ fn public_listener(p: &Sidecar, mesh: &MeshSnapshot) -> Listener {
     let tls = DownstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
             tls_certificate_sds_secret_configs: vec![sds(&names::leaf_secret(&p.service))],
-            validation_context_type: Some(
-                common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(sds(
-                    names::ROOTS_SECRET,
-                )),
-            ),
+            validation_context_type: Some(inbound_validation(mesh)),
             ..Default::default()
         }),
         require_client_certificate: Some(BoolValue { value: true }),

@@ -43,6 +43,7 @@ fn resources(endpoints: usize) -> SharedResources {
         local_app_address: "127.0.0.1".into(),
         local_app_port: 8080,
         upstreams: vec![Upstream {
+            peer: String::new(),
             destination: "api".into(),
             datacenter: String::new(),
             bind_address: "127.0.0.1".into(),

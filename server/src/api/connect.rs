@@ -258,13 +258,29 @@ fn endpoint(field: &str, v: &str) -> Result<(), Status> {
 }
 
 fn to_pb(i: &Intention) -> pb::Intention {
+    let (source_peer, source) = match i.source_peer() {
+        Some((p, s)) => (p.to_string(), s.to_string()),
+        None => (String::new(), i.source.clone()),
+    };
     pb::Intention {
-        source: i.source.clone(),
+        source,
         destination: i.destination.clone(),
         allow: i.allow,
         create_index: i.create_index,
         modify_index: i.modify_index,
+        source_peer,
     }
+}
+
+/// The stored source: a service or `*`, or a peer's service.
+fn source_of(source: &str, source_peer: &str) -> Result<String, Status> {
+    if source_peer.is_empty() {
+        endpoint("source", source)?;
+        return Ok(source.to_string());
+    }
+    validate::node_name("source_peer", source_peer).map_err(invalid)?;
+    validate::service_name("source", source).map_err(invalid)?;
+    Ok(crate::catalog::mesh::peer_source(source_peer, source))
 }
 
 #[tonic::async_trait]
@@ -289,10 +305,10 @@ impl Intentions for IntentionsApi {
                 }
                 let rid = request_id(&req);
                 let r = req.into_inner();
-                endpoint("source", &r.source)?;
+                let source = source_of(&r.source, &r.source_peer)?;
                 endpoint("destination", &r.destination)?;
                 let cmd = Command::Mesh(MeshCommand::IntentionUpsert {
-                    source: r.source,
+                    source,
                     destination: r.destination,
                     allow: r.allow,
                 });
@@ -356,10 +372,10 @@ impl Intentions for IntentionsApi {
                 }
                 let rid = request_id(&req);
                 let r = req.into_inner();
-                endpoint("source", &r.source)?;
+                let source = source_of(&r.source, &r.source_peer)?;
                 endpoint("destination", &r.destination)?;
                 let cmd = Command::Mesh(MeshCommand::IntentionDelete {
-                    source: r.source,
+                    source,
                     destination: r.destination,
                 });
                 match self

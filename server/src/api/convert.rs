@@ -99,11 +99,20 @@ fn upstreams_of(field: &str, ups: Vec<pb::Upstream>) -> v::Result<Vec<Upstream>>
             if !u.datacenter.is_empty() {
                 v::node_name(&f("datacenter"), &u.datacenter)?;
             }
+            let target = if u.peer.is_empty() {
+                u.datacenter
+            } else {
+                v::node_name(&f("peer"), &u.peer)?;
+                if !u.datacenter.is_empty() {
+                    return err(f("peer"), "an upstream names a datacenter or a peer, not both");
+                }
+                Upstream::peer_target(&u.peer)
+            };
             Ok(Upstream {
                 destination_name: u.destination_name,
                 local_bind_address: addr,
                 local_bind_port: port,
-                datacenter: u.datacenter,
+                datacenter: target,
                 mesh_gateway_mode: mode_from_pb(&f("mesh_gateway_mode"), u.mesh_gateway_mode)?,
             })
         })
@@ -467,12 +476,18 @@ pub(crate) fn node_to_pb(n: &Node) -> pb::Node {
 }
 
 fn upstream_to_pb(u: &Upstream) -> pb::Upstream {
+    let (datacenter, peer) = match u.target() {
+        crate::catalog::model::UpstreamTarget::Local => (String::new(), String::new()),
+        crate::catalog::model::UpstreamTarget::Datacenter(dc) => (dc.to_string(), String::new()),
+        crate::catalog::model::UpstreamTarget::Peer(p) => (String::new(), p.to_string()),
+    };
     pb::Upstream {
         destination_name: u.destination_name.clone(),
         local_bind_address: u.local_bind_address.clone(),
         local_bind_port: u32::from(u.local_bind_port),
-        datacenter: u.datacenter.clone(),
+        datacenter,
         mesh_gateway_mode: mode_to_pb(u.mesh_gateway_mode),
+        peer,
     }
 }
 

@@ -95,11 +95,27 @@ impl CaState {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Intention {
+    /// A service, `*`, or `peer:PEER/SERVICE` for a cluster peer's service
+    /// (a service name holds neither `:` nor `/`), so that records of
+    /// earlier builds read as they are. Built and read by
+    /// [`peer_source`] and [`Intention::source_peer`].
     pub source: String,
     pub destination: String,
     pub allow: bool,
     pub create_index: u64,
     pub modify_index: u64,
+}
+
+/// How an intention's source names a peer's service.
+pub(crate) fn peer_source(peer: &str, service: &str) -> String {
+    format!("peer:{peer}/{service}")
+}
+
+impl Intention {
+    /// `(peer, service)` when the source is a cluster peer's service.
+    pub(crate) fn source_peer(&self) -> Option<(&str, &str)> {
+        self.source.strip_prefix("peer:")?.split_once('/')
+    }
 }
 
 /// One endpoint of another datacenter's mesh: a sidecar or a gateway, at

@@ -380,7 +380,11 @@ impl Catalog {
                 self.mesh.apply(index, m)
             }
             Command::Acl(a) => self.acl.apply(index, a),
-            Command::Peering(p) => self.peering.apply(index, p),
+            // Imports, exports and peers' trust reach proxies.
+            Command::Peering(p) => {
+                touched.mesh = true;
+                self.peering.apply(index, p)
+            }
             Command::Restore { data, .. } => {
                 *self = Catalog::from_data((**data).clone());
                 touched.reset = true;

@@ -47,9 +47,38 @@ pub(crate) struct Upstream {
     pub destination_name: String,
     pub local_bind_address: String,
     pub local_bind_port: u16,
+    /// Where the destination is: empty (this datacenter), a datacenter, or
+    /// `peer:NAME` for a cluster peer (a datacenter's name never holds a
+    /// `:`), so that records of earlier builds read as they are. Read it
+    /// through [`Upstream::target`].
     pub datacenter: String,
     /// `None`: the proxy's mode, then the datacenter's.
     pub mesh_gateway_mode: Option<GatewayMode>,
+}
+
+/// Where an upstream's destination is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum UpstreamTarget<'a> {
+    Local,
+    Datacenter(&'a str),
+    Peer(&'a str),
+}
+
+const PEER_PREFIX: &str = "peer:";
+
+impl Upstream {
+    pub(crate) fn target(&self) -> UpstreamTarget<'_> {
+        match self.datacenter.strip_prefix(PEER_PREFIX) {
+            Some(peer) => UpstreamTarget::Peer(peer),
+            None if self.datacenter.is_empty() => UpstreamTarget::Local,
+            None => UpstreamTarget::Datacenter(&self.datacenter),
+        }
+    }
+
+    /// How a peer target is kept in `datacenter`.
+    pub(crate) fn peer_target(peer: &str) -> String {
+        format!("{PEER_PREFIX}{peer}")
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -92,13 +92,22 @@ pub(super) enum IntentionSub {
         allow: bool,
         #[arg(long)]
         deny: bool,
+        /// SOURCE is a service of this cluster peer.
+        #[arg(long)]
+        source_peer: Option<String>,
         source: String,
         destination: String,
     },
     /// Every intention and the default.
     List,
     /// Remove SOURCE -> DESTINATION.
-    Delete { source: String, destination: String },
+    Delete {
+        /// SOURCE is a service of this cluster peer.
+        #[arg(long)]
+        source_peer: Option<String>,
+        source: String,
+        destination: String,
+    },
     /// Would SOURCE be allowed to reach DESTINATION? (exit 0 allowed, 2 denied)
     Check { source: String, destination: String },
 }
@@ -301,13 +310,20 @@ pub(super) async fn run_intention(c: &ClientArgs, cmd: IntentionSub) -> anyhow::
         IntentionSub::Create {
             allow,
             deny: _,
+            source_peer,
             source,
             destination,
         } => {
-            let r = client.intention_upsert(&source, &destination, allow).await?;
+            let r = client
+                .intention_upsert_from(source_peer.as_deref(), &source, &destination, allow)
+                .await?;
             let verb = if allow { "allow" } else { "deny" };
+            let from = source_peer.map(|p| format!(" (peer {p})")).unwrap_or_default();
             emit(c.format, &r, || {
-                println!("Created: {source} => {destination} ({verb}) at index {}", r.index)
+                println!(
+                    "Created: {source}{from} => {destination} ({verb}) at index {}",
+                    r.index
+                )
             })
         }
         IntentionSub::List => {
@@ -318,7 +334,11 @@ pub(super) async fn run_intention(c: &ClientArgs, cmd: IntentionSub) -> anyhow::
                     .iter()
                     .map(|i| {
                         vec![
-                            i.source.clone(),
+                            if i.source_peer.is_empty() {
+                                i.source.clone()
+                            } else {
+                                format!("{} (peer {})", i.source, i.source_peer)
+                            },
                             i.destination.clone(),
                             if i.allow { "allow" } else { "deny" }.into(),
                             i.modify_index.to_string(),
@@ -329,8 +349,14 @@ pub(super) async fn run_intention(c: &ClientArgs, cmd: IntentionSub) -> anyhow::
                 println!("default: {}", if r.default_allow { "allow" } else { "deny" });
             })
         }
-        IntentionSub::Delete { source, destination } => {
-            let r = client.intention_delete(&source, &destination).await?;
+        IntentionSub::Delete {
+            source_peer,
+            source,
+            destination,
+        } => {
+            let r = client
+                .intention_delete_from(source_peer.as_deref(), &source, &destination)
+                .await?;
             emit(c.format, &r, || {
                 println!("Deleted: {source} => {destination} at index {}", r.index)
             })

@@ -139,6 +139,8 @@ pub(super) struct UpstreamDef {
     pub local_bind_port: u32,
     pub local_bind_address: Option<String>,
     pub datacenter: Option<String>,
+    /// A cluster peer that exports it (instead of a datacenter).
+    pub peer: Option<String>,
     /// none, local or remote.
     pub mesh_gateway_mode: Option<String>,
 }
@@ -154,12 +156,14 @@ pub(super) fn gateway_mode(v: &Option<String>) -> anyhow::Result<i32> {
     } as i32)
 }
 
-/// `NAME:LOCAL_PORT` or `NAME:LOCAL_PORT@DC`.
+/// `NAME:LOCAL_PORT`, `NAME:LOCAL_PORT@DC` or `NAME:LOCAL_PORT@peer:PEER`.
 fn upstream_flag(u: &str) -> anyhow::Result<UpstreamDef> {
-    let (target, datacenter) = match u.split_once('@') {
-        Some((t, dc)) if !dc.is_empty() => (t, Some(dc.to_string())),
-        Some(_) => bail!("--upstream {u:?}: nothing after '@' (expected NAME:LOCAL_PORT@DC)"),
-        None => (u, None),
+    let (target, datacenter, peer) = match u.split_once('@') {
+        Some((_, "peer:")) => bail!("--upstream {u:?}: no peer name after 'peer:'"),
+        Some((t, at)) if at.starts_with("peer:") => (t, None, Some(at["peer:".len()..].to_string())),
+        Some((t, dc)) if !dc.is_empty() => (t, Some(dc.to_string()), None),
+        Some(_) => bail!("--upstream {u:?}: nothing after '@' (expected NAME:LOCAL_PORT@DC or @peer:PEER)"),
+        None => (u, None, None),
     };
     let (name, port) = target
         .rsplit_once(':')
@@ -171,6 +175,7 @@ fn upstream_flag(u: &str) -> anyhow::Result<UpstreamDef> {
         destination_name: name.to_string(),
         local_bind_port: port,
         datacenter,
+        peer,
         ..Default::default()
     })
 }
@@ -255,6 +260,7 @@ impl ServiceDef {
                                     local_bind_port: u.local_bind_port,
                                     datacenter: u.datacenter.clone().unwrap_or_default(),
                                     mesh_gateway_mode: gateway_mode(&u.mesh_gateway_mode)?,
+                                    peer: u.peer.clone().unwrap_or_default(),
                                 })
                             })
                             .collect::<anyhow::Result<_>>()?,

@@ -209,7 +209,10 @@ impl XdsHub {
         let mesh = match &proxy {
             Proxy::Sidecar(sc) => {
                 input.deps = sc.upstreams.iter().map(|u| u.destination.clone()).collect();
-                self.mesh_snapshot(d, &input.deps)
+                let mut mesh = self.mesh_snapshot(d, &input.deps);
+                mesh.peers = peer_meshes(d, sc);
+                mesh.inbound_peers = inbound_peers(d, &sc.service);
+                mesh
             }
             Proxy::Gateway(_) => {
                 input.deps = BTreeSet::from([EVERY_SERVICE.to_string()]);
@@ -240,12 +243,20 @@ impl XdsHub {
             upstreams: p
                 .upstreams
                 .iter()
-                .map(|u| Upstream {
-                    destination: u.destination_name.clone(),
-                    datacenter: u.datacenter.clone(),
-                    bind_address: u.local_bind_address.clone(),
-                    bind_port: u.local_bind_port,
-                    mode: mode(u.mesh_gateway_mode),
+                .map(|u| {
+                    let (datacenter, peer) = match u.target() {
+                        model::UpstreamTarget::Local => (String::new(), String::new()),
+                        model::UpstreamTarget::Datacenter(dc) => (dc.to_string(), String::new()),
+                        model::UpstreamTarget::Peer(p) => (String::new(), p.to_string()),
+                    };
+                    Upstream {
+                        destination: u.destination_name.clone(),
+                        datacenter,
+                        bind_address: u.local_bind_address.clone(),
+                        bind_port: u.local_bind_port,
+                        mode: mode(u.mesh_gateway_mode),
+                        peer,
+                    }
                 })
                 .collect(),
         }
@@ -348,17 +359,33 @@ impl XdsHub {
                 .unwrap_or_default(),
             datacenter: self.settings.datacenter.clone(),
             default_allow: self.settings.default_allow,
+            // A peer's service is known to the translation by its trust
+            // domain; intentions naming a peer not (yet) known are left out.
             intentions: m
                 .intentions
                 .values()
-                .map(|i| Intention {
-                    source: i.source.clone(),
-                    destination: i.destination.clone(),
-                    allow: i.allow,
+                .filter_map(|i| {
+                    let source = match i.source_peer() {
+                        None => i.source.clone(),
+                        Some((peer, svc)) => {
+                            let td = &c.peering().peerings.get(peer)?.peer.trust_domain;
+                            if td.is_empty() {
+                                return None;
+                            }
+                            format!("{td}/{svc}")
+                        }
+                    };
+                    Some(Intention {
+                        source,
+                        destination: i.destination.clone(),
+                        allow: i.allow,
+                    })
                 })
                 .collect(),
             endpoints,
             roots_pem: m.ca.as_ref().map(|ca| ca.trust_bundle()).unwrap_or_default(),
+            peers: Default::default(),
+            inbound_peers: Vec::new(),
         }
     }
 
@@ -480,6 +507,74 @@ impl XdsHub {
             tracing::debug!(rebuilt = n, sent, changes = sets.len(), "xds snapshots updated");
         }
     }
+}
+
+/// What the peers named by `sc`'s upstreams export here: their trust,
+/// and each exported service's names and the exporter's gateways.
+fn peer_meshes(d: &SmData, sc: &Sidecar) -> std::collections::BTreeMap<String, tribune_xds::PeerMesh> {
+    let peerings = &d.catalog.peering().peerings;
+    sc.upstreams
+        .iter()
+        .filter(|u| !u.peer.is_empty())
+        .filter_map(|u| {
+            let p = peerings
+                .get(&u.peer)
+                .filter(|p| p.state != crate::catalog::peering::PeeringState::Terminated)?;
+            let services = p
+                .imported
+                .iter()
+                .map(|s| {
+                    let gateways = s
+                        .gateways
+                        .iter()
+                        .filter_map(|g| {
+                            let (a, port) = g.rsplit_once(':')?;
+                            Some(MeshEndpoint {
+                                instance_id: g.clone(),
+                                address: a.to_string(),
+                                port: port.parse().ok()?,
+                                healthy: true,
+                            })
+                        })
+                        .collect();
+                    (
+                        s.name.clone(),
+                        tribune_xds::PeerService {
+                            sni: s.sni.clone(),
+                            spiffe_id: s.spiffe_id.clone(),
+                            gateways,
+                        },
+                    )
+                })
+                .collect();
+            Some((
+                u.peer.clone(),
+                tribune_xds::PeerMesh {
+                    trust_domain: p.peer.trust_domain.clone(),
+                    roots_pem: p.peer.roots_pem.clone(),
+                    services,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The peers `service` is exported to, whose identities its sidecars accept.
+fn inbound_peers(d: &SmData, service: &str) -> Vec<tribune_xds::PeerTrust> {
+    let store = d.catalog.peering();
+    let Some(peers) = store.exports.get(service) else {
+        return Vec::new();
+    };
+    peers
+        .iter()
+        .filter_map(|name| store.peerings.get(name))
+        .filter(|p| p.state != crate::catalog::peering::PeeringState::Terminated)
+        .filter(|p| !p.peer.trust_domain.is_empty() && !p.peer.roots_pem.is_empty())
+        .map(|p| tribune_xds::PeerTrust {
+            trust_domain: p.peer.trust_domain.clone(),
+            roots_pem: p.peer.roots_pem.clone(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -107,6 +107,7 @@ fn nack_is_recorded_and_subscriptions_on_stale_nonces_still_count() {
     m.endpoints.insert("later".into(), vec![]);
     let mut p = web();
     p.upstreams.push(crate::Upstream {
+        peer: String::new(),
         destination: "later".into(),
         datacenter: String::new(),
         bind_address: "127.0.0.1".into(),

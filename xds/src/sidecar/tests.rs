@@ -19,6 +19,8 @@ pub(crate) fn ep(id: &str, address: &str, port: u16, healthy: bool) -> MeshEndpo
 
 pub(crate) fn mesh() -> MeshSnapshot {
     MeshSnapshot {
+        peers: Default::default(),
+        inbound_peers: Vec::new(),
         index: 7,
         trust_domain: "1234.tribune".into(),
         datacenter: "dc1".into(),
@@ -46,6 +48,7 @@ pub(crate) fn web() -> Sidecar {
         local_app_address: "127.0.0.1".into(),
         local_app_port: 8080,
         upstreams: vec![Upstream {
+            peer: String::new(),
             destination: "api".into(),
             datacenter: String::new(),
             bind_address: "127.0.0.1".into(),
@@ -200,6 +203,7 @@ const DB_DC2: &str = "db.default.dc2.internal.1234.tribune";
 fn web_with_db(dc: &str, mode: GatewayMode) -> Sidecar {
     let mut p = web();
     p.upstreams.push(Upstream {
+        peer: String::new(),
         destination: "db".into(),
         datacenter: dc.into(),
         bind_address: "127.0.0.1".into(),
@@ -340,4 +344,81 @@ fn local_mode_without_a_local_gateway_is_diagnosed() {
         names_of(&r, CLUSTER),
         ["api.default.dc1.internal.1234.tribune", DB_DC2, "local_app"]
     );
+}
+
+fn with_peer() -> MeshSnapshot {
+    let mut m = mesh();
+    m.peers.insert(
+        "cluster-b".into(),
+        crate::model::PeerMesh {
+            trust_domain: "b.tribune".into(),
+            roots_pem: vec!["PEER ROOT".into()],
+            services: BTreeMap::from([(
+                "db".to_string(),
+                crate::model::PeerService {
+                    sni: "db.default.dc1.internal.b.tribune".into(),
+                    spiffe_id: "spiffe://b.tribune/ns/default/dc/dc1/svc/db".into(),
+                    gateways: vec![ep("gw-b", "127.0.0.6", 8443, true)],
+                },
+            )]),
+        },
+    );
+    m
+}
+
+fn web_with_peer_db() -> Sidecar {
+    let mut p = web();
+    p.upstreams.push(Upstream {
+        peer: "cluster-b".into(),
+        destination: "db".into(),
+        datacenter: String::new(),
+        bind_address: "127.0.0.1".into(),
+        bind_port: 5002,
+        mode: GatewayMode::None,
+    });
+    p
+}
+
+#[test]
+fn a_peer_upstream_goes_to_the_exporters_gateways_trusting_only_the_peer() {
+    let (r, diags) = build(&web_with_peer_db(), &with_peer(), Some(&leaf()));
+    assert!(diags.is_empty(), "{diags:?}");
+    let name = "db.default.cluster-b.external.b.tribune";
+    assert!(names_of(&r, CLUSTER).contains(&name.to_string()));
+    let (sni, san) = sni_and_san(&r, name);
+    assert_eq!(sni, "db.default.dc1.internal.b.tribune");
+    assert_eq!(
+        san,
+        string_matcher::MatchPattern::Exact("spiffe://b.tribune/ns/default/dc/dc1/svc/db".into())
+    );
+    assert!(names_of(&r, SECRET).contains(&"tribune-peer-roots:cluster-b".to_string()));
+    let cla =
+        ClusterLoadAssignment::decode(r.of_type(ENDPOINT).unwrap()[name].body.value.as_slice()).unwrap();
+    assert_eq!(cla.endpoints[0].lb_endpoints.len(), 1);
+
+    // Not exported (yet): diagnosed; the listener is there, the cluster not.
+    let (r, diags) = build(&web_with_peer_db(), &mesh(), Some(&leaf()));
+    assert_eq!(diags.len(), 1, "{diags:?}");
+    assert!(names_of(&r, LISTENER).iter().any(|l| l.contains("db")));
+}
+
+#[test]
+fn a_service_exported_to_a_peer_accepts_its_identities_by_their_own_roots() {
+    let mut m = mesh();
+    m.inbound_peers.push(crate::model::PeerTrust {
+        trust_domain: "a.tribune".into(),
+        roots_pem: vec!["A ROOT".into()],
+    });
+    let (r, _) = build(&web(), &m, Some(&leaf()));
+    // The validator and both trust domains are in the listener's (nested,
+    // encoded) TLS context.
+    let has = |r: &ProxyResources, needle: &str| {
+        let bytes = &r.of_type(LISTENER).unwrap()[names::PUBLIC_LISTENER].body.value;
+        bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+    };
+    assert!(has(&r, "envoy.tls.cert_validator.spiffe"));
+    assert!(has(&r, "a.tribune") && has(&r, "A ROOT"));
+    // Without peers: the roots over SDS, so a rotation changes no listener.
+    let (r, _) = build(&web(), &mesh(), Some(&leaf()));
+    assert!(!has(&r, "cert_validator.spiffe"));
 }

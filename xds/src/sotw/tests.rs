@@ -117,6 +117,7 @@ fn updates_go_out_make_before_break() {
     // A new upstream: its cluster goes out before the listener that uses it.
     let mut p = web();
     p.upstreams.push(crate::Upstream {
+        peer: String::new(),
         destination: "db".into(),
         datacenter: String::new(),
         bind_address: "127.0.0.1".into(),
