@@ -105,6 +105,11 @@ pub struct FanoutArgs {
     /// on every request and every minute.
     #[arg(long)]
     acl: bool,
+    /// Sidecars in cluster A import api from cluster B (a peer, its TLS
+    /// port on 127.0.0.2): the change is a new mesh gateway of B, which
+    /// every importing sidecar holds as an endpoint.
+    #[arg(long)]
+    across_peers: bool,
 }
 
 /// The management token of `--acl` runs.
@@ -140,6 +145,7 @@ enum ApiIn<'a> {
     Nowhere,
     Here,
     Datacenter(&'a str),
+    Peer(&'a str),
 }
 
 async fn sidecar(
@@ -157,6 +163,12 @@ async fn sidecar(
         mesh_gateway_mode: api::MeshGatewayMode::None as i32,
         ..Default::default()
     };
+    let from_peer = |peer: &str| api::Upstream {
+        destination_name: "api".into(),
+        local_bind_port: 9191,
+        peer: peer.into(),
+        ..Default::default()
+    };
     let req = api::RegisterRequest {
         service: Some(api::ServiceSpec {
             id: id.into(),
@@ -171,6 +183,7 @@ async fn sidecar(
                 ApiIn::Nowhere => vec![],
                 ApiIn::Here => vec![upstream("")],
                 ApiIn::Datacenter(dc) => vec![upstream(dc)],
+                ApiIn::Peer(p) => vec![from_peer(p)],
             },
             ..Default::default()
         }),
@@ -180,6 +193,27 @@ async fn sidecar(
         .register(req)
         .await
         .with_context(|| format!("registering {id}"))?;
+    Ok(())
+}
+
+/// Mesh gateway number `n` of the exporting cluster, on 127.0.0.2.
+async fn register_gateway(client: &Client, n: usize) -> Result<()> {
+    let port = 30_000 + n as u32;
+    client
+        .register(api::RegisterRequest {
+            service: Some(api::ServiceSpec {
+                id: format!("gw-{n}"),
+                name: "gateway".into(),
+                address: "127.0.0.2".into(),
+                port,
+                kind: api::ServiceKind::MeshGateway as i32,
+                wan_address: format!("127.0.0.2:{port}"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("registering gateway gw-{n}"))?;
     Ok(())
 }
 
@@ -341,6 +375,15 @@ struct Servers {
 }
 
 async fn servers(args: &FanoutArgs) -> Result<Servers> {
+    if args.across_peers {
+        let local = crate::tribune::start(&args.tribune_bin, None, None).await?;
+        let tls = format!("127.0.0.2:{}", crate::servers::free_ports(1)?[0]);
+        let b = crate::tribune::start_with(&args.tribune_bin, &["--grpc-tls-addr", &tls]).await?;
+        return Ok(Servers {
+            local,
+            api_dc: Some(b),
+        });
+    }
     if args.acl {
         anyhow::ensure!(!args.across_datacenters, "--acl runs within one datacenter");
         let local = crate::tribune::start_with(
@@ -398,6 +441,7 @@ async fn fanout_one(args: &FanoutArgs, n: usize, mode: Mode) -> Result<FanoutRes
         }
     }
     let (api_client, api_dc, upstream) = match &servers.api_dc {
+        Some(b) if args.across_peers => (Client::connect(&b.grpc_addr).await?, "", ApiIn::Peer("cluster-b")),
         Some(dc2) => (
             Client::connect(&dc2.grpc_addr).await?,
             "dc2",
@@ -406,19 +450,25 @@ async fn fanout_one(args: &FanoutArgs, n: usize, mode: Mode) -> Result<FanoutRes
         None => (client.clone(), "dc1", ApiIn::Here),
     };
     sidecar(&api_client, "api", "api-1", 9001, 21001, ApiIn::Nowhere).await?;
+    if args.across_peers {
+        let token = loop {
+            match api_client.peering_generate_token("cluster-a").await {
+                Ok(t) => break t.token,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        client.peering_establish("cluster-b", &token).await?;
+        register_gateway(&api_client, 1).await?;
+        api_client.peering_export("api", "cluster-a", true).await?;
+    }
     // The sidecars, written concurrently (group commit makes this quick).
     let client = Arc::new(client);
     let mut tasks = Vec::new();
     for w in 0..64 {
         let c = client.clone();
         let services = args.services;
-        let across = matches!(upstream, ApiIn::Datacenter(_));
+        let api = upstream;
         tasks.push(tokio::spawn(async move {
-            let api = if across {
-                ApiIn::Datacenter("dc2")
-            } else {
-                ApiIn::Here
-            };
             for i in (w..n).step_by(64) {
                 let svc = format!("app-{}", i % services);
                 sidecar(
@@ -443,7 +493,12 @@ async fn fanout_one(args: &FanoutArgs, n: usize, mode: Mode) -> Result<FanoutRes
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     };
-    let sni = format!("api.default.{api_dc}.internal.{td}");
+    let sni = if args.across_peers {
+        let td_b = api_client.ca_roots().await?.trust_domain;
+        format!("api.default.cluster-b.external.{td_b}")
+    } else {
+        format!("api.default.{api_dc}.internal.{td}")
+    };
     // One service-identity token per service, shared by its sidecars.
     let mut tokens = Vec::new();
     if args.acl {
@@ -501,15 +556,19 @@ async fn fanout_one(args: &FanoutArgs, n: usize, mode: Mode) -> Result<FanoutRes
     let mut changes = Vec::new();
     for k in 0..args.changes {
         let t0 = Instant::now();
-        sidecar(
-            &api_client,
-            "api",
-            &format!("api-{}", k + 2),
-            9002 + k as u32,
-            21_002 + k as u32,
-            ApiIn::Nowhere,
-        )
-        .await?;
+        if args.across_peers {
+            register_gateway(&api_client, k + 2).await?;
+        } else {
+            sidecar(
+                &api_client,
+                "api",
+                &format!("api-{}", k + 2),
+                9002 + k as u32,
+                21_002 + k as u32,
+                ApiIn::Nowhere,
+            )
+            .await?;
+        }
         let times = wait_all(&mut rx, &mut held, k + 2, t0, Duration::from_secs(60)).await?;
         changes.push((
             percentile(&times, 50.0).unwrap_or_default(),
@@ -546,6 +605,9 @@ pub async fn fanout(args: FanoutArgs) -> Result<()> {
     }
     if args.across_datacenters {
         println!("Sidecars in dc1, their upstream api in dc2 (mode none); the change is written to dc2.");
+    }
+    if args.across_peers {
+        println!("Sidecars in cluster A import api from peer B; the change is a new mesh gateway in B.");
     }
     println!(
         "| streams | mode | all connected and configured | change -> stream p50 | p99 | last stream | server RSS per idle stream |"

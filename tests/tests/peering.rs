@@ -6,6 +6,8 @@
 //! comes back by itself; a deletion reaches both sides.
 
 use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tribune_tests::mesh::{Backend, Envoy, eventually, get};
@@ -63,6 +65,13 @@ fn health_of(agent: &Agent, peer: &str, service: &str) -> Vec<String> {
         .flat_map(|s| s["instances"].as_array().cloned().unwrap_or_default())
         .map(|i| i["health"].as_str().unwrap_or_default().to_string())
         .collect()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 #[track_caller]
@@ -223,7 +232,7 @@ fn two_clusters_peer_share_exports_and_part() {
 fn a_sidecar_reaches_a_peers_service_through_its_gateway() {
     let dir = tempfile::tempdir().unwrap();
     let a = Agent::start_in(&dir.path().join("a"), Ports::free(), &[]);
-    let b = start_b_with(&dir.path().join("b"), &["--default-intention", "deny"]);
+    let mut b = start_b_with(&dir.path().join("b"), &["--default-intention", "deny"]);
     let token = ok(b.cli(&["peering", "generate-token", "--name", "cluster-a"]))
         .trim()
         .to_string();
@@ -246,7 +255,7 @@ fn a_sidecar_reaches_a_peers_service_through_its_gateway() {
         "--sidecar-port",
         &db_sidecar.to_string(),
     ]));
-    let _db_proxy = Envoy::start(&b, "db-1", "delta");
+    let db_proxy = Envoy::start(&b, "db-1", "delta");
     let (gw_lan, gw_wan) = (free_port(), free_port());
     let gw = Envoy::start_gateway(
         &b,
@@ -311,6 +320,61 @@ fn a_sidecar_reaches_a_peers_service_through_its_gateway() {
         web.log_tail(),
         gw.log_tail()
     );
+    // A root rotation in B under a request loop from A: B's new root
+    // reaches A's sidecar (its peer trust), db's leaf moves to it, and no
+    // request fails.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut errors) = (0u64, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                match get(upstream) {
+                    Ok(b) if b == "hello from db in B" => ok += 1,
+                    Ok(b) => errors.push(format!("wrong body {b:?}")),
+                    Err(e) => errors.push(e),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (ok, errors)
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    ok(b.cli(&["connect", "ca", "rotate"]));
+    let roots = json(b.cli(&["connect", "ca", "roots", "--format", "json"]));
+    let new_root = roots["roots"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|x| x["active"] == true))
+        .and_then(|x| x["cert_pem"].as_str())
+        .unwrap()
+        .to_string();
+    // A line of the new root's body, as Envoy's config dump shows it.
+    let marker = new_root.lines().nth(2).unwrap().to_string();
+    let reached = eventually(Duration::from_secs(30), || {
+        web.admin("/config_dump?resource=dynamic_active_secrets")
+            .is_some_and(|d| d.contains(&marker))
+            && db_proxy
+                .leaf_chain_pem("db")
+                .is_some_and(|c| tribune_certs::verify_chain(&c, &[], &[&new_root], now()).is_ok())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let (served, errors) = load.join().unwrap();
+    assert!(
+        reached.is_some(),
+        "B's new root did not reach A's web, or db's leaf did not move"
+    );
+    assert!(
+        errors.is_empty(),
+        "{} of {} requests failed during B's rotation: {errors:?}",
+        errors.len(),
+        served + errors.len() as u64
+    );
+    assert!(
+        served > 50,
+        "only {served} requests went through during the rotation"
+    );
+
     // An allow for a local web does not let the peer's web in.
     ok(b.cli(&["intention", "delete", "--source-peer", "cluster-a", "web", "db"]));
     ok(b.cli(&["intention", "create", "--allow", "web", "db"]));
@@ -318,6 +382,35 @@ fn a_sidecar_reaches_a_peers_service_through_its_gateway() {
         eventually(Duration::from_secs(20), || get(upstream).is_err()).is_some(),
         "the peer's web still gets in with only a local intention"
     );
+
+    // B's server stopped: A's sidecar and B's proxies keep their last
+    // configuration, so web still reaches db; B back, ACTIVE again.
+    ok(b.cli(&[
+        "intention",
+        "create",
+        "--allow",
+        "--source-peer",
+        "cluster-a",
+        "web",
+        "db",
+    ]));
+    assert!(eventually(Duration::from_secs(20), works).is_some());
+    b.kill9();
+    wait("A sees B down", Duration::from_secs(30), || {
+        state_of(&a, "cluster-b") == "FAILING"
+    });
+    for _ in 0..5 {
+        assert_eq!(
+            get(upstream).as_deref(),
+            Ok("hello from db in B"),
+            "traffic stops with B's server"
+        );
+    }
+    b.relaunch();
+    b.wait_ready();
+    wait("ACTIVE again", Duration::from_secs(30), || {
+        state_of(&a, "cluster-b") == "ACTIVE"
+    });
 
     // Unexported: the cluster's endpoints go.
     ok(b.cli(&["services", "unexport", "db", "--to-peer", "cluster-a"]));
