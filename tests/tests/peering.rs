@@ -418,3 +418,73 @@ fn a_sidecar_reaches_a_peers_service_through_its_gateway() {
         web.endpoints(&cluster).is_empty()
     });
 }
+
+/// B as three servers: the token names all three, and when B's leader is
+/// killed the peering stays (or comes back) ACTIVE by itself, imports stay,
+/// and a change in B still reaches A.
+#[test]
+fn a_three_server_exporter_losing_its_leader_keeps_the_peering() {
+    use tribune_tests::cluster::Cluster;
+
+    let dir = tempfile::tempdir().unwrap();
+    let a = Agent::start_in(&dir.path().join("a"), Ports::free(), &[]);
+    let mut b = Cluster::start(3, &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(b.healthy(Duration::from_secs(30)));
+    // Every server registers its TLS port; the token names all three.
+    let token = eventually(Duration::from_secs(10), || {
+        let o = b.servers[0].cli(&[
+            "peering",
+            "generate-token",
+            "--name",
+            "cluster-a",
+            "--format",
+            "json",
+        ]);
+        o.status.success() && {
+            use base64::Engine;
+            let t = json(o)["token"].as_str().unwrap_or_default().to_string();
+            let d: serde_json::Value = base64::engine::general_purpose::STANDARD
+                .decode(&t)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            d["server_addresses"].as_array().is_some_and(|a| a.len() == 3)
+        }
+    });
+    assert!(token.is_some(), "the token never named all three servers");
+    let token = ok(b.servers[0].cli(&["peering", "generate-token", "--name", "cluster-a"]))
+        .trim()
+        .to_string();
+    ok(a.cli(&["peering", "establish", "--name", "cluster-b", "--token", &token]));
+    ok(b.servers[0].cli(&[
+        "services", "register", "--name", "db", "--id", "db-1", "--port", "5432",
+    ]));
+    ok(b.servers[0].cli(&["services", "export", "db", "--to-peer", "cluster-a"]));
+    wait("db imported", Duration::from_secs(15), || {
+        health_of(&a, "cluster-b", "db").len() == 1
+    });
+
+    let leader = rt
+        .block_on(b.leader(Duration::from_secs(10)))
+        .expect("B has a leader");
+    b.servers[leader].kill9();
+    assert_eq!(health_of(&a, "cluster-b", "db").len(), 1, "imports stay");
+    let survivor = (leader + 1) % 3;
+    wait(
+        "a change in B reaches A after B's leader died",
+        Duration::from_secs(30),
+        || {
+            b.servers[survivor]
+                .cli(&[
+                    "services", "register", "--name", "db", "--id", "db-2", "--port", "5433",
+                ])
+                .status
+                .success()
+                && health_of(&a, "cluster-b", "db").len() == 2
+        },
+    );
+    wait("ACTIVE", Duration::from_secs(20), || {
+        state_of(&a, "cluster-b") == "ACTIVE"
+    });
+}
