@@ -330,6 +330,9 @@ struct FanoutResult {
     rss_per_stream_kib: f64,
     /// Per change: p50, p99, last.
     changes: Vec<(Duration, Duration, Duration)>,
+    /// Across peers: the exporter's stream bytes per change, and the time
+    /// from the exporter's restart (ready) to the importer ACTIVE again.
+    peering: Option<(f64, Duration)>,
 }
 
 /// Waits until every stream reports at least `want` endpoints; the time each
@@ -427,7 +430,7 @@ async fn servers(args: &FanoutArgs) -> Result<Servers> {
 }
 
 async fn fanout_one(args: &FanoutArgs, n: usize, mode: Mode) -> Result<FanoutResult> {
-    let servers = servers(args).await?;
+    let mut servers = servers(args).await?;
     let t = &servers.local;
     let pid = t.server.pid().context("the server has no pid")?;
     let mut client = Client::connect(&t.grpc_addr).await?;
@@ -554,7 +557,16 @@ async fn fanout_one(args: &FanoutArgs, n: usize, mode: Mode) -> Result<FanoutRes
     let rss_after = vm_rss_kib(pid)?;
 
     let mut changes = Vec::new();
+    let sent_bytes = |t: &crate::tribune::Tribune| {
+        let http = t.http_addr.clone();
+        async move { crate::tribune::metric(&http, "tribune_peering_bytes_total{direction=\"sent\"}").await }
+    };
+    let mut peer_bytes = 0.0;
     for k in 0..args.changes {
+        let before = match (&servers.api_dc, args.across_peers) {
+            (Some(b), true) => sent_bytes(b).await?,
+            _ => 0.0,
+        };
         let t0 = Instant::now();
         if args.across_peers {
             register_gateway(&api_client, k + 2).await?;
@@ -570,6 +582,9 @@ async fn fanout_one(args: &FanoutArgs, n: usize, mode: Mode) -> Result<FanoutRes
             .await?;
         }
         let times = wait_all(&mut rx, &mut held, k + 2, t0, Duration::from_secs(60)).await?;
+        if let (Some(b), true) = (&servers.api_dc, args.across_peers) {
+            peer_bytes += sent_bytes(b).await? - before;
+        }
         changes.push((
             percentile(&times, 50.0).unwrap_or_default(),
             percentile(&times, 99.0).unwrap_or_default(),
@@ -585,8 +600,43 @@ async fn fanout_one(args: &FanoutArgs, n: usize, mode: Mode) -> Result<FanoutRes
     for s in streams {
         let _ = s.await;
     }
+    // Across peers: the exporter restarted, how long until the importer's
+    // peering is ACTIVE again (counted from the exporter being ready).
+    let peering = match (servers.api_dc.as_mut(), args.across_peers) {
+        (Some(b), true) => {
+            let per_change = peer_bytes / args.changes.max(1) as f64;
+            b.server.kill9().await?;
+            let down = Instant::now() + Duration::from_secs(30);
+            let state_is = |want: &'static str| {
+                let client = client.clone();
+                async move {
+                    client
+                        .peering_read("cluster-b")
+                        .await
+                        .is_ok_and(|p| p.state == want)
+                }
+            };
+            while !state_is("FAILING").await {
+                anyhow::ensure!(Instant::now() < down, "A never saw B down");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            b.server.respawn().await?;
+            b.wait_ready().await?;
+            let ready = Instant::now();
+            while !state_is("ACTIVE").await {
+                anyhow::ensure!(
+                    ready.elapsed() < Duration::from_secs(60),
+                    "A never came back ACTIVE"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Some((per_change, ready.elapsed()))
+        }
+        _ => None,
+    };
     drop(servers);
     Ok(FanoutResult {
+        peering,
         streams: n,
         mode,
         connect_secs,
@@ -618,6 +668,13 @@ pub async fn fanout(args: FanoutArgs) -> Result<()> {
         let p50 = r.changes.iter().map(|c| c.0).max().unwrap_or_default();
         let p99 = r.changes.iter().map(|c| c.1).max().unwrap_or_default();
         let last = r.changes.iter().map(|c| c.2).max().unwrap_or_default();
+        if let Some((bytes, back)) = r.peering {
+            eprintln!(
+                "{:?}: the exporter sent {bytes:.0} stream bytes per change; after its restart the importer was ACTIVE again in {:.0} ms",
+                r.mode,
+                back.as_secs_f64() * 1e3
+            );
+        }
         println!(
             "| {} | {:?} | {:.1} s | {:.0} ms | {:.0} ms | {:.0} ms | {:.1} KiB |",
             r.streams,

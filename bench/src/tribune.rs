@@ -245,6 +245,16 @@ impl Tribune {
     }
 }
 
+/// The value of metric line `series` (name and labels as `/metrics` prints
+/// them) on the agent whose HTTP port is `http`; 0 when absent.
+pub async fn metric(http: &str, series: &str) -> Result<f64> {
+    let (_, body) = http_get(http, "/metrics").await?;
+    Ok(body
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0))
+}
+
 /// Sum and count of each `tribune_raft_<stage>_seconds` histogram.
 #[derive(Debug, Default, Clone)]
 pub struct Stages(HashMap<&'static str, (f64, f64)>);

@@ -338,6 +338,7 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
         leadership: leadership.clone(),
         datacenter: settings.datacenter.clone(),
         links: Default::default(),
+        bytes: metrics.peering_bytes.clone(),
     });
     tokio::spawn(crate::peering::dialer::run(peering.clone()));
     let acl = crate::acl::Acl::new(

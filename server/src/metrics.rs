@@ -44,6 +44,13 @@ pub(crate) struct Metrics {
     pub gossip_members: Family<StateLabel, Gauge>,
     /// Gossip bytes by pool (lan, wan) and direction (sent, received).
     pub gossip_bytes: Family<GossipBytesLabels, Counter>,
+    /// Peering stream bytes by direction (sent, received).
+    pub peering_bytes: Family<DirectionLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DirectionLabel {
+    pub direction: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -142,8 +149,15 @@ impl Default for Metrics {
             "Gossip bytes sent and received by pool: UDP datagrams and TCP frames as sealed, without protocol headers",
             gossip_bytes.clone(),
         );
+        let peering_bytes = Family::<DirectionLabel, Counter>::default();
+        registry.register(
+            "peering_bytes",
+            "Peering stream messages sent and received, protobuf bytes without gRPC framing",
+            peering_bytes.clone(),
+        );
         Metrics {
             registry,
+            peering_bytes,
             log_append_seconds,
             append_entries_rpc_seconds,
             append_entries_handle_seconds,

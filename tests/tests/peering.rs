@@ -132,6 +132,14 @@ fn two_clusters_peer_share_exports_and_part() {
         a.cli(&["peering", "establish", "--name", "junk", "--token", "not a token"]),
         "token: not base64",
     );
+    let deleted = ok(b.cli(&["peering", "generate-token", "--name", "gone"]))
+        .trim()
+        .to_string();
+    ok(b.cli(&["peering", "delete", "gone"]));
+    refused(
+        a.cli(&["peering", "establish", "--name", "gone-peer", "--token", &deleted]),
+        "peering gone was deleted here",
+    );
     let unreachable = {
         use base64::Engine;
         let mut d = decoded.clone();
@@ -142,7 +150,7 @@ fn two_clusters_peer_share_exports_and_part() {
         a.cli(&["peering", "establish", "--name", "far", "--token", &unreachable]),
         "could not reach the peer's servers named in the token: 127.0.0.9:1",
     );
-    for name in ["again", "c2-peer", "junk", "far"] {
+    for name in ["again", "c2-peer", "junk", "far", "gone-peer"] {
         refused(a.cli(&["peering", "read", name]), "no peering");
     }
 

@@ -38,6 +38,16 @@ fn msg(m: Msg) -> pb::PeerMessage {
     pb::PeerMessage { msg: Some(m) }
 }
 
+/// Sends `m`, counting its bytes.
+async fn send(
+    ctx: &PeeringCtx,
+    out: &mpsc::Sender<pb::PeerMessage>,
+    m: pb::PeerMessage,
+) -> Result<(), mpsc::error::SendError<pb::PeerMessage>> {
+    ctx.count("sent", prost::Message::encoded_len(&m));
+    out.send(m).await
+}
+
 /// Runs the link for peering `name` until it ends.
 pub(crate) async fn run(
     ctx: &PeeringCtx,
@@ -73,7 +83,7 @@ pub(crate) async fn run(
                     Ok(r) => r,
                     Err(tell) => {
                         if tell {
-                            let _ = out.send(msg(Msg::Terminated(pb::PeerTerminated {}))).await;
+                            let _ = send(ctx, &out, msg(Msg::Terminated(pb::PeerTerminated {}))).await;
                             // Until the peer hangs up: dropping the stream at
                             // once could reset it before the message leaves.
                             let _ = tokio::time::timeout(GOODBYE, async {
@@ -90,13 +100,13 @@ pub(crate) async fn run(
                     nonce += 1;
                     let mut with_nonce = res.clone();
                     with_nonce.nonce = nonce.to_string();
-                    if out.send(msg(Msg::Resources(with_nonce))).await.is_err() {
+                    if send(ctx, &out, msg(Msg::Resources(with_nonce))).await.is_err() {
                         return LinkEnd::Failed("the stream to the peer closed".into());
                     }
                     last_sent = Some(res);
                     sent_at = Instant::now();
                 } else if sent_at.elapsed() >= HEARTBEAT {
-                    if out.send(msg(Msg::Heartbeat(pb::PeerHeartbeat {}))).await.is_err() {
+                    if send(ctx, &out, msg(Msg::Heartbeat(pb::PeerHeartbeat {}))).await.is_err() {
                         return LinkEnd::Failed("the stream to the peer closed".into());
                     }
                     sent_at = Instant::now();
@@ -112,6 +122,7 @@ pub(crate) async fn run(
                     Err(s) => return LinkEnd::Failed(format!("the stream failed: {}", s.message())),
                 };
                 heard_at = Instant::now();
+                ctx.count("received", prost::Message::encoded_len(&m));
                 ctx.links.seen(name, now_unix());
                 if !active {
                     active = true;
@@ -127,7 +138,7 @@ pub(crate) async fn run(
                             }
                         };
                         let ack = msg(Msg::Ack(pb::PeerAck { nonce: r.nonce, error }));
-                        if out.send(ack).await.is_err() {
+                        if send(ctx, &out, ack).await.is_err() {
                             return LinkEnd::Failed("the stream to the peer closed".into());
                         }
                     }

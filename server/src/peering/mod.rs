@@ -38,6 +38,19 @@ pub(crate) struct PeeringCtx {
     pub(crate) leadership: Leadership,
     pub(crate) datacenter: String,
     pub(crate) links: Links,
+    /// Stream bytes by direction.
+    pub(crate) bytes: prometheus_client::metrics::family::Family<
+        crate::metrics::DirectionLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+impl PeeringCtx {
+    pub(crate) fn count(&self, direction: &'static str, n: usize) {
+        self.bytes
+            .get_or_create(&crate::metrics::DirectionLabel { direction })
+            .inc_by(n as u64);
+    }
 }
 
 /// When each peer was last heard from on this server (Unix seconds), and

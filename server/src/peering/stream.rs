@@ -48,6 +48,12 @@ impl PeerStream for PeerStreamApi {
                         "no peering has this token's ID here: it was deleted, or a newer token replaced it",
                     )
                 })?;
+            if p.state == PeeringState::Terminated {
+                return Err(Status::failed_precondition(format!(
+                    "peering {} was deleted here: generate a new token",
+                    p.name
+                )));
+            }
             (p.name.clone(), p.establishment_sha256.clone())
         };
         let Some(hash) = hash else {
