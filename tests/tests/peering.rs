@@ -425,6 +425,21 @@ fn a_sidecar_reaches_a_peers_service_through_its_gateway() {
     wait("db leaves web's config", Duration::from_secs(20), || {
         web.endpoints(&cluster).is_empty()
     });
+    // Exported again, then the peering deleted: the upstream cluster is
+    // removed from web's Envoy, and B's exports to A are gone.
+    ok(b.cli(&["services", "export", "db", "--to-peer", "cluster-a"]));
+    let has_cluster = || {
+        web.admin("/config_dump?resource=dynamic_active_clusters")
+            .is_some_and(|d| d.contains(&cluster))
+    };
+    wait("db's cluster back", Duration::from_secs(20), has_cluster);
+    ok(a.cli(&["peering", "delete", "cluster-b"]));
+    wait("db's cluster removed from web", Duration::from_secs(20), || {
+        !has_cluster()
+    });
+    wait("B's exports to A gone", Duration::from_secs(20), || {
+        !ok(b.cli(&["services", "exports"])).contains("cluster-a")
+    });
 }
 
 /// B as three servers: the token names all three, and when B's leader is
