@@ -84,6 +84,39 @@ pub fn get(port: u16) -> Result<String, String> {
     }
 }
 
+/// GETs through `port` every 20 ms on a thread, until stopped: how many
+/// requests got `body`, and what went wrong with the others.
+pub struct RequestLoop {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, Vec<String>)>,
+}
+
+impl RequestLoop {
+    pub fn start(port: u16, body: &str) -> RequestLoop {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, body) = (stop.clone(), body.to_string());
+        let thread = std::thread::spawn(move || {
+            let (mut ok, mut errors) = (0u64, Vec::new());
+            while !flag.load(Ordering::Relaxed) {
+                match get(port) {
+                    Ok(b) if b == body => ok += 1,
+                    Ok(b) => errors.push(format!("wrong body {b:?}")),
+                    Err(e) => errors.push(e),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (ok, errors)
+        });
+        RequestLoop { stop, thread }
+    }
+
+    /// Stops the loop: (requests that succeeded, errors of the others).
+    pub fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
 /// Polls `f` until it returns true or `limit` passes; returns the time it took.
 pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
     let start = Instant::now();

@@ -4,11 +4,9 @@
 //! gateway mode; the endpoints Envoy holds prove which addresses were used.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tribune_tests::mesh::{Backend, Envoy, eventually, get};
+use tribune_tests::mesh::{Backend, Envoy, RequestLoop, eventually, get};
 use tribune_tests::{Agent, DC2_IP, Ports, free_port, start_dc2};
 
 fn now() -> i64 {
@@ -319,22 +317,7 @@ fn web_in_dc1_reaches_api_in_dc2_through_mesh_gateways_in_every_mode() {
 
     // A root rotation in dc1 under a request loop across the datacenters:
     // dc2 follows with a new intermediate, and no request fails.
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let (mut ok, mut errors) = (0u64, Vec::new());
-            while !stop.load(Ordering::Relaxed) {
-                match get(upstream) {
-                    Ok(b) if b == "hello from api in dc2" => ok += 1,
-                    Ok(b) => errors.push(format!("wrong body {b:?}")),
-                    Err(e) => errors.push(e),
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            (ok, errors)
-        })
-    };
+    let load = RequestLoop::start(upstream, "hello from api in dc2");
     std::thread::sleep(Duration::from_secs(1));
     dc1.cli_ok(&["connect", "ca", "rotate"]);
     let r = dc1.cli_json(&["connect", "ca", "roots"]);
@@ -352,8 +335,7 @@ fn web_in_dc1_reaches_api_in_dc2_through_mesh_gateways_in_every_mode() {
         chains_to_new(&web, "web") && chains_to_new(&api, "api")
     });
     std::thread::sleep(Duration::from_secs(2));
-    stop.store(true, Ordering::Relaxed);
-    let (ok, errors) = load.join().unwrap();
+    let (ok, errors) = load.finish();
     assert!(
         moved.is_some(),
         "the leaves of both datacenters did not move to the new root"

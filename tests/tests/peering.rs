@@ -6,11 +6,9 @@
 //! comes back by itself; a deletion reaches both sides.
 
 use std::process::Output;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tribune_tests::mesh::{Backend, Envoy, eventually, get};
+use tribune_tests::mesh::{Backend, Envoy, RequestLoop, eventually, get};
 use tribune_tests::{Agent, Ports, free_port, ok, refused};
 
 /// Where cluster B's servers are reached from A.
@@ -331,22 +329,7 @@ fn a_sidecar_reaches_a_peers_service_through_its_gateway() {
     // A root rotation in B under a request loop from A: B's new root
     // reaches A's sidecar (its peer trust), db's leaf moves to it, and no
     // request fails.
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let (mut ok, mut errors) = (0u64, Vec::new());
-            while !stop.load(Ordering::Relaxed) {
-                match get(upstream) {
-                    Ok(b) if b == "hello from db in B" => ok += 1,
-                    Ok(b) => errors.push(format!("wrong body {b:?}")),
-                    Err(e) => errors.push(e),
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            (ok, errors)
-        })
-    };
+    let load = RequestLoop::start(upstream, "hello from db in B");
     std::thread::sleep(Duration::from_secs(1));
     ok(b.cli(&["connect", "ca", "rotate"]));
     let roots = json(b.cli(&["connect", "ca", "roots", "--format", "json"]));
@@ -366,8 +349,7 @@ fn a_sidecar_reaches_a_peers_service_through_its_gateway() {
                 .is_some_and(|c| tribune_certs::verify_chain(&c, &[], &[&new_root], now()).is_ok())
     });
     std::thread::sleep(Duration::from_secs(2));
-    stop.store(true, Ordering::Relaxed);
-    let (served, errors) = load.join().unwrap();
+    let (served, errors) = load.finish();
     assert!(
         reached.is_some(),
         "B's new root did not reach A's web, or db's leaf did not move"

@@ -65,6 +65,24 @@ impl PeeringApi {
         }
     }
 
+    /// Lets `r.peer` import `r.service`, or (`export` false) no longer.
+    async fn set_export(
+        &self,
+        r: pb::PeeringExportRequest,
+        export: bool,
+    ) -> Result<Response<pb::PeeringExportResponse>, Status> {
+        validate::service_name("service", &r.service).map_err(invalid)?;
+        validate::node_name("peer", &r.peer).map_err(invalid)?;
+        let (service, peer) = (r.service, r.peer);
+        let cmd = if export {
+            PeeringCommand::Export { service, peer }
+        } else {
+            PeeringCommand::Unexport { service, peer }
+        };
+        let index = self.write(cmd).await?;
+        Ok(Response::new(pb::PeeringExportResponse { index }))
+    }
+
     fn get(&self, name: &str) -> Result<model::Peering, Status> {
         self.ctx
             .state
@@ -304,32 +322,14 @@ impl Peering for PeeringApi {
         &self,
         req: Request<pb::PeeringExportRequest>,
     ) -> Result<Response<pb::PeeringExportResponse>, Status> {
-        let r = req.into_inner();
-        validate::service_name("service", &r.service).map_err(invalid)?;
-        validate::node_name("peer", &r.peer).map_err(invalid)?;
-        let index = self
-            .write(PeeringCommand::Export {
-                service: r.service,
-                peer: r.peer,
-            })
-            .await?;
-        Ok(Response::new(pb::PeeringExportResponse { index }))
+        self.set_export(req.into_inner(), true).await
     }
 
     async fn unexport(
         &self,
         req: Request<pb::PeeringExportRequest>,
     ) -> Result<Response<pb::PeeringExportResponse>, Status> {
-        let r = req.into_inner();
-        validate::service_name("service", &r.service).map_err(invalid)?;
-        validate::node_name("peer", &r.peer).map_err(invalid)?;
-        let index = self
-            .write(PeeringCommand::Unexport {
-                service: r.service,
-                peer: r.peer,
-            })
-            .await?;
-        Ok(Response::new(pb::PeeringExportResponse { index }))
+        self.set_export(req.into_inner(), false).await
     }
 
     async fn imported_services(
