@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use rcgen::{
     CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+    IsCa, KeyUsagePurpose, SanType, SerialNumber,
 };
 use tribune_ids::{AgentRole, agent_spiffe_id, server_tls_name};
 
@@ -99,10 +99,7 @@ impl fmt::Debug for AgentKeyRequest {
 /// `<role>.<dc>.tribune`, the node name and `localhost`; the given IP SANs; server and client
 /// authentication, so the same certificate serves a TLS port and dials other servers.
 pub fn sign_agent(signer: &RootCa, req: &AgentCertRequest<'_>) -> Result<AgentCert, CertError> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|source| CertError::Generate {
-        what: "agent key",
-        source,
-    })?;
+    let key = crate::root::new_key("agent key")?;
     let (params, window, signer_id) = agent_params(signer, req)?;
     let ca = load_ca(signer, "agent signer")?;
     let cert = params
@@ -127,10 +124,7 @@ pub fn agent_request(node: &str) -> Result<AgentKeyRequest, CertError> {
     params
         .distinguished_name
         .push(DnType::CommonName, common_name(node));
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|source| CertError::Generate {
-        what: "agent key",
-        source,
-    })?;
+    let key = crate::root::new_key("agent key")?;
     let csr = params
         .serialize_request(&key)
         .and_then(|r| r.pem())

@@ -7,7 +7,7 @@ use std::fmt;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType, IsCa,
-    KeyPair, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+    SanType, SerialNumber,
 };
 
 use crate::inspect::cert_info;
@@ -53,10 +53,7 @@ pub fn intermediate_request(trust_domain: &str, common_name: &str) -> Result<Int
     params.distinguished_name = DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, common_name);
     params.subject_alt_names = vec![uri_san(&format!("spiffe://{trust_domain}"))?];
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|source| CertError::Generate {
-        what: "intermediate CA key",
-        source,
-    })?;
+    let key = crate::root::new_key("intermediate CA key")?;
     let csr = params
         .serialize_request(&key)
         .and_then(|r| r.pem())

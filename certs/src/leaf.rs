@@ -3,8 +3,8 @@
 use std::fmt;
 
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
-    PKCS_ECDSA_P256_SHA256, SerialNumber,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
+    SerialNumber,
 };
 use serde::{Deserialize, Serialize};
 
@@ -99,10 +99,7 @@ pub fn sign_leaf(root: &RootCa, spiffe_id: &str, ttl_secs: i64, now_unix: i64) -
     ];
     params.use_authority_key_identifier_extension = true;
 
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|source| CertError::Generate {
-        what: "leaf key",
-        source,
-    })?;
+    let key = crate::root::new_key("leaf key")?;
     let cert = params
         .signed_by(&key, &ca.issuer)
         .map_err(|source| CertError::Generate { what: WHAT, source })?;

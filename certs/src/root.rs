@@ -99,10 +99,7 @@ pub fn new_root(
     params.key_usages = CA_KEY_USAGES.to_vec();
     params.subject_alt_names = vec![uri_san(&format!("spiffe://{trust_domain}"))?];
 
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|source| CertError::Generate {
-        what: "root CA key",
-        source,
-    })?;
+    let key = new_key("root CA key")?;
     let cert = params
         .self_signed(&key)
         .map_err(|source| CertError::Generate { what: WHAT, source })?;
@@ -253,6 +250,11 @@ fn subject_key_id<'a>(cert: &'a X509Certificate<'_>) -> Option<&'a [u8]> {
             ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0),
             _ => None,
         })
+}
+
+/// A fresh ECDSA P-256 key: every key this crate makes.
+pub(crate) fn new_key(what: &'static str) -> Result<KeyPair, CertError> {
+    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|source| CertError::Generate { what, source })
 }
 
 pub(crate) fn uri_san(uri: &str) -> Result<SanType, CertError> {

@@ -59,8 +59,12 @@ pub enum TlsError {
     },
 }
 
+/// The ring provider, built once: every handshake's verifier uses it.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    static PROVIDER: std::sync::OnceLock<Arc<CryptoProvider>> = std::sync::OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
 }
 
 /// Every certificate in a PEM text.
@@ -140,13 +144,10 @@ impl Trust {
 
     /// The store to verify against now.
     pub fn store(&self) -> Arc<RootCertStore> {
-        let (version, learnt) = {
-            let l = self.learnt.read().unwrap_or_else(|e| e.into_inner());
-            (l.0, l.1.clone())
-        };
+        let l = self.learnt.read().unwrap_or_else(|e| e.into_inner());
         let mut s = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        if s.0 != version {
-            *s = (version, Arc::new(build_store(&self.fixed, &learnt)));
+        if s.0 != l.0 {
+            *s = (l.0, Arc::new(build_store(&self.fixed, &l.1)));
         }
         s.1.clone()
     }
@@ -294,7 +295,7 @@ mod signatures {
     use rustls::{DigitallySignedStruct, SignatureScheme};
 
     fn algorithms() -> rustls::crypto::WebPkiSupportedAlgorithms {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms
+        super::provider().signature_verification_algorithms
     }
 
     pub(super) fn tls12(

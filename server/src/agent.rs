@@ -1,5 +1,6 @@
 //! The composition root of a server agent: opens the stores, starts Raft,
-//! the proposer and the three listeners (server RPC, gRPC API, HTTP),
+//! the proposer and the listeners (server RPC, gRPC API plain and over TLS,
+//! HTTP),
 //! bootstraps the cluster, and stops it all gracefully on a signal.
 
 use std::collections::BTreeMap;
@@ -338,6 +339,7 @@ pub(crate) async fn run(settings: Settings, shutdown: impl Future<Output = ()>) 
         leadership: leadership.clone(),
         datacenter: settings.datacenter.clone(),
         links: Default::default(),
+        tls_addr: tls_grpc_addr.map(|a| tls_addr_meta(&settings, a)),
         bytes: metrics.peering_bytes.clone(),
     });
     tokio::spawn(crate::peering::dialer::run(peering.clone()));
@@ -630,17 +632,18 @@ fn cert_ips(s: &Settings, raft: SocketAddr, grpc_tls: Option<SocketAddr>) -> Vec
     ips
 }
 
+/// Where peers reach this server's gRPC TLS port (its bind IP when it
+/// listens on all of them).
+fn tls_addr_meta(s: &Settings, a: SocketAddr) -> String {
+    let ip = if a.ip().is_unspecified() { s.bind } else { a.ip() };
+    SocketAddr::new(ip, a.port()).to_string()
+}
+
 /// The agent's own node appears in the catalog, as in Consul.
 async fn register_self(writer: &Writer, s: &Settings, grpc_tls: Option<SocketAddr>) {
     // Peers reach this server's TLS port (peering tokens name it).
     let meta = grpc_tls
-        .map(|a| {
-            let ip = if a.ip().is_unspecified() { s.bind } else { a.ip() };
-            (
-                crate::peering::TLS_ADDR_META.to_string(),
-                SocketAddr::new(ip, a.port()).to_string(),
-            )
-        })
+        .map(|a| (crate::peering::TLS_ADDR_META.to_string(), tls_addr_meta(s, a)))
         .into_iter()
         .collect();
     let cmd = Command::Register(Registration {

@@ -380,9 +380,11 @@ impl Catalog {
                 self.mesh.apply(index, m)
             }
             Command::Acl(a) => self.acl.apply(index, a),
-            // Imports, exports and peers' trust reach proxies.
             Command::Peering(p) => {
-                touched.mesh = true;
+                // Imports, exports and peers' trust reach proxies; a link's
+                // state and a removed record do not.
+                use peering::PeeringCommand as P;
+                touched.mesh |= !matches!(p, P::Status { .. } | P::Remove { .. });
                 self.peering.apply(index, p)
             }
             Command::Restore { data, .. } => {

@@ -168,7 +168,13 @@ impl Peering for PeeringApi {
                 d.catalog.peering().peerings.get(&name).cloned(),
             )
         };
-        let me = me.ok_or_else(|| Status::unavailable("the CA is not initialized yet; retry in a moment"))?;
+        let mut me =
+            me.ok_or_else(|| Status::unavailable("the CA is not initialized yet; retry in a moment"))?;
+        if me.server_addresses.is_empty()
+            && let Some(own) = &self.ctx.tls_addr
+        {
+            me.server_addresses.push(own.clone());
+        }
         if me.server_addresses.is_empty() {
             return Err(Status::failed_precondition(
                 "no server has a gRPC TLS port (--grpc-tls-addr): peers reach this cluster there",

@@ -62,11 +62,18 @@ pub(crate) async fn run(
     let mut sent_at = Instant::now();
     let mut heard_at = Instant::now();
     let mut active = false;
+    let applied = ctx.state.applied();
+    let mut looked_at: Option<u64> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                // What this side has for the peer now.
-                let now_res = {
+                // What this side has for the peer now: looked at again only
+                // once the state has moved.
+                let index = *applied.borrow();
+                let now_res = if looked_at == Some(index) {
+                    Ok(None)
+                } else {
+                    looked_at = Some(index);
                     let d = ctx.state.read();
                     let c = &d.catalog;
                     match c.peering().peerings.get(name) {

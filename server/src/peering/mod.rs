@@ -38,6 +38,9 @@ pub(crate) struct PeeringCtx {
     pub(crate) leadership: Leadership,
     pub(crate) datacenter: String,
     pub(crate) links: Links,
+    /// This server's gRPC TLS address: what a token names until the
+    /// servers' own registrations (node meta) are in the catalog.
+    pub(crate) tls_addr: Option<String>,
     /// Stream bytes by direction.
     pub(crate) bytes: prometheus_client::metrics::family::Family<
         crate::metrics::DirectionLabel,

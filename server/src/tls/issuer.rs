@@ -33,13 +33,34 @@ struct Held {
     renew_at: i64,
 }
 
-/// The signer in the state, its chain after a leaf, and every root.
-fn from_state(state: &Shared) -> Option<(RootCa, String, u64, Vec<String>)> {
+/// The state's CA version and signer (one with a key), cheaply.
+fn current(state: &Shared) -> Option<(u64, Option<String>)> {
     let d = state.read();
     let ca = d.catalog.mesh().ca.as_ref()?;
-    let roots = ca.roots.iter().map(|r| r.root.cert_pem.clone()).collect();
+    let signer = ca
+        .signer()
+        .filter(|s| !s.key_pem.is_empty())
+        .map(|s| s.id.clone());
+    Some((ca.modify_index, signer))
+}
+
+/// The state's roots, PEM.
+fn roots(state: &Shared) -> Vec<String> {
+    let d = state.read();
+    d.catalog
+        .mesh()
+        .ca
+        .as_ref()
+        .map(|ca| ca.roots.iter().map(|r| r.root.cert_pem.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// The state's signer with its key, and its chain after a leaf.
+fn signer(state: &Shared) -> Option<(RootCa, String)> {
+    let d = state.read();
+    let ca = d.catalog.mesh().ca.as_ref()?;
     let signer = ca.signer().filter(|s| !s.key_pem.is_empty())?.clone();
-    Some((signer, ca.chain_after_leaf(), ca.modify_index, roots))
+    Some((signer, ca.chain_after_leaf()))
 }
 
 pub(crate) async fn run(ctx: Arc<ServerCertIssuer>) {
@@ -59,27 +80,35 @@ pub(crate) async fn run(ctx: Arc<ServerCertIssuer>) {
 }
 
 fn tick(ctx: &ServerCertIssuer, held: &mut Option<Held>) -> anyhow::Result<()> {
-    let from_state = from_state(&ctx.state);
-    if let Some((_, _, version, roots)) = &from_state {
-        let ders = roots
+    // Most applies touch no CA: only a new version is parsed.
+    let current = current(&ctx.state);
+    if let Some((version, _)) = current
+        && ctx.tls.trust.learnt_version() != version
+    {
+        let ders = roots(&ctx.state)
             .iter()
             .filter_map(|pem| certs_from_pem(pem, "CA root").ok())
             .flatten()
             .collect();
-        ctx.tls.trust.learn(*version, ders);
+        ctx.tls.trust.learn(version, ders);
     }
-    let (signer, chain) = match (from_state, &ctx.file_ca) {
-        (Some((signer, chain, _, _)), _) => (signer, chain),
-        (None, Some(file)) => (file.clone(), String::new()),
+    let signer_id = match (current.and_then(|(_, id)| id), &ctx.file_ca) {
+        (Some(id), _) => id,
+        (None, Some(file)) => file.id.clone(),
         (None, None) => return Ok(()),
     };
     let now = now_unix();
     if held
         .as_ref()
-        .is_some_and(|h| h.signer_id == signer.id && now < h.renew_at)
+        .is_some_and(|h| h.signer_id == signer_id && now < h.renew_at)
     {
         return Ok(());
     }
+    let (signer, chain) = match (signer(&ctx.state), &ctx.file_ca) {
+        (Some(s), _) => s,
+        (None, Some(file)) => (file.clone(), String::new()),
+        (None, None) => return Ok(()),
+    };
     let cert = sign_agent(
         &signer,
         &AgentCertRequest {
